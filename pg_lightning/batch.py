@@ -1,0 +1,68 @@
+"""The typed batch that flows from the collector to the loss. Plain torch."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from pg_lightning.returns import episode_index, episode_returns, step_in_episode
+
+
+class EpisodeBatch(NamedTuple):
+    """Complete episodes, flattened and time-ordered, one after another.
+
+    ``B`` is the total number of steps in the batch and ``E`` the number of episodes. Episodes
+    are contiguous: episode ``e`` occupies one run of rows, and its last row is the only one
+    of that run where ``terminated | truncated`` is true. The last row of the batch always
+    ends an episode (no partial episodes).
+
+    Fields:
+        obs: ``(B, *obs_shape)`` observation ``s_t`` the action was chosen in (raw: integer
+            indices for Discrete spaces, the policy one-hot encodes them).
+        actions: ``(B, *action_shape)`` action ``a_t`` as sampled by the policy (for Box
+            spaces, before any clipping to the bounds that the env receives).
+        rewards: ``(B,)`` float reward ``r_t``.
+        terminated: ``(B,)`` bool, the episode reached a terminal state at this step: zero future.
+        truncated: ``(B,)`` bool, the episode was cut (e.g. time limit) at this step; its
+            future is unknown, not zero.
+        final_obs: ``(E, *obs_shape)`` observation after each episode's last step (the one
+            gymnasium reports as ``final_obs``), for bootstrapping truncated episodes.
+    """
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    final_obs: Tensor
+
+    @property
+    def dones(self) -> Tensor:
+        """``(B,)`` bool, last step of an episode (terminated or truncated)."""
+        return self.terminated | self.truncated
+
+    @property
+    def num_steps(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_episodes(self) -> int:
+        return self.final_obs.shape[0]
+
+    def episode_index(self) -> Tensor:
+        """``(B,)`` long, the episode each step belongs to."""
+        return episode_index(self.dones)
+
+    def step_in_episode(self) -> Tensor:
+        """``(B,)`` long, ``t`` inside the step's own episode."""
+        return step_in_episode(self.dones)
+
+    def episode_returns(self) -> Tensor:
+        """``(E,)`` undiscounted return of each episode."""
+        return episode_returns(self.rewards, self.dones)
+
+    def episode_lengths(self) -> Tensor:
+        """``(E,)`` number of steps of each episode."""
+        return torch.bincount(self.episode_index(), minlength=self.num_episodes)

@@ -1,0 +1,157 @@
+"""On-policy collection of complete episodes from a gymnasium vector environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+
+from pg_lightning.batch import EpisodeBatch
+from pg_lightning.policies import sample
+
+__all__ = ["EpisodeCollector", "make_vector_env"]
+
+VECTORIZATION_MODES = ("sync", "async")
+
+
+def make_vector_env(
+    env_id: str,
+    num_envs: int = 8,
+    vectorization_mode: str = "sync",
+    env_kwargs: dict[str, Any] | None = None,
+) -> gym.vector.VectorEnv:
+    """``gymnasium.make_vec`` with the settings the collector relies on.
+
+    Autoreset is ``SAME_STEP``: when an episode ends, ``step`` returns the first observation of
+    the next episode and reports the real last one as ``info["final_obs"]``, so every step the
+    collector records is a real transition. Box actions are clipped to their bounds on the way
+    into the env (gymnasium's ``ClipAction``); the policy's unclipped sample is what the batch keeps.
+
+    Args:
+        env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``.
+        num_envs: number of parallel copies.
+        vectorization_mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per copy).
+        env_kwargs: keyword arguments for the env's constructor.
+    """
+    if num_envs < 1:
+        raise ValueError(f"data.num_envs must be >= 1, got {num_envs}")
+    if vectorization_mode not in VECTORIZATION_MODES:
+        raise ValueError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
+    envs = gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode=vectorization_mode,
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        **dict(env_kwargs or {}),
+    )
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        envs = gym.wrappers.vector.ClipAction(envs)
+    return envs
+
+
+class _Buffer:
+    """Preallocated time-major storage ``(capacity, num_envs, *shape)`` that doubles when full."""
+
+    def __init__(self, num_envs: int, shape: tuple[int, ...], dtype: np.dtype, capacity: int = 256) -> None:
+        self.data = np.zeros((capacity, num_envs, *shape), dtype=dtype)
+
+    def put(self, t: int, value: np.ndarray) -> None:
+        if t == len(self.data):
+            self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+        self.data[t] = value
+
+
+class EpisodeCollector:
+    """Collects complete episodes with the current policy, without bias toward short ones.
+
+    Each call to :meth:`collect` resets the envs and runs them until exactly ``num_episodes``
+    episodes have been *started and finished*. An env that finishes an episode starts another
+    one while fewer than ``num_episodes`` have been started, and otherwise goes idle (its steps
+    are discarded). Every episode that starts is run to its end, and whether one starts never
+    depends on how it will go, so the episodes are an i.i.d. sample of the policy's episodes.
+    (Stopping at the first ``num_episodes`` *finished* episodes of parallel envs would drop
+    the long ones in flight: a bias toward short episodes.)
+
+    Args:
+        envs: a vector env from :func:`make_vector_env` (``SAME_STEP`` autoreset).
+        seed: the run's seed; together with ``rank`` it fixes every env's seed and the
+            sampling generator, so the collected data is reproducible.
+        rank: global rank of the process (DDP): ranks get different, reproducible streams.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, seed: int = 0, rank: int = 0) -> None:
+        if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError("EpisodeCollector needs a vector env with autoreset_mode=SAME_STEP (see make_vector_env)")
+        self.envs = envs
+        self.num_envs = envs.num_envs
+        entropy = np.random.SeedSequence([int(seed), int(rank)]).generate_state(self.num_envs + 2, dtype=np.uint32)
+        self._env_seeds: list[int] | None = [int(s) for s in entropy[: self.num_envs]]
+        self.generator = torch.Generator().manual_seed(int(entropy[-2]) << 32 | int(entropy[-1]))
+
+    def collect(self, policy: nn.Module, num_episodes: int) -> EpisodeBatch:
+        """Run ``policy`` until ``num_episodes`` complete episodes are collected.
+
+        Inference is batched over the envs, without gradient, on the policy's device with its
+        current parameters. Returns an :class:`EpisodeBatch` on the CPU.
+        """
+        if num_episodes < 1:
+            raise ValueError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
+        device = next(policy.parameters()).device
+        obs, _ = self.envs.reset(seed=self._env_seeds)
+        self._env_seeds = None  # seed once; later resets continue each env's own stream
+        n = self.num_envs
+        active = np.arange(n) < num_episodes
+        to_start = num_episodes - int(active.sum())
+
+        buffers: dict[str, _Buffer] = {}
+        active_buf = _Buffer(n, (), np.bool_)
+        final_obs: list[tuple[int, int, np.ndarray]] = []  # (env, t, obs) of every finished episode
+        t = 0
+        while active.any():
+            with torch.inference_mode():  # only here: the batch itself must be usable by autograd
+                action = sample(policy(torch.as_tensor(obs, device=device)), self.generator).cpu().numpy()
+            next_obs, reward, terminated, truncated, info = self.envs.step(action)
+            step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
+            if not buffers:
+                buffers = {
+                    k: _Buffer(n, np.shape(v)[1:], np.float32 if k == "rewards" else np.asarray(v).dtype)
+                    for k, v in step.items()
+                }
+            for k, v in step.items():
+                buffers[k].put(t, v)
+            active_buf.put(t, active)
+
+            finished = np.flatnonzero((terminated | truncated) & active)
+            if finished.size:
+                final_obs.extend((i, t, info["final_obs"][i]) for i in finished)
+                # the first `to_start` finished envs (in env order) go on; the rest go idle
+                active[finished[to_start:]] = False
+                to_start = max(0, to_start - finished.size)
+            obs = next_obs
+            t += 1
+        return self._flatten(buffers, active_buf.data[:t], final_obs)
+
+    @staticmethod
+    def _flatten(
+        buffers: dict[str, _Buffer], active: np.ndarray, final_obs: list[tuple[int, int, np.ndarray]]
+    ) -> EpisodeBatch:
+        """Time-major ``(T, N, ...)`` to flat ``(B, ...)``, env by env, so episodes are contiguous."""
+        t = len(active)
+        mask = active.T  # (N, T)
+        flat = {k: torch.from_numpy(np.ascontiguousarray(np.swapaxes(b.data[:t], 0, 1)[mask])) for k, b in buffers.items()}
+        order = sorted(final_obs, key=lambda e: (e[0], e[1]))
+        return EpisodeBatch(
+            obs=flat["obs"],
+            actions=flat["actions"],
+            rewards=flat["rewards"],
+            terminated=flat["terminated"],
+            truncated=flat["truncated"],
+            final_obs=torch.from_numpy(np.stack([o for _, _, o in order])),
+        )
+
+    def close(self) -> None:
+        self.envs.close()

@@ -1,0 +1,92 @@
+"""Lightning data side: one fresh batch of on-policy episodes per epoch."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytorch_lightning as pl
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from pg_lightning.batch import EpisodeBatch
+from pg_lightning.collector import EpisodeCollector, make_vector_env
+
+__all__ = ["EpisodeDataset", "RolloutDataModule"]
+
+
+class EpisodeDataset(IterableDataset):
+    """Yields exactly one :class:`EpisodeBatch` per iteration (= per epoch), collected when asked.
+
+    Collection happens inside ``__iter__``, when the training loop asks for the epoch's batch,
+    so it always uses the parameters left by the previous optimizer step: every update is
+    on-policy. All collection state lives in the collector.
+    """
+
+    def __init__(self, collector: EpisodeCollector, policy: nn.Module, episodes_per_epoch: int) -> None:
+        self.collector = collector
+        self.policy = policy
+        self.episodes_per_epoch = episodes_per_epoch
+
+    def __iter__(self) -> Iterator[EpisodeBatch]:
+        yield self.collector.collect(self.policy, self.episodes_per_epoch)
+
+    def __len__(self) -> int:
+        return 1  # one batch per epoch; lets the progress bar show 1/1
+
+
+class RolloutDataModule(pl.LightningDataModule):
+    """Builds the vector env and collector on each process and serves one batch per epoch.
+
+    The policy comes from the trained LightningModule (``trainer.lightning_module.policy``), so
+    collection always runs on the live parameters. Under DDP each rank builds its own envs,
+    seeded from ``(seed, global_rank)``; ``episodes_per_epoch`` is per rank.
+
+    Args:
+        env_id: registered gymnasium id.
+        episodes_per_epoch: complete episodes collected per epoch (per rank); one gradient step each.
+        num_envs: parallel env copies.
+        vectorization_mode: ``"sync"`` or ``"async"``.
+        env_kwargs: keyword arguments of the env constructor.
+        seed: the run's seed.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        episodes_per_epoch: int = 16,
+        num_envs: int = 8,
+        vectorization_mode: str = "sync",
+        env_kwargs: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if episodes_per_epoch < 1:
+            raise ValueError(f"data.episodes_per_epoch must be >= 1, got {episodes_per_epoch}")
+        self.env_id = env_id
+        self.episodes_per_epoch = episodes_per_epoch
+        self.num_envs = num_envs
+        self.vectorization_mode = vectorization_mode
+        self.env_kwargs = dict(env_kwargs or {})
+        self.seed = seed
+        self.collector: EpisodeCollector | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.collector is None:
+            envs = make_vector_env(self.env_id, self.num_envs, self.vectorization_mode, self.env_kwargs)
+            self.collector = EpisodeCollector(envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = EpisodeDataset(self.collector, self.trainer.lightning_module.policy, self.episodes_per_epoch)
+        # batch_size=None: the dataset yields whole batches. No workers: collection must run on the
+        # live policy in this process, so Lightning's hints on workers and on __len__ with
+        # multi-process loading do not apply.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+        return DataLoader(dataset, batch_size=None, num_workers=0)
+
+    def teardown(self, stage: str) -> None:
+        if self.collector is not None:
+            self.collector.close()
+            self.collector = None

@@ -1,0 +1,75 @@
+"""From gymnasium spaces to a policy: the one place that knows both worlds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pg_lightning.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot
+
+__all__ = ["UnsupportedSpaceError", "make_policy"]
+
+
+class UnsupportedSpaceError(ValueError):
+    """The environment has an observation or action space that no policy here can handle."""
+
+
+class FlattenFloat(nn.Module):
+    """``(B, *shape)`` numeric observations to float features ``(B, prod(shape))``."""
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return obs.flatten(1).to(torch.get_default_dtype())
+
+
+def _encoder(space: gym.Space) -> tuple[nn.Module, int]:
+    if isinstance(space, gym.spaces.Discrete):
+        return OneHot(int(space.n), int(space.start)), int(space.n)
+    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
+        return FlattenFloat(), int(np.prod(space.shape))
+    raise UnsupportedSpaceError(
+        f"unsupported observation space {space}: pg_lightning handles Box, Discrete and MultiBinary "
+        "observations (flatten Dict/Tuple spaces with a gymnasium wrapper first)"
+    )
+
+
+def make_policy(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    hidden_sizes: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    log_std_init: float = 0.0,
+) -> nn.Module:
+    """Build the policy for an environment's (single-env) spaces.
+
+    - ``Discrete(n)`` actions: :class:`CategoricalPolicy` over ``n`` logits.
+    - 1-D ``Box`` actions: :class:`GaussianPolicy` (state-independent log-std).
+    - ``Discrete`` observations are one-hot encoded (tabular environments), ``Box`` and
+      ``MultiBinary`` observations are flattened to float vectors.
+
+    Args:
+        observation_space: ``env.single_observation_space``.
+        action_space: ``env.single_action_space``.
+        hidden_sizes: hidden widths of the MLP; ``[]`` gives a linear (tabular softmax) policy.
+        activation: MLP activation (``tanh``, ``relu``, ``elu``, ``gelu``, ``silu``).
+        log_std_init: initial log standard deviation of Gaussian policies.
+
+    Raises:
+        UnsupportedSpaceError: for any other space, naming it.
+    """
+    encoder, in_features = _encoder(observation_space)
+    if isinstance(action_space, gym.spaces.Discrete):
+        if int(action_space.start) != 0:
+            raise UnsupportedSpaceError(f"unsupported action space {action_space}: Discrete actions must start at 0")
+        net = MLP(in_features, int(action_space.n), hidden_sizes, activation)
+        return CategoricalPolicy(encoder, net)
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        action_dim = int(action_space.shape[0])
+        net = MLP(in_features, action_dim, hidden_sizes, activation)
+        return GaussianPolicy(encoder, net, action_dim, log_std_init=log_std_init)
+    raise UnsupportedSpaceError(
+        f"unsupported action space {action_space}: pg_lightning handles Discrete and 1-D Box actions"
+    )

@@ -1,0 +1,52 @@
+"""A torchmetrics metric for "mean over the last N episodes"."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+__all__ = ["WindowMean"]
+
+
+class WindowMean(Metric):
+    """Mean of the last ``window`` values seen (e.g. returns of the last 100 finished episodes).
+
+    Why not ``torchmetrics.wrappers.Running(MeanMetric(), window)``: its window counts
+    ``update`` calls, not values, it keeps ``2 * window`` states that DDP syncs one by one,
+    and its position in the window is a plain attribute that checkpoints do not save. This
+    metric keeps one ring buffer and a count, both saved in checkpoints (persistent states).
+
+    Under DDP, ``compute`` is the mean over every rank's window (``window`` values per rank).
+
+    Args:
+        window: number of most recent values to average.
+
+    Example:
+        >>> m = WindowMean(window=3)
+        >>> m.update(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        >>> m.compute()
+        tensor(3.)
+    """
+
+    full_state_update = False
+
+    def __init__(self, window: int = 100, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.add_state("values", default=torch.zeros(window), dist_reduce_fx="cat", persistent=True)
+        self.add_state("filled", default=torch.zeros(window, dtype=torch.bool), dist_reduce_fx="cat", persistent=True)
+        self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum", persistent=True)
+
+    def update(self, values: Tensor) -> None:
+        values = values.detach().flatten().to(self.values.dtype)[-self.window :]
+        positions = (self.count + torch.arange(len(values), device=self.values.device)) % self.window
+        self.values[positions] = values
+        self.filled[positions] = True
+        self.count += len(values)
+
+    def compute(self) -> Tensor:
+        values, filled = self.values.flatten(), self.filled.flatten()
+        return values[filled].mean() if filled.any() else torch.tensor(float("nan"))

@@ -1,0 +1,119 @@
+"""ReinforceModule: the policy and the REINFORCE loss as a LightningModule (thin glue)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import grad_norm
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
+
+from pg_lightning.baselines import Baseline, NoBaseline
+from pg_lightning.batch import EpisodeBatch
+from pg_lightning.loss import LossTerms, ReinforceLoss
+from pg_lightning.metrics import WindowMean
+
+__all__ = ["ReinforceModule"]
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class ReinforceModule(pl.LightningModule):
+    """REINFORCE as a LightningModule: one batch of fresh episodes, one optimizer step.
+
+    Args:
+        policy: maps observations to a ``torch.distributions.Distribution``
+            (see :func:`pg_lightning.factory.make_policy`).
+        loss: the estimator's options (:class:`ReinforceLoss`).
+        baseline: subtracted from ``Psi_t``; its parameters (if any) are optimised too.
+        optimizer: ``params -> Optimizer``, e.g. a Hydra ``_partial_`` of ``torch.optim.Adam``.
+        return_window: episodes in the moving "solved" average, ``rollout/return_mean_100``.
+
+    ``training_step(batch, batch_idx)`` returns the loss whose gradient is the estimator; it
+    also works outside a Trainer (no logging then). Logged every epoch:
+
+    - ``rollout/return_mean_100``: mean return of the last 100 finished episodes (progress bar);
+    - ``rollout/return_mean``, ``rollout/length_mean``: this epoch's episodes;
+    - ``rollout/env_steps``, ``rollout/episodes``: totals since the start of training;
+    - ``train/loss``, ``train/policy_loss``, ``train/entropy_loss``, ``train/entropy``, and the
+      baseline's own terms as ``train/<name>``; ``train/grad_norm`` (total 2-norm);
+    - ``time/collect_fps``: env steps per second of this epoch's collection.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        loss: ReinforceLoss | None = None,
+        baseline: Baseline | None = None,
+        optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-2),
+        return_window: int = 100,
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.loss_fn = loss if loss is not None else ReinforceLoss()
+        self.baseline = baseline if baseline is not None else NoBaseline()
+        self.optimizer_factory = optimizer
+        self.return_window = WindowMean(return_window)
+        self.epoch_return = MeanMetric()
+        self.epoch_length = MeanMetric()
+        self.env_steps = SumMetric()
+        self.episodes = SumMetric()
+        for metric in (self.env_steps, self.episodes):
+            metric.persistent(True)  # totals survive a resume from checkpoint
+        self._epoch_start = time.perf_counter()
+
+    def forward(self, obs: Tensor) -> torch.distributions.Distribution:
+        return self.policy(obs)
+
+    def training_step(self, batch: EpisodeBatch, batch_idx: int) -> Tensor:
+        psi = self.loss_fn.returns(batch.rewards, batch.dones)
+        dist = self.policy(batch.obs)
+        terms = self.loss_fn(
+            dist.log_prob(batch.actions),
+            psi,
+            batch.dones,
+            baseline=self.baseline(batch, psi),
+            entropy=dist.entropy(),
+        )
+        baseline_terms = self.baseline.loss(batch, psi)
+        loss = terms.loss + sum(baseline_terms.values())
+        if self._trainer is not None:
+            self._log_epoch(batch, terms, baseline_terms, loss)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self, norm_type=2)
+        if norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1)
+
+    def _log_epoch(self, batch: EpisodeBatch, terms: LossTerms, baseline_terms: dict[str, Tensor], loss: Tensor) -> None:
+        collect_seconds = time.perf_counter() - self._epoch_start  # the batch was collected since epoch start
+        returns = batch.episode_returns()
+        self.return_window.update(returns)
+        self.epoch_return.update(returns)
+        self.epoch_length.update(batch.episode_lengths().to(returns.dtype))
+        self.env_steps.update(batch.num_steps)
+        self.episodes.update(batch.num_episodes)
+        log = partial(self.log, on_step=False, on_epoch=True, batch_size=batch.num_episodes)
+        log("rollout/return_mean_100", self.return_window.compute(), prog_bar=True)
+        log("rollout/return_mean", self.epoch_return, prog_bar=True)
+        log("rollout/length_mean", self.epoch_length)
+        log("rollout/env_steps", self.env_steps.compute())
+        log("rollout/episodes", self.episodes.compute())
+        log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
+        log("train/loss", loss.detach())
+        log("train/policy_loss", terms.policy_loss.detach())
+        log("train/entropy_loss", terms.entropy_loss.detach())
+        log("train/entropy", terms.entropy)
+        for name, value in baseline_terms.items():
+            log(f"train/{name}", value.detach())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())

@@ -1,0 +1,142 @@
+"""Training entry point: ``run(cfg)`` is importable; ``main`` is the thin ``@hydra.main`` shell.
+
+    python train.py                               # REINFORCE on CartPole-v1 until solved
+    python train.py env=acrobot trainer.max_epochs=50
+    python train.py -m seed=0,1,2 baseline=none,mean
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ConfigError", "main", "run", "validate"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key to change."""
+
+
+def _positive(cfg: DictConfig, key: str, allow: tuple = ()) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value in allow:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail before training, with a message naming the config key, for values that cannot work."""
+    env_id = OmegaConf.select(cfg, "env.id")
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(str(env_id), list(gym.registry), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"env.id: unknown gymnasium environment {env_id!r}{hint}")
+    gamma = OmegaConf.select(cfg, "model.loss.gamma")
+    if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+        raise ConfigError(f"model.loss.gamma must be in [0, 1], got {gamma!r}")
+    for key in ("data.episodes_per_epoch", "data.num_envs", "model.optimizer.lr"):
+        _positive(cfg, key)
+    _positive(cfg, "trainer.max_epochs", allow=(None, -1))
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt!r}")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train REINFORCE as configured; return the final metrics (``cfg.optimized_metric`` among them).
+
+    ``cfg`` is the composed ``conf/train.yaml`` (from ``@hydra.main`` or ``hydra.compose``; with
+    the compose API set ``paths.output_dir``).
+    """
+    validate(cfg)
+    if cfg.get("torch_num_threads") is not None:
+        torch.set_num_threads(int(cfg.torch_num_threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    # The policy and a learned baseline need the env's spaces: read them from a throwaway env.
+    probe = gym.make(cfg.env.id, **cfg.env.kwargs)
+    spaces = {"observation_space": probe.observation_space, "action_space": probe.action_space}
+    probe.close()
+    policy = hydra.utils.instantiate(cfg.network)(**spaces)
+    baseline = hydra.utils.instantiate(cfg.baseline)
+    if isinstance(baseline, functools.partial):
+        baseline = baseline(**spaces)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model, policy=policy, baseline=baseline)
+    # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.
+    model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    seconds = time.perf_counter() - start
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+    threshold = cfg.env.get("return_threshold")
+    final = metrics.get("rollout/return_mean_100", math.nan)
+    metrics.update(
+        {
+            "time/train_seconds": seconds,
+            "epochs": float(trainer.current_epoch),
+            "solved": float(threshold is not None and final >= threshold),
+        }
+    )
+    if trainer.is_global_zero:
+        _summary(cfg, trainer, metrics, output_dir)
+    return {cfg.optimized_metric: metrics.get(cfg.optimized_metric, math.nan)} | metrics
+
+
+def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], output_dir: Path) -> None:
+    ckpt = trainer.checkpoint_callback
+    last = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "") if ckpt else ""
+    threshold = cfg.env.get("return_threshold")
+    solved = "no threshold" if threshold is None else ("yes" if metrics["solved"] else "no")
+    lines = [
+        f"{cfg.env.id}: {int(metrics['epochs'])} epochs, "
+        f"{int(metrics.get('rollout/env_steps', 0))} env steps, "
+        f"{int(metrics.get('rollout/episodes', 0))} episodes, {metrics['time/train_seconds']:.1f} s",
+        f"100-episode mean return {metrics.get('rollout/return_mean_100', math.nan):.1f} "
+        f"(threshold {threshold}, solved: {solved})",
+        f"checkpoint: {last or 'none'}",
+        f"logs: {trainer.log_dir or output_dir}",
+    ]
+    log.info("\n".join(lines))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """CLI: train, print the summary, return the optimized metric (for sweepers)."""
+    try:
+        metrics = run(cfg)
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
