@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from pg_lightning.batch import EpisodeBatch
+from pg_lightning.errors import ConfigError
 from pg_lightning.policies import sample
 
 __all__ = ["EpisodeCollector", "make_vector_env"]
@@ -38,9 +39,9 @@ def make_vector_env(
         env_kwargs: keyword arguments for the env's constructor.
     """
     if num_envs < 1:
-        raise ValueError(f"data.num_envs must be >= 1, got {num_envs}")
+        raise ConfigError(f"data.num_envs must be >= 1, got {num_envs}")
     if vectorization_mode not in VECTORIZATION_MODES:
-        raise ValueError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
+        raise ConfigError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
     envs = gym.make_vec(
         env_id,
         num_envs=num_envs,
@@ -78,9 +79,13 @@ class EpisodeCollector:
 
     Args:
         envs: a vector env from :func:`make_vector_env` (``SAME_STEP`` autoreset).
-        seed: the run's seed; together with ``rank`` it fixes every env's seed and the
-            sampling generator, so the collected data is reproducible.
-        rank: global rank of the process (DDP): ranks get different, reproducible streams.
+        seed: the run's seed.
+        rank: global rank of the process (DDP), so ranks get different streams.
+
+    Randomness: collection number ``epoch`` seeds every env and the action sampler from
+    ``(seed, rank, epoch)``. A batch is therefore a function of those three numbers and the
+    policy's parameters alone, and a run resumed from a checkpoint (which restores ``epoch``
+    through :meth:`state_dict`) collects exactly what the uninterrupted run would have.
     """
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int = 0, rank: int = 0) -> None:
@@ -88,9 +93,22 @@ class EpisodeCollector:
             raise ValueError("EpisodeCollector needs a vector env with autoreset_mode=SAME_STEP (see make_vector_env)")
         self.envs = envs
         self.num_envs = envs.num_envs
-        entropy = np.random.SeedSequence([int(seed), int(rank)]).generate_state(self.num_envs + 2, dtype=np.uint32)
-        self._env_seeds: list[int] | None = [int(s) for s in entropy[: self.num_envs]]
-        self.generator = torch.Generator().manual_seed(int(entropy[-2]) << 32 | int(entropy[-1]))
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.epoch = 0
+        self.generator = torch.Generator()  # actions are drawn on the CPU, whatever the policy's device
+
+    def _reseed(self) -> list[int]:
+        """Seed the sampler for this epoch; return the envs' seeds."""
+        words = np.random.SeedSequence([self.seed, self.rank, self.epoch]).generate_state(self.num_envs + 2)
+        self.generator.manual_seed(int(words[-2]) << 32 | int(words[-1]))
+        return [int(w) for w in words[: self.num_envs]]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
 
     def collect(self, policy: nn.Module, num_episodes: int) -> EpisodeBatch:
         """Run ``policy`` until ``num_episodes`` complete episodes are collected.
@@ -99,10 +117,9 @@ class EpisodeCollector:
         current parameters. Returns an :class:`EpisodeBatch` on the CPU.
         """
         if num_episodes < 1:
-            raise ValueError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
+            raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
         device = next(policy.parameters()).device
-        obs, _ = self.envs.reset(seed=self._env_seeds)
-        self._env_seeds = None  # seed once; later resets continue each env's own stream
+        obs, _ = self.envs.reset(seed=self._reseed())
         n = self.num_envs
         active = np.arange(n) < num_episodes
         to_start = num_episodes - int(active.sum())
@@ -113,7 +130,7 @@ class EpisodeCollector:
         t = 0
         while active.any():
             with torch.inference_mode():  # only here: the batch itself must be usable by autograd
-                action = sample(policy(torch.as_tensor(obs, device=device)), self.generator).cpu().numpy()
+                action = sample(policy(torch.as_tensor(obs, device=device)), self.generator).numpy()
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
             step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if not buffers:
@@ -133,6 +150,7 @@ class EpisodeCollector:
                 to_start = max(0, to_start - finished.size)
             obs = next_obs
             t += 1
+        self.epoch += 1
         return self._flatten(buffers, active_buf.data[:t], final_obs)
 
     @staticmethod

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.collector import EpisodeCollector, make_vector_env
+from pg_lightning.errors import ConfigError
 
 __all__ = ["EpisodeDataset", "RolloutDataModule"]
 
@@ -63,7 +64,7 @@ class RolloutDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if episodes_per_epoch < 1:
-            raise ValueError(f"data.episodes_per_epoch must be >= 1, got {episodes_per_epoch}")
+            raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {episodes_per_epoch}")
         self.env_id = env_id
         self.episodes_per_epoch = episodes_per_epoch
         self.num_envs = num_envs
@@ -71,11 +72,14 @@ class RolloutDataModule(pl.LightningDataModule):
         self.env_kwargs = dict(env_kwargs or {})
         self.seed = seed
         self.collector: EpisodeCollector | None = None
+        self._restored: dict[str, Any] = {}
 
     def setup(self, stage: str) -> None:
         if self.collector is None:
             envs = make_vector_env(self.env_id, self.num_envs, self.vectorization_mode, self.env_kwargs)
             self.collector = EpisodeCollector(envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0)
+            if self._restored:
+                self.collector.load_state_dict(self._restored)
 
     def train_dataloader(self) -> DataLoader:
         dataset = EpisodeDataset(self.collector, self.trainer.lightning_module.policy, self.episodes_per_epoch)
@@ -85,6 +89,15 @@ class RolloutDataModule(pl.LightningDataModule):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
         return DataLoader(dataset, batch_size=None, num_workers=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the collector's epoch, which fixes its seeds (see EpisodeCollector)."""
+        return self.collector.state_dict() if self.collector is not None else dict(self._restored)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restored = dict(state)
+        if self.collector is not None:
+            self.collector.load_state_dict(state)
 
     def teardown(self, stage: str) -> None:
         if self.collector is not None:

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pg_lightning.errors import ConfigError
 from pg_lightning.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot
 
 __all__ = ["UnsupportedSpaceError", "make_policy"]
 
 
-class UnsupportedSpaceError(ValueError):
+class UnsupportedSpaceError(ConfigError):
     """The environment has an observation or action space that no policy here can handle."""
 
 
@@ -31,7 +32,7 @@ def _encoder(space: gym.Space) -> tuple[nn.Module, int]:
     if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
         return FlattenFloat(), int(np.prod(space.shape))
     raise UnsupportedSpaceError(
-        f"unsupported observation space {space}: pg_lightning handles Box, Discrete and MultiBinary "
+        f"env.id: unsupported observation space {space}: pg_lightning handles Box, Discrete and MultiBinary "
         "observations (flatten Dict/Tuple spaces with a gymnasium wrapper first)"
     )
 
@@ -63,7 +64,7 @@ def make_policy(
     encoder, in_features = _encoder(observation_space)
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
-            raise UnsupportedSpaceError(f"unsupported action space {action_space}: Discrete actions must start at 0")
+            raise UnsupportedSpaceError(f"env.id: unsupported action space {action_space}: Discrete actions must start at 0")
         net = MLP(in_features, int(action_space.n), hidden_sizes, activation)
         return CategoricalPolicy(encoder, net)
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
@@ -71,5 +72,5 @@ def make_policy(
         net = MLP(in_features, action_dim, hidden_sizes, activation)
         return GaussianPolicy(encoder, net, action_dim, log_std_init=log_std_init)
     raise UnsupportedSpaceError(
-        f"unsupported action space {action_space}: pg_lightning handles Discrete and 1-D Box actions"
+        f"env.id: unsupported action space {action_space}: pg_lightning handles Discrete and 1-D Box actions"
     )

@@ -2,7 +2,7 @@
 
 For a batch of ``E`` complete episodes the loss is
 
-    L = -(1/E) * sum_episodes sum_t  w_t * log pi(a_t|s_t) * A_t   -   c_H * mean_t H(pi(.|s_t))
+    L = -(1/E) * sum_episodes sum_t [ w_t * log pi(a_t|s_t) * A_t  +  c_H * H(pi(.|s_t)) ]
 
 so that ``-grad L`` (without the entropy term) is the estimator of ``grad J`` with
 
@@ -12,7 +12,8 @@ so that ``-grad L`` (without the entropy term) is the estimator of ``grad J`` wi
 
 The sum over each episode is divided by the number of episodes, not by the number of steps:
 a mean over steps would divide by a random denominator (the batch's total length) and change
-the estimator.
+the estimator. The entropy bonus has the same per-episode form, so ``c_H`` weighs the entropy
+of a whole episode against its return, whatever the episodes' lengths.
 
 Which options are unbiased for ``grad J = grad E[sum_t gamma^t r_t]``:
 
@@ -32,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from pg_lightning.errors import ConfigError
 from pg_lightning.returns import discounted_returns, step_in_episode, total_returns
 
 __all__ = ["LossTerms", "ReinforceLoss", "RETURN_TYPES"]
@@ -46,7 +48,7 @@ class LossTerms(NamedTuple):
     policy_loss: Tensor
     entropy_loss: Tensor
     entropy: Tensor
-    """Mean per-step policy entropy (detached)."""
+    """Mean per-step policy entropy (detached), for logging."""
     weights: Tensor
     """``(B,)`` the factor ``w_t * A_t`` multiplying each ``log pi(a_t|s_t)`` (detached)."""
 
@@ -87,16 +89,16 @@ class ReinforceLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"model.loss.gamma must be in [0, 1], got {gamma}")
+            raise ConfigError(f"model.loss.gamma must be in [0, 1], got {gamma}")
         if return_type not in RETURN_TYPES:
-            raise ValueError(f"model.loss.return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+            raise ConfigError(f"model.loss.return_type must be one of {RETURN_TYPES}, got {return_type!r}")
         if discount_weight and return_type != "reward_to_go":
-            raise ValueError(
+            raise ConfigError(
                 "model.loss.discount_weight=true needs model.loss.return_type=reward_to_go "
                 "(gamma^t multiplies the reward-to-go G_t; R(tau) already starts at t=0)"
             )
         if entropy_coef < 0:
-            raise ValueError(f"model.loss.entropy_coef must be >= 0, got {entropy_coef}")
+            raise ConfigError(f"model.loss.entropy_coef must be >= 0, got {entropy_coef}")
         self.gamma = float(gamma)
         self.return_type = return_type
         self.discount_weight = bool(discount_weight)
@@ -143,7 +145,7 @@ class ReinforceLoss(nn.Module):
             entropy_loss = torch.zeros((), device=log_probs.device)
         else:
             mean_entropy = entropy.mean()
-            entropy_loss = -self.entropy_coef * mean_entropy
+            entropy_loss = -self.entropy_coef * entropy.sum() / num_episodes
         return LossTerms(
             loss=policy_loss + entropy_loss,
             policy_loss=policy_loss,

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from pg_lightning.errors import ConfigError
+
 __all__ = ["WindowMean"]
 
 
@@ -34,7 +36,7 @@ class WindowMean(Metric):
     def __init__(self, window: int = 100, **kwargs) -> None:
         super().__init__(**kwargs)
         if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
+            raise ConfigError(f"model.return_window must be >= 1, got {window}")
         self.window = window
         self.add_state("values", default=torch.zeros(window), dist_reduce_fx="cat", persistent=True)
         self.add_state("filled", default=torch.zeros(window, dtype=torch.bool), dist_reduce_fx="cat", persistent=True)

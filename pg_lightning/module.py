@@ -63,6 +63,7 @@ class ReinforceModule(pl.LightningModule):
         self.env_steps = SumMetric()
         self.episodes = SumMetric()
         for metric in (self.env_steps, self.episodes):
+            metric.set_dtype(torch.float64)  # exact counts beyond float32's 2**24
             metric.persistent(True)  # totals survive a resume from checkpoint
         self._epoch_start = time.perf_counter()
 
@@ -81,7 +82,7 @@ class ReinforceModule(pl.LightningModule):
         )
         baseline_terms = self.baseline.loss(batch, psi)
         loss = terms.loss + sum(baseline_terms.values())
-        if self._trainer is not None:
+        if self._current_fx_name == "training_step":  # called by a Trainer (not by hand, even after fit)
             self._log_epoch(batch, terms, baseline_terms, loss)
         return loss
 
@@ -91,7 +92,7 @@ class ReinforceModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = grad_norm(self, norm_type=2)
         if norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1)
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     def _log_epoch(self, batch: EpisodeBatch, terms: LossTerms, baseline_terms: dict[str, Tensor], loss: Tensor) -> None:
         collect_seconds = time.perf_counter() - self._epoch_start  # the batch was collected since epoch start
@@ -101,12 +102,14 @@ class ReinforceModule(pl.LightningModule):
         self.epoch_length.update(batch.episode_lengths().to(returns.dtype))
         self.env_steps.update(batch.num_steps)
         self.episodes.update(batch.num_episodes)
+        # torchmetrics values are synced across DDP ranks by torchmetrics; plain tensors by sync_dist
         log = partial(self.log, on_step=False, on_epoch=True, batch_size=batch.num_episodes)
         log("rollout/return_mean_100", self.return_window.compute(), prog_bar=True)
         log("rollout/return_mean", self.epoch_return, prog_bar=True)
         log("rollout/length_mean", self.epoch_length)
         log("rollout/env_steps", self.env_steps.compute())
         log("rollout/episodes", self.episodes.compute())
+        log = partial(log, sync_dist=True)
         log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
         log("train/loss", loss.detach())
         log("train/policy_loss", terms.policy_loss.detach())

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from pg_lightning.errors import ConfigError
+
 __all__ = ["MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "sample"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -47,7 +49,7 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str) -> None:
         if activation not in ACTIVATIONS:
-            raise ValueError(f"network.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            raise ConfigError(f"network.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden_sizes:
@@ -117,19 +119,21 @@ class GaussianPolicy(nn.Module):
 def sample(dist: Distribution, generator: torch.Generator | None = None) -> Tensor:
     """Draw ``dist.sample()`` from a private ``generator`` (``torch.distributions`` has no such argument).
 
-    A generator of its own lets every collector (and every DDP rank) have an independent,
-    reproducible, checkpointable stream without touching the global torch RNG. Supports the
-    distributions our policies produce; anything else falls back to ``dist.sample()``.
+    A generator of its own gives every collector (and every DDP rank) an independent,
+    reproducible stream without touching the global torch RNG. The draw happens on the
+    generator's device (the CPU for the collector's), so the actions of a seed are the same
+    whether the policy runs on a CPU or a GPU. Supports the distributions our policies produce;
+    anything else falls back to ``dist.sample()``.
     """
     if generator is None:
         return dist.sample()
+    device = generator.device
     if isinstance(dist, Categorical):
-        probs = dist.probs.reshape(-1, dist.probs.shape[-1])
-        return torch.multinomial(probs, 1, generator=generator).reshape(dist.batch_shape)
+        probs = dist.probs.to(device)
+        return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(dist.batch_shape)
     if isinstance(dist, Normal):
-        noise = torch.randn(dist.loc.shape, generator=generator, dtype=dist.loc.dtype, device=dist.loc.device)
-        return dist.loc + dist.scale * noise
+        loc, scale = dist.loc.to(device), dist.scale.to(device)
+        return loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=device)
     if isinstance(dist, Independent):
         return sample(dist.base_dist, generator)
     return dist.sample()
-

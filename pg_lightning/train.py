@@ -21,25 +21,29 @@ import gymnasium as gym
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from pg_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "main", "run", "validate"]
+__all__ = ["ConfigError", "main", "run", "validate"]  # ConfigError re-exported for convenience
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key to change."""
-
-
-def _positive(cfg: DictConfig, key: str, allow: tuple = ()) -> None:
+def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, allow: tuple = ()) -> None:
     value = OmegaConf.select(cfg, key)
-    if value in allow:
+    if value in allow and not isinstance(value, bool):
         return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok or (minimum is not None and not value >= minimum) or (minimum is None and not value > 0):
+        what = "an integer" if kind is int else "a number"
+        bound = f">= {minimum}" if minimum is not None else "> 0"
+        extra = f" (or {', '.join(map(str, allow))})" if allow else ""
+        raise ConfigError(f"{key} must be {what} {bound}{extra}, got {value!r}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -50,11 +54,13 @@ def validate(cfg: DictConfig) -> None:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"env.id: unknown gymnasium environment {env_id!r}{hint}")
     gamma = OmegaConf.select(cfg, "model.loss.gamma")
-    if not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
         raise ConfigError(f"model.loss.gamma must be in [0, 1], got {gamma!r}")
-    for key in ("data.episodes_per_epoch", "data.num_envs", "model.optimizer.lr"):
-        _positive(cfg, key)
-    _positive(cfg, "trainer.max_epochs", allow=(None, -1))
+    _number(cfg, "data.episodes_per_epoch", int, minimum=1)
+    _number(cfg, "data.num_envs", int, minimum=1)
+    _number(cfg, "model.optimizer.lr", float)
+    _number(cfg, "model.loss.entropy_coef", float, minimum=0.0)
+    _number(cfg, "trainer.max_epochs", int, minimum=1, allow=(None, -1))
     ckpt = cfg.get("ckpt_path")
     if ckpt is not None and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt!r}")
@@ -109,8 +115,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], output_dir: Path) -> None:
-    ckpt = trainer.checkpoint_callback
-    last = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "") if ckpt else ""
+    ckpt_dirs = sorted({str(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})
     threshold = cfg.env.get("return_threshold")
     solved = "no threshold" if threshold is None else ("yes" if metrics["solved"] else "no")
     lines = [
@@ -119,21 +124,39 @@ def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], ou
         f"{int(metrics.get('rollout/episodes', 0))} episodes, {metrics['time/train_seconds']:.1f} s",
         f"100-episode mean return {metrics.get('rollout/return_mean_100', math.nan):.1f} "
         f"(threshold {threshold}, solved: {solved})",
-        f"checkpoint: {last or 'none'}",
+        f"checkpoints: {', '.join(ckpt_dirs) or 'none'}",
         f"logs: {trainer.log_dir or output_dir}",
     ]
     log.info("\n".join(lines))
 
 
+def _config_error(err: BaseException) -> ConfigError | None:
+    """The ConfigError behind ``err``, also when Hydra's instantiate or Lightning wrapped it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """CLI: train, print the summary, return the optimized metric (for sweepers)."""
+    """CLI: train, print the summary, return the optimized metric (for sweepers).
+
+    A config mistake prints one line naming the key and exits with status 2 (``HYDRA_FULL_ERROR=1``
+    shows the traceback). In a multirun the error is raised instead, so Hydra records that job as
+    failed and still runs the others.
+    """
     try:
         metrics = run(cfg)
-    except ConfigError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as err:
+        config_error = _config_error(err)
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if config_error is None or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"Config error: {err}", file=sys.stderr)
+        print(f"Config error: {config_error}", file=sys.stderr)
         sys.exit(2)
     return metrics.get(cfg.optimized_metric)
 

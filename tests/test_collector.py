@@ -105,6 +105,26 @@ def test_reproducible_from_seed_and_distinct_across_seeds_and_ranks():
     assert not torch.equal(a[0].obs[:20], first_batches(0, 1)[0].obs[:20])
 
 
+def test_a_restored_epoch_counter_replays_the_stream():
+    collector, policy = collector_and_policy("CartPole-v1", num_envs=4)
+    collector.collect(policy, 6)
+    second = collector.collect(policy, 6)
+    restored, _ = collector_and_policy("CartPole-v1", num_envs=4)
+    restored.load_state_dict(collector.state_dict() | {"epoch": 1})
+    for x, y in zip(second, restored.collect(policy, 6)):
+        assert torch.equal(x, y)
+    assert collector.state_dict() == {"epoch": 2}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_policy_on_gpu_collects_the_same_as_on_cpu():
+    cpu_collector, policy = collector_and_policy("CartPole-v1", num_envs=2)
+    gpu_collector, _ = collector_and_policy("CartPole-v1", num_envs=2)
+    on_cpu = cpu_collector.collect(policy, 4)
+    on_gpu = gpu_collector.collect(policy.cuda(), 4)
+    assert torch.equal(on_cpu.actions, on_gpu.actions) and on_gpu.obs.device.type == "cpu"
+
+
 def test_async_matches_sync():
     sync_collector, policy = collector_and_policy("CartPole-v1", num_envs=2, mode="sync")
     async_collector, _ = collector_and_policy("CartPole-v1", num_envs=2, mode="async")

@@ -1,6 +1,7 @@
 """Hydra: every config composes and instantiates; run(cfg), the CLI, resume and a sweep work."""
 
 import csv
+import math
 import functools
 import importlib.util
 import os
@@ -75,13 +76,32 @@ def test_run_trains_and_writes_metrics_and_checkpoint(make_cfg, tmp_path):
     assert ckpt["hyper_parameters"]["config"]["env"]["id"] == "CartPole-v1"
 
 
-def test_resume_continues_epochs_and_totals(make_cfg, tmp_path):
-    first = run(make_cfg(*FAST, output_dir=tmp_path / "a"))
+def epoch_rows(path):
+    return {int(r["epoch"]): r for r in csv.DictReader(open(path / "csv" / "metrics.csv"))}
+
+
+def test_checkpoint_every_epoch_and_exact_resume(make_cfg, tmp_path):
+    """A run stopped after 3 epochs and resumed to 5 matches an uninterrupted 5-epoch run exactly."""
+    straight = run(make_cfg(*FAST, "trainer.max_epochs=5", output_dir=tmp_path / "straight"))
+    run(make_cfg(*FAST, "trainer.max_epochs=3", output_dir=tmp_path / "a"))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    resumed = run(make_cfg(*FAST[1:], "trainer.max_epochs=4", f"ckpt_path={last}", output_dir=tmp_path / "b"))
-    assert resumed["epochs"] == 4
-    assert resumed["rollout/episodes"] == 2 * first["rollout/episodes"]  # totals restored, then grown
-    assert resumed["rollout/env_steps"] > first["rollout/env_steps"]
+    assert torch.load(last, weights_only=False)["epoch"] == 2  # written at the end of epoch index 2
+    resumed = run(make_cfg(*FAST, "trainer.max_epochs=5", f"ckpt_path={last}", output_dir=tmp_path / "b"))
+    assert resumed["epochs"] == 5
+    for key in ("rollout/episodes", "rollout/env_steps", "rollout/return_mean_100", "rollout/return_mean"):
+        assert resumed[key] == straight[key], key  # totals, window and data stream all restored
+    a, b = epoch_rows(tmp_path / "straight"), epoch_rows(tmp_path / "b")
+    assert sorted(b) == [3, 4]
+    for epoch in (3, 4):
+        for key in ("rollout/return_mean", "rollout/length_mean", "train/loss"):
+            assert float(a[epoch][key]) == pytest.approx(float(b[epoch][key]), rel=1e-6), (epoch, key)
+
+
+def test_checkpoint_written_every_epoch(make_cfg, tmp_path):
+    run(make_cfg(*FAST, "trainer.max_epochs=4"))
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 3 and ckpt["RolloutDataModule"] == {"epoch": 4}
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
 
 
 @pytest.mark.parametrize(
@@ -91,7 +111,10 @@ def test_resume_continues_epochs_and_totals(make_cfg, tmp_path):
         ("env.id=CartPol-v1", "did you mean CartPole-v1"),
         ("data.num_envs=0", "data.num_envs"),
         ("data.episodes_per_epoch=-3", "data.episodes_per_epoch"),
+        ("data.episodes_per_epoch=2.5", "data.episodes_per_epoch must be an integer"),
+        ("model.loss.gamma=true", "model.loss.gamma"),
         ("model.optimizer.lr=0", "model.optimizer.lr"),
+        ("model.loss.entropy_coef=-1", "model.loss.entropy_coef"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
         ("ckpt_path=/nonexistent.ckpt", "ckpt_path"),
     ],
@@ -113,16 +136,24 @@ def test_cli_trains_prints_summary_and_writes_outputs(tmp_path):
     proc = cli(*FAST, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    assert "CartPole-v1: 2 epochs" in out and "100-episode mean return" in out
+    assert "CartPole-v1: 2 epochs" in out and "100-episode mean return" in out and "checkpoints: " in out
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
 
 
-def test_cli_config_error_is_one_message_not_a_traceback(tmp_path):
-    proc = cli("model.loss.gamma=1.5", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2
-    assert "model.loss.gamma must be in [0, 1]" in proc.stderr
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.loss.gamma=1.5", "model.loss.gamma must be in [0, 1]"),  # caught by validate()
+        ("model.loss.return_type=monte_carlo", "model.loss.return_type must be one of"),  # in instantiate
+        ("data.vectorization_mode=threads", "data.vectorization_mode must be one of"),  # inside Trainer.fit
+    ],
+)
+def test_cli_config_error_is_one_message_not_a_traceback(tmp_path, override, message):
+    proc = cli(override, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"Config error: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -132,3 +163,9 @@ def test_cli_multirun_sweep(tmp_path):
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
     assert all((p / "csv" / "metrics.csv").is_file() for p in jobs)
+
+
+@pytest.mark.parametrize("env", ["pendulum", "mountaincar_continuous", "acrobot"])
+def test_run_on_other_envs(make_cfg, env):
+    metrics = run(make_cfg(f"env={env}", "trainer.max_epochs=1", "data.episodes_per_epoch=2", "data.num_envs=2"))
+    assert metrics["rollout/episodes"] == 2 and math.isfinite(metrics["train/loss"])

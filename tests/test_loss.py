@@ -96,9 +96,11 @@ def test_entropy_bonus():
     dones = torch.tensor(DONES)
     entropy = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5], requires_grad=True)
     terms = ReinforceLoss(gamma=1.0, entropy_coef=0.5)(torch.zeros(5), torch.ones(5), dones, entropy=entropy)
-    assert_close(terms.entropy_loss, torch.tensor(-0.5 * 0.3))
+    # the same per-episode form as the policy term: -c_H * (1/E) * sum over all steps, E = 2
+    assert_close(terms.entropy_loss, torch.tensor(-0.5 * 1.5 / 2))
+    assert_close(terms.entropy, torch.tensor(0.3))  # logged: the mean per-step entropy
     terms.loss.backward()
-    assert_close(entropy.grad, torch.full((5,), -0.5 / 5))
+    assert_close(entropy.grad, torch.full((5,), -0.5 / 2))
     with pytest.raises(ValueError, match="entropy"):
         ReinforceLoss(entropy_coef=0.1)(torch.zeros(5), torch.ones(5), dones)
 

@@ -57,30 +57,37 @@ def test_every_update_is_on_policy(monkeypatch):
         assert not all(torch.equal(a, b) for a, b in zip(before, after))  # parameters moved
 
 
-def test_metrics_are_logged_under_stable_names():
+class LastBatch(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batch, self.loss = batch, outputs["loss"].detach()
+
+
+def test_metrics_are_logged_under_stable_names_with_the_batch_values():
     module, data = small_module_and_data(episodes=5)
-    trainer = quiet_trainer(max_epochs=3)
+    spy = LastBatch()
+    trainer = quiet_trainer(max_epochs=3, callbacks=[spy])
     trainer.fit(module, datamodule=data)
     m = trainer.callback_metrics
-    for key in (
-        "rollout/return_mean_100",
-        "rollout/return_mean",
-        "rollout/length_mean",
-        "rollout/env_steps",
-        "rollout/episodes",
-        "time/collect_fps",
-        "train/loss",
-        "train/policy_loss",
-        "train/entropy_loss",
-        "train/entropy",
-        "train/grad_norm",
-    ):
-        assert key in m, key
-    assert m["rollout/episodes"] == 15
-    # CartPole pays 1 per step: total steps = sum of returns; return = length
-    assert m["rollout/return_mean"] == m["rollout/length_mean"]
-    assert m["rollout/env_steps"] == module.return_window.values[:15].sum()
+    expected = {
+        "rollout/return_mean": spy.batch.episode_returns().mean(),
+        "rollout/length_mean": spy.batch.episode_lengths().float().mean(),
+        "rollout/episodes": torch.tensor(15.0),
+        "rollout/env_steps": module.return_window.values[:15].sum(),  # CartPole: return = length
+        "train/loss": spy.loss,
+    }
+    for key, value in expected.items():
+        torch.testing.assert_close(m[key].double(), value.double(), msg=key)
+    for key in ("rollout/return_mean_100", "time/collect_fps", "train/policy_loss", "train/entropy_loss", "train/grad_norm"):
+        assert torch.isfinite(m[key]), key
     assert 0 < m["train/entropy"] <= torch.log(torch.tensor(2.0)) + 1e-6
+    torch.testing.assert_close(m["rollout/return_mean_100"], module.return_window.values[:15].mean())
+
+
+def test_training_step_by_hand_after_fit():
+    module, data = small_module_and_data()
+    quiet_trainer(max_epochs=1).fit(module, datamodule=data)
+    collector = EpisodeCollector(make_vector_env("CartPole-v1", 2))
+    module.training_step(collector.collect(module.policy, 2), 0).backward()  # no logging outside the loop
 
 
 def test_training_step_outside_a_trainer():
