@@ -97,8 +97,8 @@ def test_reproducible_from_seed_and_distinct_across_seeds_and_ranks():
         return [collector.collect(policy, 6) for _ in range(2)]
 
     a, b = first_batches(0, 0), first_batches(0, 0)
-    for x, y in zip(a, b):
-        for fx, fy in zip(x, y):
+    for x, y in zip(a, b, strict=True):
+        for fx, fy in zip(x, y, strict=True):
             assert torch.equal(fx, fy)
     assert not torch.equal(a[0].obs, a[1].obs)  # the stream goes on between epochs
     assert not torch.equal(a[0].obs[:20], first_batches(1, 0)[0].obs[:20])
@@ -111,7 +111,7 @@ def test_a_restored_epoch_counter_replays_the_stream():
     second = collector.collect(policy, 6)
     restored, _ = collector_and_policy("CartPole-v1", num_envs=4)
     restored.load_state_dict(collector.state_dict() | {"epoch": 1})
-    for x, y in zip(second, restored.collect(policy, 6)):
+    for x, y in zip(second, restored.collect(policy, 6), strict=True):
         assert torch.equal(x, y)
     assert collector.state_dict() == {"epoch": 2}
 
@@ -129,7 +129,7 @@ def test_async_matches_sync():
     sync_collector, policy = collector_and_policy("CartPole-v1", num_envs=2, mode="sync")
     async_collector, _ = collector_and_policy("CartPole-v1", num_envs=2, mode="async")
     try:
-        for x, y in zip(sync_collector.collect(policy, 4), async_collector.collect(policy, 4)):
+        for x, y in zip(sync_collector.collect(policy, 4), async_collector.collect(policy, 4), strict=True):
             assert torch.equal(x, y)
     finally:
         async_collector.close()

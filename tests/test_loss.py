@@ -44,7 +44,7 @@ def hand_gradient(policy, psi: list[float], weights: list[float]) -> tuple[torch
     weight, bias = policy.net[0].weight, policy.net[0].bias
     grad_w, grad_b = torch.zeros_like(weight), torch.zeros_like(bias)
     with torch.no_grad():
-        for s, a, p, w in zip(OBS, ACTIONS, psi, weights):
+        for s, a, p, w in zip(OBS, ACTIONS, psi, weights, strict=True):
             pi = torch.softmax(weight[:, s] + bias, 0)
             score = torch.nn.functional.one_hot(torch.tensor(a), N_ACTIONS).float() - pi
             grad_w[:, s] -= w * p * score / 2  # E = 2 episodes

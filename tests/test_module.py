@@ -51,10 +51,10 @@ def test_every_update_is_on_policy(monkeypatch):
     monkeypatch.setattr(module, "training_step", spy_step)
     quiet_trainer(max_epochs=4).fit(module, datamodule=data)
     assert len(seen_at_collection) == len(seen_at_step) == 4  # one batch, one step per epoch
-    for at_collection, at_step in zip(seen_at_collection, seen_at_step):
-        assert all(torch.equal(a, b) for a, b in zip(at_collection, at_step))
-    for before, after in zip(seen_at_collection, seen_at_collection[1:]):
-        assert not all(torch.equal(a, b) for a, b in zip(before, after))  # parameters moved
+    for at_collection, at_step in zip(seen_at_collection, seen_at_step, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(at_collection, at_step, strict=True))
+    for before, after in zip(seen_at_collection, seen_at_collection[1:], strict=False):
+        assert not all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # parameters moved
 
 
 class LastBatch(pl.Callback):
