@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import logging
 import math
 import os
@@ -78,14 +77,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    # The policy and a learned baseline need the env's spaces: read them from a throwaway env.
+    # The policy needs the env's spaces: read them from a throwaway env.
     probe = gym.make(cfg.env.id, **cfg.env.kwargs)
-    spaces = {"observation_space": probe.observation_space, "action_space": probe.action_space}
+    policy = hydra.utils.instantiate(cfg.network)(
+        observation_space=probe.observation_space, action_space=probe.action_space
+    )
     probe.close()
-    policy = hydra.utils.instantiate(cfg.network)(**spaces)
     baseline = hydra.utils.instantiate(cfg.baseline)
-    if isinstance(baseline, functools.partial):
-        baseline = baseline(**spaces)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, policy=policy, baseline=baseline)
     # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
