@@ -11,8 +11,10 @@ import sys
 import gymnasium as gym
 import hydra
 import pytest
+import pytorch_lightning as pl
 import torch
 
+from pg_lightning.baselines import Baseline
 from pg_lightning.train import ConfigError, run, validate
 from tests.conftest import CONF, ROOT
 
@@ -41,9 +43,16 @@ def test_every_option_of_each_group_instantiates(make_cfg, group):
         obj = hydra.utils.instantiate(cfg[group]) if cfg[group] is not None else None
         if group == "network":
             assert isinstance(obj, functools.partial)
-            obj(observation_space=gym.spaces.Discrete(3), action_space=gym.spaces.Discrete(2))
-        elif group in ("logger", "callbacks") and obj is not None:
+            assert isinstance(
+                obj(observation_space=gym.spaces.Discrete(3), action_space=gym.spaces.Discrete(2)), torch.nn.Module
+            )
+        elif group == "baseline":
+            assert isinstance(obj, Baseline)
+        elif obj is not None:  # logger / callbacks: a dict of Lightning objects
+            kind = pl.loggers.Logger if group == "logger" else pl.Callback
             assert all(v is not None for v in obj.values())
+            assert all(isinstance(v, kind) for v in obj.values()), (option, obj)
+            assert obj or option == "none", option  # only `none` may be empty
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))
@@ -162,6 +171,14 @@ def test_cli_multirun_sweep(tmp_path):
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
     assert all((p / "csv" / "metrics.csv").is_file() for p in jobs)
+
+
+def test_cli_multirun_config_error_fails_that_job_only(tmp_path):
+    proc = cli("-m", "model.loss.gamma=1.5,0.99", *FAST[1:], "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode != 0  # Hydra reports the failed job at the end of the sweep
+    assert "model.loss.gamma must be in [0, 1]" in proc.stderr
+    assert not (tmp_path / "0" / "csv" / "metrics.csv").exists()
+    assert (tmp_path / "1" / "csv" / "metrics.csv").is_file()  # the good job still ran
 
 
 @pytest.mark.parametrize("env", ["pendulum", "mountaincar_continuous", "acrobot"])
