@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pg_lightning.batch import EpisodeBatch
 
-__all__ = ["Baseline", "MeanBaseline", "NoBaseline"]
+__all__ = ["Baseline", "ConstantBaseline", "MeanBaseline", "NoBaseline"]
 
 
 class Baseline(nn.Module):
@@ -38,6 +38,17 @@ class NoBaseline(Baseline):
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
         return torch.zeros_like(psi)
+
+
+class ConstantBaseline(Baseline):
+    """``b = value``, a fixed number: exactly unbiased, whatever the value (a teaching case)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = float(value)
+
+    def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
+        return torch.full_like(psi, self.value)
 
 
 class MeanBaseline(Baseline):

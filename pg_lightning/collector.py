@@ -10,6 +10,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
+import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.errors import ConfigError
 from pg_lightning.policies import sample

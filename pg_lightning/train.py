@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,12 @@ def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], ou
         f"checkpoints: {', '.join(ckpt_dirs) or 'none'}",
         f"logs: {trainer.log_dir or output_dir}",
     ]
+    if "exact/return" in metrics:  # tabular envs with the ExactReturn callback
+        lines.insert(
+            2,
+            f"exact J of the final policy {metrics['exact/return']:.4f}, optimal J* "
+            f"{metrics['exact/return_optimal']:.4f} (gap {100 * metrics['exact/gap']:.2f}% of |J*|)",
+        )
     log.info("\n".join(lines))
 
 

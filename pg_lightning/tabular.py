@@ -1,0 +1,429 @@
+"""Finite MDPs with exact policy gradients: the theorem, computable. Plain torch.
+
+A :class:`TabularMDP` is a transition tensor ``P[s, a, s']``, rewards ``R[s, a, s']``, an
+initial distribution, a set of terminal (absorbing, zero-reward) states and a discount. For a
+policy that maps integer states to a ``Categorical`` (any network, e.g. one built by
+``make_policy`` on a ``Discrete`` observation space), this module computes
+
+- :func:`solve`: ``V^pi``, ``Q^pi``, ``J(theta) = E[sum_t gamma^t r_t]`` and the state visitation,
+  exactly, by solving the linear Bellman system; every output is differentiable in ``theta``, so
+  :func:`exact_gradient` is ``grad J`` by autograd through the solve;
+- :func:`expected_estimator`: the expectation of the REINFORCE estimator in closed form,
+  ``sum_s eta_w(s) sum_a grad pi(a|s) Q^pi(s, a)``, with discounted visitation (the theorem: it
+  equals ``grad J``) or undiscounted visitation (what reward-to-go without ``gamma^t`` estimates);
+- :func:`optimal_values`: ``V*`` and ``J*`` by value iteration, to compare a trained policy with;
+- :func:`sample_episodes`: complete episodes as an :class:`~pg_lightning.batch.EpisodeBatch`,
+  sampled in torch (thousands of episodes in milliseconds), so that statistical tests of the
+  estimator run in seconds;
+- :func:`gradient_estimates`: one REINFORCE estimate of ``grad J`` per batch, computed with the
+  very :class:`~pg_lightning.loss.ReinforceLoss` and baselines that training uses, and
+  :func:`gradient_variance` / :func:`z_scores` to compare them with the exact gradient.
+
+:mod:`pg_lightning.envs` exposes these MDPs as gymnasium environments.
+
+Example (the two-armed bandit: pull right with probability 0.7):
+
+    >>> mdp = two_armed_bandit()
+    >>> probs = torch.tensor([[0.3, 0.7], [0.5, 0.5], [0.5, 0.5]])
+    >>> round(solve(mdp, probs).J.item(), 4)  # 0.3 * (-0.5) + 0.7 * 4.0
+    2.65
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from pg_lightning.batch import EpisodeBatch
+from pg_lightning.baselines import Baseline
+from pg_lightning.loss import ReinforceLoss
+
+__all__ = [
+    "ExactSolution",
+    "StateValueBaseline",
+    "TabularMDP",
+    "chain",
+    "exact_gradient",
+    "expected_estimator",
+    "gradient_estimates",
+    "gradient_variance",
+    "optimal_values",
+    "policy_table",
+    "sample_episodes",
+    "score_jacobian",
+    "solve",
+    "two_armed_bandit",
+    "z_scores",
+]
+
+DTYPE = torch.float64  # exact quantities are computed in double precision
+
+
+class TabularMDP(NamedTuple):
+    """A finite MDP. ``S`` states (terminal ones included), ``A`` actions.
+
+    Fields:
+        transitions: ``(S, A, S)`` ``P[s, a, s']``, each ``P[s, a]`` a distribution.
+        rewards: ``(S, A, S)`` ``R[s, a, s']``, the reward of the transition (use
+            :meth:`create` to pass ``R[s, a]`` instead).
+        initial: ``(S,)`` distribution of the first state; no mass on terminal states.
+        terminal: ``(S,)`` bool; an episode ends when it enters one (no action is taken there).
+        gamma: discount of the objective ``J = E[sum_t gamma^t r_t]``, in ``[0, 1]``.
+            With ``gamma = 1`` every policy must reach a terminal state with probability 1.
+    """
+
+    transitions: Tensor
+    rewards: Tensor
+    initial: Tensor
+    terminal: Tensor
+    gamma: float
+
+    @classmethod
+    def create(cls, transitions, rewards, initial, terminal, gamma: float = 1.0) -> TabularMDP:
+        """Validated constructor; ``rewards`` may be ``(S, A)`` or ``(S, A, S)``."""
+        P = torch.as_tensor(transitions, dtype=DTYPE)
+        if P.dim() != 3 or P.shape[0] != P.shape[2]:
+            raise ValueError(f"transitions must be (S, A, S), got shape {tuple(P.shape)}")
+        S, A, _ = P.shape
+        if (P < 0).any() or not torch.allclose(P.sum(-1), torch.ones(S, A, dtype=DTYPE)):
+            raise ValueError("transitions[s, a] must be probability distributions over next states")
+        R = torch.as_tensor(rewards, dtype=DTYPE)
+        if R.shape == (S, A):
+            R = R[:, :, None].expand(S, A, S).clone()
+        if R.shape != (S, A, S):
+            raise ValueError(f"rewards must be (S, A) = {(S, A)} or (S, A, S), got {tuple(R.shape)}")
+        mu = torch.as_tensor(initial, dtype=DTYPE)
+        done = torch.as_tensor(terminal, dtype=torch.bool)
+        if mu.shape != (S,) or (mu < 0).any() or not torch.isclose(mu.sum(), torch.tensor(1.0, dtype=DTYPE)):
+            raise ValueError(f"initial must be a distribution over the {S} states")
+        if done.shape != (S,) or not done.any():
+            raise ValueError("terminal must be a (S,) bool mask with at least one terminal state")
+        if (mu[done] > 0).any():
+            raise ValueError("initial must put no mass on terminal states")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        return cls(P, R, mu, done, float(gamma))
+
+    @property
+    def num_states(self) -> int:
+        return self.transitions.shape[0]
+
+    @property
+    def num_actions(self) -> int:
+        return self.transitions.shape[1]
+
+    def expected_rewards(self) -> Tensor:
+        """``(S, A)`` ``r(s, a) = sum_s' P[s, a, s'] R[s, a, s']`` (zero at terminal states)."""
+        return (self.transitions * self.rewards).sum(-1) * ~self.terminal[:, None]
+
+
+def two_armed_bandit(
+    win_probs: tuple[float, float] = (0.3, 0.6),
+    win_reward: float = 10.0,
+    lose_reward: float = -5.0,
+    gamma: float = 1.0,
+) -> TabularMDP:
+    """One decision, two arms (0 = left, 1 = right); the episode ends after it.
+
+    Arm ``a`` pays ``win_reward`` with probability ``win_probs[a]``, else ``lose_reward``.
+    States: 0 the decision, 1 "won" and 2 "lost" (terminal, so that the reward can depend on
+    the outcome). With the defaults, ``Q(left) = -0.5`` and ``Q(right) = 4``.
+    """
+    P = torch.zeros(3, 2, 3, dtype=DTYPE)
+    R = torch.zeros(3, 2, 3, dtype=DTYPE)
+    for a, p in enumerate(win_probs):
+        P[0, a, 1], P[0, a, 2] = p, 1.0 - p
+        R[0, a, 1], R[0, a, 2] = win_reward, lose_reward
+    P[1:, :, :] = torch.eye(3, dtype=DTYPE)[1:, None, :]  # terminal states are absorbing
+    return TabularMDP.create(P, R, [1.0, 0.0, 0.0], [False, True, True], gamma)
+
+
+def chain(
+    length: int = 5,
+    slip: float = 0.2,
+    step_reward: float = -1.0,
+    goal_reward: float = 0.0,
+    gamma: float = 1.0,
+) -> TabularMDP:
+    """A slippery corridor: states ``0 .. length``, start at 0, the goal ``length`` is terminal.
+
+    Action 1 (right) moves one state right and action 0 (left) one state left (staying put at
+    0), except that with probability ``slip`` the move goes the other way. Each step pays
+    ``step_reward`` and entering the goal pays ``goal_reward`` on top. With ``slip > 0`` every
+    policy reaches the goal with probability 1, so ``gamma = 1`` is allowed.
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    if not 0.0 <= slip < 1.0:
+        raise ValueError(f"slip must be in [0, 1), got {slip}")
+    S = length + 1
+    P = torch.zeros(S, 2, S, dtype=DTYPE)
+    for s in range(length):
+        left, right = max(s - 1, 0), s + 1
+        P[s, 1, right] += 1.0 - slip
+        P[s, 1, left] += slip
+        P[s, 0, left] += 1.0 - slip
+        P[s, 0, right] += slip
+    P[length, :, length] = 1.0
+    R = torch.full((S, 2, S), step_reward, dtype=DTYPE)
+    R[:, :, length] += goal_reward
+    initial = torch.zeros(S, dtype=DTYPE)
+    initial[0] = 1.0
+    terminal = torch.zeros(S, dtype=torch.bool)
+    terminal[length] = True
+    return TabularMDP.create(P, R, initial, terminal, gamma)
+
+
+def policy_table(policy: nn.Module, mdp: TabularMDP) -> Tensor:
+    """``(S, A)`` ``pi(a|s)`` for every state, in double precision, differentiable.
+
+    The policy receives the integer states ``0 .. S-1`` (on its parameters' device) and must
+    return a distribution with ``.probs`` (e.g. ``Categorical``).
+    """
+    device = next(iter(policy.parameters()), torch.empty(0)).device
+    probs = policy(torch.arange(mdp.num_states, device=device)).probs
+    if probs.shape != (mdp.num_states, mdp.num_actions):
+        raise ValueError(f"policy gave probabilities of shape {tuple(probs.shape)}, expected (S, A)")
+    return probs.to(device="cpu", dtype=DTYPE)
+
+
+class ExactSolution(NamedTuple):
+    """Exact quantities of a policy on a :class:`TabularMDP` (all differentiable)."""
+
+    J: Tensor
+    """``()`` ``E[sum_t gamma^t r_t]`` from the initial distribution."""
+    V: Tensor
+    """``(S,)`` ``V^pi(s)``, zero at terminal states."""
+    Q: Tensor
+    """``(S, A)`` ``Q^pi(s, a) = r(s, a) + gamma sum_s' P[s, a, s'] V^pi(s')``."""
+    visits: Tensor
+    """``(S,)`` expected discounted visits ``sum_t gamma^t Pr(s_t = s)`` (non-terminal states)."""
+    visits_undiscounted: Tensor
+    """``(S,)`` expected number of visits ``sum_t Pr(s_t = s)`` (finite when the policy reaches a
+    terminal state with probability 1)."""
+
+
+def solve(mdp: TabularMDP, probs: Tensor) -> ExactSolution:
+    """Solve the Bellman equations of the policy ``probs`` ``(S, A)`` exactly.
+
+    ``V = r_pi + gamma P_pi V`` with the terminal states' rows removed, a linear system
+    ``(I - gamma P_pi) V = r_pi``; visitation solves the transposed system from ``initial``.
+    """
+    probs = probs.to(DTYPE)
+    alive = (~mdp.terminal).to(DTYPE)
+    P_pi = torch.einsum("sa,sat->st", probs, mdp.transitions) * alive[:, None]
+    r_pi = (probs * mdp.expected_rewards()).sum(-1)
+    eye = torch.eye(mdp.num_states, dtype=DTYPE)
+    V = torch.linalg.solve(eye - mdp.gamma * P_pi, r_pi)
+    Q = mdp.expected_rewards() + mdp.gamma * torch.einsum("sat,t->sa", mdp.transitions, V) * alive[:, None]
+    visits = torch.linalg.solve((eye - mdp.gamma * P_pi).T, mdp.initial) * alive
+    visits_undiscounted = torch.linalg.solve((eye - P_pi).T, mdp.initial) * alive
+    return ExactSolution(J=mdp.initial @ V, V=V, Q=Q, visits=visits, visits_undiscounted=visits_undiscounted)
+
+
+def _params(policy: nn.Module) -> list[nn.Parameter]:
+    return [p for p in policy.parameters() if p.requires_grad]
+
+
+def _flat(grads) -> Tensor:
+    return torch.cat([g.reshape(-1).to(DTYPE).cpu() for g in grads])
+
+
+def exact_gradient(mdp: TabularMDP, policy: nn.Module) -> tuple[Tensor, Tensor]:
+    """``(J, grad J)``: the exact objective and its gradient, flattened over the policy's
+    parameters in ``policy.parameters()`` order, by autograd through :func:`solve`."""
+    J = solve(mdp, policy_table(policy, mdp)).J
+    grads = torch.autograd.grad(J, _params(policy), allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)]
+    return J.detach(), _flat(grads)
+
+
+def expected_estimator(mdp: TabularMDP, policy: nn.Module, discount_weight: bool = True) -> Tensor:
+    """Closed-form expectation of ``sum_t w_t grad log pi(a_t|s_t) G_t`` (flat, like
+    :func:`exact_gradient`): ``sum_s eta(s) sum_a grad pi(a|s) Q^pi(s, a)``.
+
+    With ``discount_weight=True`` (``w_t = gamma^t``), ``eta`` is the discounted visitation and
+    this *is* the policy gradient theorem: it equals :func:`exact_gradient`. With ``False``
+    (``w_t = 1``) ``eta`` counts visits undiscounted: what practical REINFORCE estimates, which
+    differs from ``grad J`` when ``gamma < 1``.
+    """
+    probs = policy_table(policy, mdp)
+    with torch.no_grad():
+        sol = solve(mdp, probs)
+        eta = sol.visits if discount_weight else sol.visits_undiscounted
+    surrogate = (eta[:, None] * probs * sol.Q).sum()
+    grads = torch.autograd.grad(surrogate, _params(policy), allow_unused=True)
+    return _flat([torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)])
+
+
+class OptimalValues(NamedTuple):
+    J: Tensor
+    V: Tensor
+    Q: Tensor
+    policy: Tensor
+    """``(S,)`` long, a greedy optimal action per state."""
+
+
+def optimal_values(mdp: TabularMDP, tol: float = 1e-10, max_iterations: int = 100_000) -> OptimalValues:
+    """``J*``, ``V*``, ``Q*`` by value iteration (converges when ``gamma < 1`` or every policy
+    terminates with probability 1)."""
+    r = mdp.expected_rewards()
+    alive = ~mdp.terminal
+    V = torch.zeros(mdp.num_states, dtype=DTYPE)
+    for _ in range(max_iterations):
+        Q = r + mdp.gamma * torch.einsum("sat,t->sa", mdp.transitions, V) * alive[:, None]
+        V_new = Q.max(-1).values * alive
+        if (V_new - V).abs().max() < tol:
+            return OptimalValues(mdp.initial @ V_new, V_new, Q, Q.argmax(-1))
+        V = V_new
+    raise RuntimeError(f"value iteration did not converge in {max_iterations} iterations")
+
+
+def sample_episodes(
+    mdp: TabularMDP,
+    policy: nn.Module | Tensor,
+    num_episodes: int,
+    generator: torch.Generator | None = None,
+    max_steps: int = 100_000,
+) -> EpisodeBatch:
+    """Sample ``num_episodes`` complete episodes, all in parallel, in torch.
+
+    Args:
+        policy: a policy module (evaluated once on every state) or a ``(S, A)`` table.
+        generator: CPU generator for reproducible samples.
+        max_steps: raise if some episode is still running after this many steps.
+
+    Returns the episodes episode after episode, as the collector does: ``obs`` and ``actions``
+    ``(B,)`` long, ``rewards`` ``(B,)`` float32, ``terminated`` true at each episode's last step,
+    ``truncated`` all false, ``final_obs`` ``(E,)`` the terminal state reached.
+    """
+    with torch.no_grad():
+        probs = policy if isinstance(policy, Tensor) else policy_table(policy, mdp)
+    probs = probs.to(DTYPE)
+    n = num_episodes
+    cum_initial = mdp.initial.cumsum(0)
+    cum_policy = probs.cumsum(-1)
+    cum_transitions = mdp.transitions.cumsum(-1)
+
+    def draw(cdf: Tensor) -> Tensor:  # inverse-CDF sampling, one draw per row of ``cdf``
+        u = torch.rand(cdf.shape[:-1], dtype=DTYPE, generator=generator)
+        return (cdf < u[..., None]).sum(-1).clamp_max(cdf.shape[-1] - 1)
+
+    state = draw(cum_initial.expand(n, -1))
+    index = torch.arange(n)  # the episodes still running, in order
+    final_obs = torch.empty(n, dtype=torch.long)
+    steps: list[tuple[Tensor, ...]] = []
+    while index.numel():
+        if len(steps) >= max_steps:
+            raise RuntimeError(f"an episode did not terminate within max_steps={max_steps}")
+        action = draw(cum_policy[state])
+        next_state = draw(cum_transitions[state, action])
+        done = mdp.terminal[next_state]
+        steps.append((index, state, action, mdp.rewards[state, action, next_state], done))
+        final_obs[index[done]] = next_state[done]
+        index, state = index[~done], next_state[~done]
+    # Time-major steps of the running episodes -> episode-major rows: sort by (episode, t).
+    episode, obs, actions, rewards, ends = (torch.cat(x) for x in zip(*steps, strict=True))
+    order = torch.argsort(episode, stable=True)  # steps were appended in time order
+    return EpisodeBatch(
+        obs=obs[order],
+        actions=actions[order],
+        rewards=rewards[order].float(),
+        terminated=ends[order],
+        truncated=torch.zeros(order.numel(), dtype=torch.bool),
+        final_obs=final_obs,
+    )
+
+
+def score_jacobian(mdp: TabularMDP, policy: nn.Module) -> Tensor:
+    """``(S * A, P)``: row ``s * A + a`` is ``grad_theta log pi(a|s)`` (flat over parameters)."""
+    S, A = mdp.num_states, mdp.num_actions
+    device = next(iter(policy.parameters())).device
+    states = torch.arange(S, device=device).repeat_interleave(A)
+    actions = torch.arange(A, device=device).repeat(S)
+    log_probs = policy(states).log_prob(actions)
+    rows = []
+    for i in range(S * A):
+        grads = torch.autograd.grad(log_probs[i], _params(policy), retain_graph=True, allow_unused=True)
+        rows.append(_flat([torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)]))
+    return torch.stack(rows)
+
+
+def gradient_estimates(
+    mdp: TabularMDP,
+    policy: nn.Module,
+    loss: ReinforceLoss,
+    num_batches: int,
+    episodes_per_batch: int,
+    baseline: Baseline | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``(num_batches, P)``: independent REINFORCE estimates of ``grad J``, one per batch.
+
+    Each batch holds ``episodes_per_batch`` fresh episodes. Its estimate is minus the gradient
+    of ``loss``'s policy term (what an optimizer descends), with ``Psi_t``, the baseline,
+    normalisation and ``gamma^t`` computed by ``loss`` and ``baseline`` exactly as in training
+    (the entropy term is not part of the estimator and is left out).
+
+    The gradient is assembled from :func:`score_jacobian` (``grad log pi(a|s)`` depends only on
+    ``(s, a)``), which is exact and vectorised; the tests check it against autograd through the
+    module's ``training_step``.
+    """
+    S, A = mdp.num_states, mdp.num_actions
+    batch = sample_episodes(mdp, policy, num_batches * episodes_per_batch, generator)
+    dones = batch.dones
+    episode = batch.episode_index()
+    batch_of_step = episode // episodes_per_batch
+    starts = torch.searchsorted(batch_of_step, torch.arange(num_batches + 1))
+    psi_all = loss.returns(batch.rewards, dones)
+    coefficient = torch.empty(batch.num_steps, dtype=torch.float32)
+    for k in range(num_batches):
+        lo, hi = int(starts[k]), int(starts[k + 1])
+        part = EpisodeBatch(
+            batch.obs[lo:hi],
+            batch.actions[lo:hi],
+            batch.rewards[lo:hi],
+            batch.terminated[lo:hi],
+            batch.truncated[lo:hi],
+            batch.final_obs[k * episodes_per_batch : (k + 1) * episodes_per_batch],
+        )
+        psi = psi_all[lo:hi]
+        b = None if baseline is None else baseline(part, psi)
+        # The policy loss is -(sum_t weights_t * log pi_t) / E: its descent direction per step.
+        zeros = torch.zeros(hi - lo)
+        coefficient[lo:hi] = loss(zeros, psi, part.dones, baseline=b, entropy=zeros).weights / episodes_per_batch
+    counts = torch.zeros(num_batches, S * A, dtype=DTYPE)
+    counts.index_put_((batch_of_step, batch.obs * A + batch.actions), coefficient.to(DTYPE), accumulate=True)
+    return counts @ score_jacobian(mdp, policy)
+
+
+class StateValueBaseline(Baseline):
+    """``b(s_t) = values[s_t]`` from a fixed table, e.g. the exact ``V^pi`` (tabular envs)."""
+
+    def __init__(self, values: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("values", torch.as_tensor(values, dtype=torch.float32))
+
+    def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
+        return self.values[batch.obs.long()].to(psi.dtype)
+
+
+def gradient_variance(estimates: Tensor) -> Tensor:
+    """Trace of the covariance of ``(K, P)`` gradient estimates: ``E||g - E g||^2``."""
+    return estimates.var(dim=0, correction=1).sum()
+
+
+def z_scores(estimates: Tensor, target: Tensor, atol: float = 1e-9) -> Tensor:
+    """``(P,)`` ``(mean - target) / standard error`` of ``(K, P)`` estimates, per component.
+
+    Components that never vary (e.g. parameters of states never visited) get 0 when they
+    equal ``target`` within ``atol`` and ``inf`` otherwise.
+    """
+    mean = estimates.mean(0)
+    se = estimates.std(0, correction=1) / estimates.shape[0] ** 0.5
+    diff = mean - target.to(mean.dtype)
+    z = diff / se
+    constant = se <= atol
+    return torch.where(constant, torch.where(diff.abs() <= atol, 0.0, torch.inf), z)
