@@ -41,6 +41,9 @@ class ReinforceModule(pl.LightningModule):
     - ``rollout/env_steps``, ``rollout/episodes``: totals since the start of training;
     - ``train/loss``, ``train/policy_loss``, ``train/entropy_loss``, ``train/entropy``, and the
       baseline's own terms as ``train/<name>``; ``train/grad_norm`` (total 2-norm);
+    - ``train/psi_var`` and ``train/advantage_var``: variance over the batch's steps of ``Psi_t``
+      and of ``Psi_t - b(s_t)`` (before normalisation), a cheap proxy of the estimator's
+      variance: their ratio shows how much the baseline removes;
     - ``time/collect_fps``: env steps per second of this epoch's collection.
     """
 
@@ -73,17 +76,13 @@ class ReinforceModule(pl.LightningModule):
     def training_step(self, batch: EpisodeBatch, batch_idx: int) -> Tensor:
         psi = self.loss_fn.returns(batch.rewards, batch.dones)
         dist = self.policy(batch.obs)
-        terms = self.loss_fn(
-            dist.log_prob(batch.actions),
-            psi,
-            batch.dones,
-            baseline=self.baseline(batch, psi),
-            entropy=dist.entropy(),
-        )
+        baseline = self.baseline(batch, psi)
+        terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=dist.entropy())
         baseline_terms = self.baseline.loss(batch, psi)
         loss = terms.loss + sum(baseline_terms.values())
         if self._current_fx_name == "training_step":  # called by a Trainer (not by hand, even after fit)
-            self._log_epoch(batch, terms, baseline_terms, loss)
+            variances = {"psi_var": psi.var(), "advantage_var": (psi - baseline).var()}
+            self._log_epoch(batch, terms, baseline_terms | variances, loss)
         return loss
 
     def on_train_epoch_start(self) -> None:
@@ -94,7 +93,7 @@ class ReinforceModule(pl.LightningModule):
         if norms:
             self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
-    def _log_epoch(self, batch: EpisodeBatch, terms: LossTerms, baseline_terms: dict[str, Tensor], loss: Tensor) -> None:
+    def _log_epoch(self, batch: EpisodeBatch, terms: LossTerms, extra_terms: dict[str, Tensor], loss: Tensor) -> None:
         collect_seconds = time.perf_counter() - self._epoch_start  # the batch was collected since epoch start
         returns = batch.episode_returns()
         self.return_window.update(returns)
@@ -115,7 +114,7 @@ class ReinforceModule(pl.LightningModule):
         log("train/policy_loss", terms.policy_loss.detach())
         log("train/entropy_loss", terms.entropy_loss.detach())
         log("train/entropy", terms.entropy)
-        for name, value in baseline_terms.items():
+        for name, value in extra_terms.items():
             log(f"train/{name}", value.detach())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -5,6 +5,7 @@ import math
 import functools
 import importlib.util
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -185,3 +186,24 @@ def test_cli_multirun_config_error_fails_that_job_only(tmp_path):
 def test_run_on_other_envs(make_cfg, env):
     metrics = run(make_cfg(f"env={env}", "trainer.max_epochs=1", "data.episodes_per_epoch=2", "data.num_envs=2"))
     assert metrics["rollout/episodes"] == 2 and math.isfinite(metrics["train/loss"])
+
+
+def test_exact_return_callback_refuses_a_non_tabular_env():
+    from pg_lightning.callbacks import ExactReturn
+
+    with pytest.raises(ConfigError, match="callbacks.exact_return: 'CartPole-v1' is not a tabular env"):
+        ExactReturn("CartPole-v1")
+
+
+def test_exact_return_callback_logs_the_exact_objective_of_the_trained_policy(make_cfg):
+    from pg_lightning.tabular import chain, policy_table, solve
+
+    cfg = make_cfg("env=chain", "trainer.max_epochs=2", "data.episodes_per_epoch=4", "callbacks.progress_bar.refresh_rate=0")
+    metrics = run(cfg)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    policy = hydra.utils.instantiate(cfg.network)(
+        observation_space=gym.spaces.Discrete(6), action_space=gym.spaces.Discrete(2)
+    )
+    policy.load_state_dict({k.removeprefix("policy."): v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")})
+    J = float(solve(chain(**cfg.env.kwargs), policy_table(policy, chain(**cfg.env.kwargs))).J)
+    assert metrics["exact/return"] == pytest.approx(J, rel=1e-5)

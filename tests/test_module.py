@@ -74,11 +74,14 @@ def test_metrics_are_logged_under_stable_names_with_the_batch_values():
         "rollout/episodes": torch.tensor(15.0),
         "rollout/env_steps": module.return_window.values[:15].sum(),  # CartPole: return = length
         "train/loss": spy.loss,
+        "train/psi_var": module.loss_fn.returns(spy.batch.rewards, spy.batch.dones).var(),
     }
     for key, value in expected.items():
         torch.testing.assert_close(m[key].double(), value.double(), msg=key)
     for key in ("rollout/return_mean_100", "time/collect_fps", "train/policy_loss", "train/entropy_loss", "train/grad_norm"):
         assert torch.isfinite(m[key]), key
+    # no baseline here: the advantage is Psi itself
+    torch.testing.assert_close(m["train/advantage_var"], m["train/psi_var"])
     assert 0 < m["train/entropy"] <= torch.log(torch.tensor(2.0)) + 1e-6
     torch.testing.assert_close(m["rollout/return_mean_100"], module.return_window.values[:15].mean())
 
@@ -114,7 +117,7 @@ def test_window_mean_keeps_the_last_values_and_survives_state_dict():
 def test_math_modules_import_neither_lightning_nor_gymnasium():
     code = (
         "import sys; import pg_lightning, pg_lightning.returns, pg_lightning.loss, pg_lightning.baselines, "
-        "pg_lightning.policies, pg_lightning.batch; "
+        "pg_lightning.policies, pg_lightning.batch, pg_lightning.tabular; "
         "bad = [m for m in ('pytorch_lightning', 'lightning', 'gymnasium') if m in sys.modules]; "
         "assert not bad, bad; print(pg_lightning.discounted_returns)"
     )
