@@ -19,7 +19,8 @@ class ExactReturn(pl.Callback):
 
     - ``exact/return``: ``J(theta)`` of the current policy, from the Bellman solve;
     - ``exact/return_optimal``: ``J*`` by value iteration;
-    - ``exact/gap``: ``(J* - J) / |J*|``, the relative shortfall (0 is optimal).
+    - ``exact/gap``: ``(J* - J) / |J*|``, the relative shortfall (0 is optimal; ``J* - J`` when
+      ``J* = 0``).
 
     ``J`` uses the MDP's own ``gamma`` (an env kwarg), so keep ``model.loss.gamma`` equal to it
     (``conf/env/chain.yaml`` does). Works under DDP (every rank computes the same numbers).
@@ -50,4 +51,5 @@ class ExactReturn(pl.Callback):
         log = dict(on_step=False, on_epoch=True, batch_size=1)
         pl_module.log("exact/return", J, **log)
         pl_module.log("exact/return_optimal", self.optimal, **log)
-        pl_module.log("exact/gap", (self.optimal - J) / max(abs(self.optimal), 1e-12), **log)
+        # relative to |J*|; where J* = 0 the absolute shortfall
+        pl_module.log("exact/gap", (self.optimal - J) / (abs(self.optimal) or 1.0), **log)

@@ -34,6 +34,8 @@ class TabularEnv(gym.Env[np.int64, np.int64]):
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, mdp: TabularMDP, render_mode: str | None = None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.mdp = mdp
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Discrete(mdp.num_states)
@@ -54,6 +56,8 @@ class TabularEnv(gym.Env[np.int64, np.int64]):
             raise RuntimeError("call reset() before step()")
         if self._terminal[self._state]:
             raise RuntimeError("the episode has ended: call reset()")
+        if not self.action_space.contains(np.int64(action)):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
         s, a = self._state, int(action)
         cdf = self._cdf[s, a]
         next_state = min(int(np.searchsorted(cdf, self.np_random.random(), side="right")), len(cdf) - 1)
@@ -83,7 +87,7 @@ def _register() -> None:
         ("pg_lightning/TwoArmedBandit-v0", "pg_lightning.envs:make_bandit"),
     ):
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point=entry_point, disable_env_checker=True)
+            gym.register(env_id, entry_point=entry_point)
 
 
 _register()

@@ -13,8 +13,8 @@ policy that maps integer states to a ``Categorical`` (any network, e.g. one buil
   equals ``grad J``) or undiscounted visitation (what reward-to-go without ``gamma^t`` estimates);
 - :func:`optimal_values`: ``V*`` and ``J*`` by value iteration, to compare a trained policy with;
 - :func:`sample_episodes`: complete episodes as an :class:`~pg_lightning.batch.EpisodeBatch`,
-  sampled in torch (thousands of episodes in milliseconds), so that statistical tests of the
-  estimator run in seconds;
+  all sampled in parallel in torch (about a million steps per second), so that statistical tests
+  of the estimator run in seconds;
 - :func:`gradient_estimates`: one REINFORCE estimate of ``grad J`` per batch, computed with the
   very :class:`~pg_lightning.loss.ReinforceLoss` and baselines that training uses, and
   :func:`gradient_variance` / :func:`z_scores` to compare them with the exact gradient.
@@ -55,6 +55,7 @@ __all__ = [
     "score_jacobian",
     "solve",
     "two_armed_bandit",
+    "undiscounted_visits",
     "z_scores",
 ]
 
@@ -128,8 +129,8 @@ def two_armed_bandit(
     """One decision, two arms (0 = left, 1 = right); the episode ends after it.
 
     Arm ``a`` pays ``win_reward`` with probability ``win_probs[a]``, else ``lose_reward``.
-    States: 0 the decision, 1 "won" and 2 "lost" (terminal, so that the reward can depend on
-    the outcome). With the defaults, ``Q(left) = -0.5`` and ``Q(right) = 4``.
+    One decision state, 0, plus two terminal states, 1 "won" and 2 "lost" (so that the reward
+    can depend on the outcome; no action is taken in them). With the defaults, ``Q(left) = -0.5`` and ``Q(right) = 4``.
     """
     P = torch.zeros(3, 2, 3, dtype=DTYPE)
     R = torch.zeros(3, 2, 3, dtype=DTYPE)
@@ -200,9 +201,20 @@ class ExactSolution(NamedTuple):
     """``(S, A)`` ``Q^pi(s, a) = r(s, a) + gamma sum_s' P[s, a, s'] V^pi(s')``."""
     visits: Tensor
     """``(S,)`` expected discounted visits ``sum_t gamma^t Pr(s_t = s)`` (non-terminal states)."""
-    visits_undiscounted: Tensor
-    """``(S,)`` expected number of visits ``sum_t Pr(s_t = s)`` (finite when the policy reaches a
-    terminal state with probability 1)."""
+
+
+def _transient_system(mdp: TabularMDP, probs: Tensor, gamma: float) -> Tensor:
+    """``I - gamma P_pi`` with the terminal states' rows removed; raises if it is singular."""
+    alive = (~mdp.terminal).to(DTYPE)
+    P_pi = torch.einsum("sa,sat->st", probs.to(DTYPE), mdp.transitions) * alive[:, None]
+    A = torch.eye(mdp.num_states, dtype=DTYPE) - gamma * P_pi
+    # Singular (or numerically so) iff some state is never left: only possible with gamma = 1.
+    if gamma == 1.0 and torch.linalg.cond(A.detach()) > 1e12:
+        raise ValueError(
+            "the policy does not reach a terminal state with probability 1, so the undiscounted "
+            "values are infinite: use gamma < 1 or a policy that terminates"
+        )
+    return A
 
 
 def solve(mdp: TabularMDP, probs: Tensor) -> ExactSolution:
@@ -213,14 +225,20 @@ def solve(mdp: TabularMDP, probs: Tensor) -> ExactSolution:
     """
     probs = probs.to(DTYPE)
     alive = (~mdp.terminal).to(DTYPE)
-    P_pi = torch.einsum("sa,sat->st", probs, mdp.transitions) * alive[:, None]
-    r_pi = (probs * mdp.expected_rewards()).sum(-1)
-    eye = torch.eye(mdp.num_states, dtype=DTYPE)
-    V = torch.linalg.solve(eye - mdp.gamma * P_pi, r_pi)
+    A = _transient_system(mdp, probs, mdp.gamma)
+    V = torch.linalg.solve(A, (probs * mdp.expected_rewards()).sum(-1))
     Q = mdp.expected_rewards() + mdp.gamma * torch.einsum("sat,t->sa", mdp.transitions, V) * alive[:, None]
-    visits = torch.linalg.solve((eye - mdp.gamma * P_pi).T, mdp.initial) * alive
-    visits_undiscounted = torch.linalg.solve((eye - P_pi).T, mdp.initial) * alive
-    return ExactSolution(J=mdp.initial @ V, V=V, Q=Q, visits=visits, visits_undiscounted=visits_undiscounted)
+    visits = torch.linalg.solve(A.T, mdp.initial) * alive
+    return ExactSolution(J=mdp.initial @ V, V=V, Q=Q, visits=visits)
+
+
+def undiscounted_visits(mdp: TabularMDP, probs: Tensor) -> Tensor:
+    """``(S,)`` expected number of visits ``sum_t Pr(s_t = s)`` of each non-terminal state.
+
+    Finite only when the policy reaches a terminal state with probability 1 (else ValueError).
+    """
+    A = _transient_system(mdp, probs, 1.0)
+    return torch.linalg.solve(A.T, mdp.initial) * (~mdp.terminal).to(DTYPE)
 
 
 def _params(policy: nn.Module) -> list[nn.Parameter]:
@@ -233,7 +251,8 @@ def _flat(grads) -> Tensor:
 
 def exact_gradient(mdp: TabularMDP, policy: nn.Module) -> tuple[Tensor, Tensor]:
     """``(J, grad J)``: the exact objective and its gradient, flattened over the policy's
-    parameters in ``policy.parameters()`` order, by autograd through :func:`solve`."""
+    trainable parameters (``requires_grad``) in ``policy.parameters()`` order, by autograd
+    through :func:`solve`."""
     J = solve(mdp, policy_table(policy, mdp)).J
     grads = torch.autograd.grad(J, _params(policy), allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)]
@@ -252,7 +271,7 @@ def expected_estimator(mdp: TabularMDP, policy: nn.Module, discount_weight: bool
     probs = policy_table(policy, mdp)
     with torch.no_grad():
         sol = solve(mdp, probs)
-        eta = sol.visits if discount_weight else sol.visits_undiscounted
+        eta = sol.visits if discount_weight else undiscounted_visits(mdp, probs)
     surrogate = (eta[:, None] * probs * sol.Q).sum()
     grads = torch.autograd.grad(surrogate, _params(policy), allow_unused=True)
     return _flat([torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)])
@@ -275,9 +294,11 @@ def optimal_values(mdp: TabularMDP, tol: float = 1e-10, max_iterations: int = 10
     for _ in range(max_iterations):
         Q = r + mdp.gamma * torch.einsum("sat,t->sa", mdp.transitions, V) * alive[:, None]
         V_new = Q.max(-1).values * alive
-        if (V_new - V).abs().max() < tol:
-            return OptimalValues(mdp.initial @ V_new, V_new, Q, Q.argmax(-1))
+        converged = (V_new - V).abs().max() < tol
         V = V_new
+        if converged:
+            Q = r + mdp.gamma * torch.einsum("sat,t->sa", mdp.transitions, V) * alive[:, None]
+            return OptimalValues(mdp.initial @ V, V, Q, Q.argmax(-1))
     raise RuntimeError(f"value iteration did not converge in {max_iterations} iterations")
 
 
@@ -308,8 +329,8 @@ def sample_episodes(
     cum_transitions = mdp.transitions.cumsum(-1)
 
     def draw(cdf: Tensor) -> Tensor:  # inverse-CDF sampling, one draw per row of ``cdf``
-        u = torch.rand(cdf.shape[:-1], dtype=DTYPE, generator=generator)
-        return (cdf < u[..., None]).sum(-1).clamp_max(cdf.shape[-1] - 1)
+        u = torch.rand(cdf.shape[:-1], dtype=DTYPE, generator=generator) * cdf[..., -1]  # rows need not sum to 1 exactly
+        return torch.searchsorted(cdf, u[..., None], right=True)[..., 0].clamp_max(cdf.shape[-1] - 1)
 
     state = draw(cum_initial.expand(n, -1))
     index = torch.arange(n)  # the episodes still running, in order
@@ -340,7 +361,7 @@ def sample_episodes(
 def score_jacobian(mdp: TabularMDP, policy: nn.Module) -> Tensor:
     """``(S * A, P)``: row ``s * A + a`` is ``grad_theta log pi(a|s)`` (flat over parameters)."""
     S, A = mdp.num_states, mdp.num_actions
-    device = next(iter(policy.parameters())).device
+    device = next(iter(policy.parameters()), torch.empty(0)).device
     states = torch.arange(S, device=device).repeat_interleave(A)
     actions = torch.arange(A, device=device).repeat(S)
     log_probs = policy(states).log_prob(actions)
@@ -404,7 +425,7 @@ class StateValueBaseline(Baseline):
 
     def __init__(self, values: Tensor) -> None:
         super().__init__()
-        self.register_buffer("values", torch.as_tensor(values, dtype=torch.float32))
+        self.register_buffer("values", torch.as_tensor(values, dtype=torch.float32).detach().clone())
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
         return self.values[batch.obs.long()].to(psi.dtype)
@@ -421,6 +442,8 @@ def z_scores(estimates: Tensor, target: Tensor, atol: float = 1e-9) -> Tensor:
     Components that never vary (e.g. parameters of states never visited) get 0 when they
     equal ``target`` within ``atol`` and ``inf`` otherwise.
     """
+    if estimates.shape[0] < 2:
+        raise ValueError("z_scores needs at least 2 estimates for a standard error")
     mean = estimates.mean(0)
     se = estimates.std(0, correction=1) / estimates.shape[0] ** 0.5
     diff = mean - target.to(mean.dtype)

@@ -19,5 +19,4 @@ def test_chain_tabular_softmax_reaches_five_percent_of_the_optimum(make_cfg, cap
         metrics = run(make_cfg("env=chain", "network.hidden_sizes=[]", "callbacks.progress_bar.refresh_rate=0"))
     assert metrics["exact/return_optimal"] == pytest.approx(-7.7783, abs=1e-4)  # value iteration, slip 0.2
     assert metrics["exact/gap"] <= 0.05, metrics
-    assert metrics["exact/return"] >= metrics["exact/return_optimal"] * 1.05
     assert "exact J of the final policy" in caplog.text and "optimal J*" in caplog.text

@@ -17,6 +17,7 @@ from pg_lightning.tabular import (
     score_jacobian,
     solve,
     two_armed_bandit,
+    undiscounted_visits,
 )
 from tests.tabular_helpers import tabular_policy
 
@@ -66,7 +67,7 @@ def test_deterministic_chain_values_in_closed_form(gamma):
     steps_left = torch.arange(length, -1, -1, dtype=D)  # from state s: length - s steps of -1
     expected = -steps_left if gamma == 1 else -(1 - gamma**steps_left) / (1 - gamma)
     torch.testing.assert_close(sol.V, expected)
-    torch.testing.assert_close(sol.visits_undiscounted, torch.tensor([1.0] * length + [0.0], dtype=D))
+    torch.testing.assert_close(undiscounted_visits(mdp, always_right), torch.tensor([1.0] * length + [0.0], dtype=D))
     torch.testing.assert_close(sol.visits, torch.tensor([gamma**s for s in range(length)] + [0.0], dtype=D))
     opt = optimal_values(mdp)
     torch.testing.assert_close(opt.V, expected)
@@ -175,11 +176,22 @@ def test_sampled_episodes_are_well_formed_and_match_the_exact_values():
     visits = torch.zeros(n, mdp.num_states, dtype=D)  # visits[e, s]: steps of episode e taken in s
     visits.index_put_((batch.episode_index(), batch.obs), torch.ones(batch.num_steps, dtype=D), accumulate=True)
     alive = ~mdp.terminal
-    z = (visits.mean(0) - sol.visits_undiscounted)[alive] / (visits.std(0)[alive] / n**0.5)
+    z = (visits.mean(0) - undiscounted_visits(mdp, policy_table(policy, mdp).detach()))[alive] / (visits.std(0)[alive] / n**0.5)
     assert z.abs().max() < 4.5
     again = sample_episodes(mdp, policy, 5, torch.Generator().manual_seed(7))
     same = sample_episodes(mdp, policy, 5, torch.Generator().manual_seed(7))
     assert all(torch.equal(a, b) for a, b in zip(again, same, strict=True))
+
+
+def test_a_policy_that_never_terminates():
+    """gamma < 1: J is finite and solvable; gamma = 1 (or undiscounted visits): a clear error."""
+    always_left = torch.tensor([[1.0, 0.0]] * 4, dtype=D)
+    sol = solve(chain(length=3, slip=0.0, gamma=0.9), always_left)
+    assert sol.J.item() == pytest.approx(-10.0)  # -1 forever, discounted: -1 / (1 - 0.9)
+    with pytest.raises(ValueError, match="does not reach a terminal state"):
+        solve(chain(length=3, slip=0.0, gamma=1.0), always_left)
+    with pytest.raises(ValueError, match="does not reach a terminal state"):
+        undiscounted_visits(chain(length=3, slip=0.0, gamma=0.9), always_left)
 
 
 def test_sampler_refuses_episodes_that_never_end():

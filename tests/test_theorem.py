@@ -41,7 +41,7 @@ def test_dropping_gamma_t_is_measurably_biased_and_its_bias_is_exactly_the_predi
     grad J; it estimates sum_s (undiscounted visits) sum_a grad pi Q, which we compute exactly."""
     (case,) = [c for c in CASES if not c.unbiased]
     row = evaluate(case, BATCHES, EPISODES, seed=0)
-    assert row.z_exact > 10 * Z_MAX, row
+    assert row.z_exact > 3 * Z_MAX, row  # measured 17-67 over seeds 0-19
     assert row.z_expected < Z_MAX, row
 
 
@@ -58,7 +58,7 @@ def test_variance_total_return_above_reward_to_go_above_reward_to_go_with_value_
     total = variance("total R(tau)")
     reward_to_go = variance("reward-to-go x gamma^t")
     with_value = variance("reward-to-go x gamma^t + b(s) = V(s)")
-    # measured (2000 x 10 episodes): about 970 > 35 > 1.0; the margins leave room for noise
+    # measured over 20 seeds (2000 x 10 episodes): about 520 > 25 > 1.2; the margins leave room for noise
     assert total > 3 * reward_to_go > 3 * 3 * with_value, (total, reward_to_go, with_value)
 
 
