@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from pg_lightning.baselines import Baseline, ConstantBaseline
+from pg_lightning.baselines import Baseline, ConstantBaseline, EMABaseline, LeaveOneOutBaseline
 from pg_lightning.loss import ReinforceLoss
 from pg_lightning.policies import MLP, CategoricalPolicy, OneHot
 from pg_lightning.tabular import (
@@ -52,7 +52,7 @@ class Case(NamedTuple):
     mdp: str
     return_type: str = "reward_to_go"
     discount_weight: bool = False
-    baseline: str = "none"  # none | constant | value (exact V^pi) | state (a fixed random table)
+    baseline: str = "none"  # none | constant | value (exact V^pi) | state (random table) | ema | rloo_step | rloo_episode
     hidden_sizes: tuple[int, ...] = ()
     unbiased: bool = True
 
@@ -67,6 +67,9 @@ CASES = [
     Case("reward-to-go x gamma^t + b(s) = V(s)", "chain g=0.9", discount_weight=True, baseline="value"),
     Case("reward-to-go x gamma^t + random b(s)", "chain g=0.9", discount_weight=True, baseline="state"),
     Case("reward-to-go, gamma=1 + b(s) = V(s)", "chain g=1", baseline="value"),
+    Case("reward-to-go x gamma^t + EMA b", "chain g=0.9", discount_weight=True, baseline="ema"),
+    Case("reward-to-go x gamma^t + RLOO b (per step)", "chain g=0.9", discount_weight=True, baseline="rloo_step"),
+    Case("total + RLOO b (per episode)", "chain g=0.9", "total", baseline="rloo_episode"),
     Case("reward-to-go x gamma^t, MLP policy", "chain g=0.9", discount_weight=True, hidden_sizes=(8,)),
     Case("total R(tau)", "bandit", "total"),
     Case("reward-to-go x gamma^t", "bandit", discount_weight=True),
@@ -93,6 +96,10 @@ def build(case: Case, seed: int = 0) -> tuple[TabularMDP, torch.nn.Module, Reinf
         baseline = None
     elif case.baseline == "constant":
         baseline = ConstantBaseline(-5.0)
+    elif case.baseline == "ema":
+        baseline = EMABaseline(decay=0.9)
+    elif case.baseline.startswith("rloo_"):
+        baseline = LeaveOneOutBaseline(mode=case.baseline.removeprefix("rloo_"))
     elif case.baseline == "value":
         baseline = StateValueBaseline(solve(mdp, policy_table(policy, mdp)).V.detach())
     else:

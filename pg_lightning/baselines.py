@@ -5,20 +5,45 @@ that ``a_t`` influences), ``E[grad log pi(a_t|s_t) * b] = 0``, so ``Psi_t - b`` 
 estimator unbiased while it can lower its variance.
 
 Every baseline is an ``nn.Module`` with one interface, so the loss never changes when one is
-added: ``forward(batch, psi) -> (B,)`` values to subtract (no gradient flows through them into
-the policy), and ``loss(batch, psi) -> dict`` of extra terms to minimise for baselines that
-learn (empty for the others). State that must survive across epochs goes in buffers, so it is
-saved in checkpoints.
+added:
+
+- ``forward(batch, psi) -> (B,)`` values to subtract (no gradient flows through them into the
+  policy);
+- ``loss(batch, psi) -> dict`` of extra terms to minimise, for baselines that learn;
+- ``metrics(batch, psi, values) -> dict`` of diagnostics to log;
+- ``final_values(batch) -> (E,) | None``: ``V(s_final)`` of each episode, to bootstrap the
+  returns of truncated episodes (only a learned value function has them).
+
+State that must survive across epochs goes in buffers or parameters, so it is saved in checkpoints.
+
+Which are unbiased: ``none``, ``constant``, ``ema`` (built from earlier batches only),
+``rloo`` (built from the *other* episodes of the batch) and ``value`` (a function of the state
+whose parameters were fitted on earlier batches: the batch is baselined before the optimizer step
+that fits ``V`` to it). ``mean`` includes each episode's own return, a bias of order
+``1/episodes``. Bootstrapping truncated episodes with ``V`` (``value``'s ``bootstrap_truncated``)
+changes the objective on purpose: a time limit is then treated as an interruption of an endless
+task, not as part of it.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 
 from pg_lightning.batch import EpisodeBatch
+from pg_lightning.errors import ConfigError
 
-__all__ = ["Baseline", "ConstantBaseline", "MeanBaseline", "NoBaseline"]
+__all__ = [
+    "Baseline",
+    "ConstantBaseline",
+    "EMABaseline",
+    "LeaveOneOutBaseline",
+    "MeanBaseline",
+    "NoBaseline",
+    "ValueBaseline",
+]
 
 
 class Baseline(nn.Module):
@@ -31,6 +56,14 @@ class Baseline(nn.Module):
     def loss(self, batch: EpisodeBatch, psi: Tensor) -> dict[str, Tensor]:
         """Extra loss terms to minimise (named, each a scalar). None by default."""
         return {}
+
+    def metrics(self, batch: EpisodeBatch, psi: Tensor, values: Tensor) -> dict[str, Tensor]:
+        """Diagnostics to log (named scalars), given this batch's baseline ``values``. None by default."""
+        return {}
+
+    def final_values(self, batch: EpisodeBatch) -> Tensor | None:
+        """``(E,)`` ``V(s_final)`` per episode for bootstrapping truncated episodes, or None."""
+        return None
 
 
 class NoBaseline(Baseline):
@@ -62,3 +95,125 @@ class MeanBaseline(Baseline):
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
         return psi.mean().expand_as(psi).detach()
+
+
+class EMABaseline(Baseline):
+    """``b = `` an exponential moving average, across epochs, of the batches' mean ``Psi``.
+
+    Each batch is baselined with the average of the *earlier* batches (0 before the first), then
+    its own mean enters the average: ``m <- decay * m + (1 - decay) * mean(Psi)``. Independent of
+    the batch it is applied to, so exactly unbiased. Stateful: the average is a buffer, saved in
+    checkpoints; it updates whenever the module is in training mode.
+
+    Args:
+        decay: weight of the past, in ``[0, 1)``.
+    """
+
+    def __init__(self, decay: float = 0.9) -> None:
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"baseline.decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.register_buffer("average", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
+        values = self.average.to(psi.dtype).expand_as(psi).clone()
+        if self.training:
+            with torch.no_grad():
+                mean = psi.detach().double().mean()
+                # the first batch sets the average (no decay toward the arbitrary initial 0)
+                self.average.copy_(mean if self.count == 0 else self.decay * self.average + (1 - self.decay) * mean)
+                self.count += 1
+        return values
+
+
+class LeaveOneOutBaseline(Baseline):
+    """RLOO: each episode is baselined with the other episodes of its batch. Exactly unbiased.
+
+    - ``mode="step"``: ``b_{e,t} =`` mean of ``Psi_{e',t}`` over the other episodes ``e'`` that
+      lasted beyond step ``t`` (0 where none did);
+    - ``mode="episode"``: ``b_e =`` mean over the other episodes of their ``Psi`` at their first step
+      (their return), for every step of ``e``.
+
+    With one episode in the batch there are no others and ``b = 0``.
+    """
+
+    MODES = ("step", "episode")
+
+    def __init__(self, mode: str = "step") -> None:
+        super().__init__()
+        if mode not in self.MODES:
+            raise ConfigError(f"baseline.mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
+        psi = psi.detach()
+        episode = batch.episode_index()
+        if self.mode == "episode":
+            first = torch.ones_like(batch.dones)
+            first[1:] = batch.dones[:-1]
+            per_episode = psi[first]  # (E,) Psi at each episode's first step
+            others = per_episode.sum() - per_episode
+            count = per_episode.numel() - 1
+            return (others / count)[episode] if count > 0 else torch.zeros_like(psi)
+        t = batch.step_in_episode()
+        horizon = int(t.max()) + 1
+        total = torch.zeros(horizon, dtype=psi.dtype, device=psi.device).index_add_(0, t, psi)
+        count = torch.bincount(t, minlength=horizon).to(psi.dtype)
+        others = count[t] - 1
+        return torch.where(others > 0, (total[t] - psi) / others.clamp_min(1), torch.zeros_like(psi))
+
+
+class ValueBaseline(Baseline):
+    """A learned state value ``b(s) = V_phi(s)``, fitted to ``Psi`` by least squares.
+
+    The policy sees ``V`` detached; the loss adds ``loss_coef * mean_t (V_phi(s_t) - Psi_t)^2``
+    (logged as ``value_loss``) and ``value_explained_var = 1 - Var(Psi - V) / Var(Psi)`` is
+    logged as a diagnostic (1 is perfect, 0 no better than a constant).
+
+    Args:
+        value_net: maps a batch of raw observations ``(B, ...)`` to ``(B,)`` values (see
+            :func:`pg_lightning.factory.make_value_network`).
+        loss_coef: weight of the regression loss in the total loss.
+        lr: learning rate of the value net's own optimizer param group (None: the policy's).
+            With Adam, a loss coefficient barely changes the step size, a learning rate does.
+        bootstrap_truncated: for episodes cut by a time limit (``truncated``), add
+            ``gamma^(T-t) V(s_T)`` to ``Psi_t``, ``s_T`` the final observation gymnasium reports:
+            the return the episode would have had. Terminated episodes are never bootstrapped.
+    """
+
+    def __init__(
+        self,
+        value_net: nn.Module,
+        loss_coef: float = 1.0,
+        lr: float | None = None,
+        bootstrap_truncated: bool = True,
+    ) -> None:
+        super().__init__()
+        if loss_coef < 0:
+            raise ConfigError(f"baseline.loss_coef must be >= 0, got {loss_coef}")
+        if lr is not None and not lr > 0:
+            raise ConfigError(f"baseline.lr must be > 0 (or null for the policy's), got {lr}")
+        self.value_net = value_net
+        self.loss_coef = float(loss_coef)
+        self.lr = None if lr is None else float(lr)
+        self.bootstrap_truncated = bool(bootstrap_truncated)
+
+    def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
+        return self.value_net(batch.obs).detach().to(psi.dtype)
+
+    def loss(self, batch: EpisodeBatch, psi: Tensor) -> dict[str, Tensor]:
+        values = self.value_net(batch.obs)
+        return {"value_loss": self.loss_coef * (values - psi.detach().to(values.dtype)).pow(2).mean()}
+
+    def metrics(self, batch: EpisodeBatch, psi: Tensor, values: Tensor) -> dict[str, Tensor]:
+        var = psi.var()
+        explained = 1 - (psi - values).var() / var if var > 0 else torch.tensor(math.nan)
+        return {"value_explained_var": explained.detach()}
+
+    def final_values(self, batch: EpisodeBatch) -> Tensor | None:
+        if not self.bootstrap_truncated:
+            return None
+        with torch.no_grad():
+            return self.value_net(batch.final_obs)

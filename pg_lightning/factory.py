@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from pg_lightning.errors import ConfigError
 from pg_lightning.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot
 
-__all__ = ["UnsupportedSpaceError", "make_policy"]
+__all__ = ["UnsupportedSpaceError", "ValueNetwork", "make_policy", "make_value_network"]
 
 
 class UnsupportedSpaceError(ConfigError):
@@ -43,11 +43,13 @@ def make_policy(
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
     log_std_init: float = 0.0,
+    state_dependent_std: bool = False,
+    action_bounds: str = "clip",
 ) -> nn.Module:
     """Build the policy for an environment's (single-env) spaces.
 
     - ``Discrete(n)`` actions: :class:`CategoricalPolicy` over ``n`` logits.
-    - 1-D ``Box`` actions: :class:`GaussianPolicy` (state-independent log-std).
+    - 1-D ``Box`` actions: :class:`GaussianPolicy` (log-std free or state-dependent; clip or tanh bounds).
     - ``Discrete`` observations are one-hot encoded (tabular environments), ``Box`` and
       ``MultiBinary`` observations are flattened to float vectors.
 
@@ -57,6 +59,10 @@ def make_policy(
         hidden_sizes: hidden widths of the MLP; ``[]`` gives a linear (tabular softmax) policy.
         activation: MLP activation (``tanh``, ``relu``, ``elu``, ``gelu``, ``silu``).
         log_std_init: initial log standard deviation of Gaussian policies.
+        state_dependent_std: Gaussian policies: the log-std is a second head of the MLP
+            (else one free parameter per action dimension).
+        action_bounds: Gaussian policies: ``clip`` (clip what the env receives) or ``tanh``
+            (squash samples into the Box, exact log-probabilities).
 
     Raises:
         UnsupportedSpaceError: for any other space, naming it.
@@ -69,8 +75,42 @@ def make_policy(
         return CategoricalPolicy(encoder, net)
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         action_dim = int(action_space.shape[0])
-        net = MLP(in_features, action_dim, hidden_sizes, activation)
-        return GaussianPolicy(encoder, net, action_dim, log_std_init=log_std_init)
+        net = MLP(in_features, action_dim * (2 if state_dependent_std else 1), hidden_sizes, activation)
+        return GaussianPolicy(
+            encoder,
+            net,
+            action_dim,
+            log_std_init=log_std_init,
+            state_dependent_std=state_dependent_std,
+            action_bounds=action_bounds,
+            low=action_space.low,
+            high=action_space.high,
+        )
     raise UnsupportedSpaceError(
         f"env.id: unsupported action space {action_space}: pg_lightning handles Discrete and 1-D Box actions"
     )
+
+
+class ValueNetwork(nn.Module):
+    """``V(s)``: an encoder and an MLP with one output; ``forward(obs) -> (B,)``."""
+
+    def __init__(self, encoder: nn.Module, net: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.net = net
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(self.encoder(obs)).squeeze(-1)
+
+
+def make_value_network(
+    observation_space: gym.Space,
+    hidden_sizes: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+) -> ValueNetwork:
+    """The state-value network of ``baseline=value``, for an env's (single-env) observation space.
+
+    Observations are encoded as for the policy (one-hot for ``Discrete``, flattened for ``Box``).
+    """
+    encoder, in_features = _encoder(observation_space)
+    return ValueNetwork(encoder, MLP(in_features, 1, hidden_sizes, activation))

@@ -105,8 +105,30 @@ class ReinforceLoss(nn.Module):
         self.normalize_advantages = bool(normalize_advantages)
         self.entropy_coef = float(entropy_coef)
 
-    def returns(self, rewards: Tensor, dones: Tensor) -> Tensor:
-        """``Psi_t`` before any baseline: ``G_t`` or ``R(tau)``, ``(B,)``."""
+    def returns(
+        self,
+        rewards: Tensor,
+        dones: Tensor,
+        final_values: Tensor | None = None,
+        truncated: Tensor | None = None,
+    ) -> Tensor:
+        """``Psi_t`` before any baseline: ``G_t`` or ``R(tau)``, ``(B,)``.
+
+        Args:
+            rewards, dones: ``(B,)``, complete episodes one after another.
+            final_values: ``(E,)`` ``V(s_T)`` of each episode's final observation, to bootstrap
+                the episodes that were truncated: their ``Psi_t`` gains ``gamma^(T-t) V(s_T)``
+                (``gamma^T V(s_T)`` for the total return), as if ``gamma V(s_T)`` were added to the
+                last reward. Needs ``truncated``; terminated episodes are left alone.
+            truncated: ``(B,)`` bool, which steps end an episode by truncation.
+        """
+        if final_values is not None:
+            if truncated is None:
+                raise ValueError("bootstrapping with final_values needs the truncated flags")
+            ends = torch.nonzero(dones).squeeze(-1)
+            tail = torch.zeros_like(rewards)
+            tail[ends] = final_values.to(rewards.dtype) * truncated[ends].to(rewards.dtype)
+            rewards = rewards + self.gamma * tail
         if self.return_type == "total":
             return total_returns(rewards, dones, self.gamma)
         return discounted_returns(rewards, dones, self.gamma)

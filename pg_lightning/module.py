@@ -41,9 +41,10 @@ class ReinforceModule(pl.LightningModule):
     - ``rollout/env_steps``, ``rollout/episodes``: totals since the start of training;
     - ``train/loss``, ``train/policy_loss``, ``train/entropy_loss``, ``train/entropy``, and the
       baseline's own terms as ``train/<name>``; ``train/grad_norm`` (total 2-norm);
-    - ``train/psi_var`` and ``train/advantage_var``: variance over the batch's steps of ``Psi_t``
-      and of ``Psi_t - b(s_t)`` (before normalisation), a cheap proxy of the estimator's
-      variance: their ratio shows how much the baseline removes;
+    - ``train/psi_sq`` and ``train/advantage_sq``: mean over the batch's steps of ``Psi_t^2`` and
+      of ``(Psi_t - b(s_t))^2`` (before normalisation), a cheap proxy of the estimator's variance
+      (which scales with the second moment of the weights of ``grad log pi``): their ratio shows
+      how much the baseline removes;
     - ``time/collect_fps``: env steps per second of this epoch's collection.
     """
 
@@ -73,16 +74,21 @@ class ReinforceModule(pl.LightningModule):
     def forward(self, obs: Tensor) -> torch.distributions.Distribution:
         return self.policy(obs)
 
+    def returns(self, batch: EpisodeBatch) -> Tensor:
+        """``(B,)`` ``Psi_t`` of the batch, truncated episodes bootstrapped when the baseline can."""
+        return self.loss_fn.returns(batch.rewards, batch.dones, self.baseline.final_values(batch), batch.truncated)
+
     def training_step(self, batch: EpisodeBatch, batch_idx: int) -> Tensor:
-        psi = self.loss_fn.returns(batch.rewards, batch.dones)
+        psi = self.returns(batch)
         dist = self.policy(batch.obs)
         baseline = self.baseline(batch, psi)
         terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=dist.entropy())
         baseline_terms = self.baseline.loss(batch, psi)
         loss = terms.loss + sum(baseline_terms.values())
         if self._current_fx_name == "training_step":  # called by a Trainer (not by hand, even after fit)
-            variances = {"psi_var": psi.var(), "advantage_var": (psi - baseline).var()}
-            self._log_epoch(batch, terms, baseline_terms | variances, loss)
+            moments = {"psi_sq": psi.pow(2).mean(), "advantage_sq": (psi - baseline).pow(2).mean()}
+            diagnostics = self.baseline.metrics(batch, psi, baseline)
+            self._log_epoch(batch, terms, baseline_terms | moments | diagnostics, loss)
         return loss
 
     def on_train_epoch_start(self) -> None:
@@ -118,4 +124,11 @@ class ReinforceModule(pl.LightningModule):
             log(f"train/{name}", value.detach())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+        """The optimizer over all parameters; a baseline with its own ``lr`` gets its own param group."""
+        baseline_params = list(self.baseline.parameters())
+        baseline_lr = getattr(self.baseline, "lr", None)
+        if not baseline_params or baseline_lr is None:
+            return self.optimizer_factory(self.parameters())
+        own = {id(p) for p in baseline_params}
+        rest = [p for p in self.parameters() if id(p) not in own]
+        return self.optimizer_factory([{"params": rest}, {"params": baseline_params, "lr": baseline_lr}])

@@ -6,6 +6,7 @@ right policy from an environment's spaces.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +15,9 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from pg_lightning.errors import ConfigError
 
-__all__ = ["MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "sample"]
+__all__ = ["ACTION_BOUNDS", "MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "TanhNormal", "sample"]
+
+ACTION_BOUNDS = ("clip", "tanh")
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -79,21 +82,73 @@ class CategoricalPolicy(nn.Module):
         return Categorical(logits=self.net(self.encoder(obs)), validate_args=False)
 
 
+class TanhNormal(Distribution):
+    """A diagonal Gaussian squashed into a box: ``a = low + (tanh(u) + 1) * (high - low) / 2``, ``u ~ N(loc, scale)``.
+
+    ``log_prob(a)`` is the exact change of variables,
+    ``log N(u) - sum_i [log(1 - tanh(u_i)^2) + log((high_i - low_i) / 2)]`` with ``u = atanh(y)``,
+    computed stably: ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``, and ``y`` kept
+    ``1e-6`` inside ``(-1, 1)`` so that actions on the bounds give finite values and gradients.
+    Batch shape ``(B,)``, event shape ``(action_dim,)`` (log-probs sum over action dimensions).
+
+    ``entropy()`` has no closed form; it returns the Gaussian's entropy plus the log-Jacobian at
+    ``u = loc`` (exact for small ``scale``, a deterministic first-order approximation otherwise).
+    ``mean`` is the squashed ``loc`` (the deterministic action used for evaluation).
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = True
+    _EPS = 1e-6
+
+    def __init__(self, loc: Tensor, scale: Tensor, low: Tensor, high: Tensor) -> None:
+        self.base = Normal(loc, scale, validate_args=False)
+        self.low = low.to(loc)
+        self.half_range = ((high - low) / 2).to(loc)
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    def squash(self, u: Tensor) -> Tensor:
+        return self.low + (torch.tanh(u) + 1) * self.half_range
+
+    @staticmethod
+    def _log_dtanh(u: Tensor) -> Tensor:
+        return 2 * (math.log(2.0) - u - nn.functional.softplus(-2 * u))
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        return self.squash(self.base.rsample(sample_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        y = ((value - self.low) / self.half_range - 1).clamp(-1 + self._EPS, 1 - self._EPS)
+        u = torch.atanh(y)
+        return (self.base.log_prob(u) - self._log_dtanh(u) - self.half_range.log()).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return (self.base.entropy() + self._log_dtanh(self.base.loc) + self.half_range.log()).sum(-1)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.squash(self.base.loc)
+
+
 class GaussianPolicy(nn.Module):
-    """Diagonal Gaussian ``N(net(encode(s)), exp(log_std)^2)`` with a state-independent log-std.
+    """Diagonal Gaussian policy for ``Box`` actions, with the log-std clamped to a sane range.
 
     Args:
         encoder: maps raw observations to features ``(B, F)``.
-        net: maps features to the mean ``(B, action_dim)``.
+        net: maps features to the mean ``(B, action_dim)``, or to the mean and the log-std
+            ``(B, 2 * action_dim)`` when ``state_dependent_std``.
         action_dim: number of action dimensions.
-        log_std_init: initial value of every entry of ``log_std``.
-        log_std_bounds: ``log_std`` is clamped to this range in ``forward``, so the scale can
-            neither vanish nor explode.
+        log_std_init: initial log-std (state-dependent: an offset added to the net's output).
+        log_std_bounds: the log-std is clamped to this range, so the scale can neither vanish
+            nor explode.
+        state_dependent_std: the log-std is an output of ``net`` (else a free parameter vector).
+        action_bounds: ``"clip"``: ``Independent(Normal, 1)``, unbounded samples, the collector
+            clips what the env receives (gymnasium's ``ClipAction``) and the batch keeps the
+            unclipped sample, whose log-probability this distribution gives. ``"tanh"``: a
+            :class:`TanhNormal` squashed into ``[low, high]``: every sample is inside the bounds.
+        low, high: the Box bounds (needed for ``"tanh"``), ``(action_dim,)``.
 
-    ``forward(obs)`` returns ``Independent(Normal, 1)``: batch shape ``(B,)``, event shape
-    ``(action_dim,)``; ``log_prob`` sums over action dimensions. Box bounds are not applied
-    here: the collector clips what the env receives (gymnasium's ``ClipAction``) and the batch
-    keeps the unclipped sample whose log-probability this distribution gives.
+    ``forward(obs)`` returns a distribution with batch shape ``(B,)`` and event shape
+    ``(action_dim,)``; ``log_prob`` sums over action dimensions.
     """
 
     def __init__(
@@ -103,16 +158,44 @@ class GaussianPolicy(nn.Module):
         action_dim: int,
         log_std_init: float = 0.0,
         log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        state_dependent_std: bool = False,
+        action_bounds: str = "clip",
+        low: Sequence[float] | Tensor | None = None,
+        high: Sequence[float] | Tensor | None = None,
     ) -> None:
         super().__init__()
+        if action_bounds not in ACTION_BOUNDS:
+            raise ConfigError(f"network.action_bounds must be one of {ACTION_BOUNDS}, got {action_bounds!r}")
         self.encoder = encoder
         self.net = net
-        self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
+        self.action_dim = int(action_dim)
+        self.state_dependent_std = bool(state_dependent_std)
+        self.log_std_init = float(log_std_init)
+        self.log_std = None if state_dependent_std else nn.Parameter(torch.full((action_dim,), float(log_std_init)))
         self.log_std_bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))
+        self.action_bounds = action_bounds
+        if action_bounds == "tanh":
+            if low is None or high is None:
+                raise ConfigError("network.action_bounds=tanh needs the Box's low and high")
+            low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+            if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+                raise ConfigError(
+                    f"network.action_bounds=tanh needs finite bounds with high > low, got low={low.tolist()}, "
+                    f"high={high.tolist()}; use network.action_bounds=clip"
+                )
+            self.register_buffer("low", low.expand(action_dim).clone())
+            self.register_buffer("high", high.expand(action_dim).clone())
 
-    def forward(self, obs: Tensor) -> Independent:
-        mean = self.net(self.encoder(obs))
-        std = self.log_std.clamp(*self.log_std_bounds).exp().expand_as(mean)
+    def forward(self, obs: Tensor) -> Distribution:
+        out = self.net(self.encoder(obs))
+        if self.state_dependent_std:
+            mean, log_std = out.split(self.action_dim, dim=-1)
+            log_std = log_std + self.log_std_init
+        else:
+            mean, log_std = out, self.log_std.expand_as(out)
+        std = log_std.clamp(*self.log_std_bounds).exp()
+        if self.action_bounds == "tanh":
+            return TanhNormal(mean, std, self.low, self.high)
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
 
@@ -136,4 +219,6 @@ def sample(dist: Distribution, generator: torch.Generator | None = None) -> Tens
         return loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=device)
     if isinstance(dist, Independent):
         return sample(dist.base_dist, generator)
+    if isinstance(dist, TanhNormal):
+        return dist.squash(sample(dist.base, generator).to(dist.base.loc.device)).to(device)
     return dist.sample()

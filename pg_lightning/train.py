@@ -83,8 +83,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     policy = hydra.utils.instantiate(cfg.network)(
         observation_space=probe.observation_space, action_space=probe.action_space
     )
+    # A learned baseline's network needs the observation space too (``baseline.value_net``).
+    value_net = OmegaConf.select(cfg, "baseline.value_net")
+    built = {}
+    if value_net is not None:
+        built["value_net"] = hydra.utils.instantiate(value_net)(observation_space=probe.observation_space)
+    baseline = hydra.utils.instantiate(cfg.baseline, **built)
     probe.close()
-    baseline = hydra.utils.instantiate(cfg.baseline)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, policy=policy, baseline=baseline)
     # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})

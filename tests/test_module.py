@@ -74,14 +74,14 @@ def test_metrics_are_logged_under_stable_names_with_the_batch_values():
         "rollout/episodes": torch.tensor(15.0),
         "rollout/env_steps": module.return_window.values[:15].sum(),  # CartPole: return = length
         "train/loss": spy.loss,
-        "train/psi_var": module.loss_fn.returns(spy.batch.rewards, spy.batch.dones).var(),
+        "train/psi_sq": module.loss_fn.returns(spy.batch.rewards, spy.batch.dones).pow(2).mean(),
     }
     for key, value in expected.items():
         torch.testing.assert_close(m[key].double(), value.double(), msg=key)
     for key in ("rollout/return_mean_100", "time/collect_fps", "train/policy_loss", "train/entropy_loss", "train/grad_norm"):
         assert torch.isfinite(m[key]), key
     # no baseline here: the advantage is Psi itself
-    torch.testing.assert_close(m["train/advantage_var"], m["train/psi_var"])
+    torch.testing.assert_close(m["train/advantage_sq"], m["train/psi_sq"])
     assert 0 < m["train/entropy"] <= torch.log(torch.tensor(2.0)) + 1e-6
     torch.testing.assert_close(m["rollout/return_mean_100"], module.return_window.values[:15].mean())
 

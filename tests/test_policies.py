@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent
 
+from pg_lightning.errors import ConfigError
 from pg_lightning.factory import UnsupportedSpaceError, make_policy
-from pg_lightning.policies import MLP, sample
+from pg_lightning.policies import MLP, TanhNormal, sample
 
 
 def test_discrete_actions_give_categorical():
@@ -88,3 +89,69 @@ def test_factory_reads_real_env_spaces():
     policy = make_policy(env.observation_space, env.action_space, hidden_sizes=[])
     obs, _ = env.reset(seed=0)
     assert policy(torch.as_tensor(np.array([obs]))).probs.shape == (1, 4)
+
+
+def test_state_dependent_log_std_varies_with_the_state_and_is_clamped():
+    policy = make_policy(gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-1, 1, (3,)), state_dependent_std=True)
+    assert policy.log_std is None and policy.net[-1].out_features == 6
+    obs = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    std = policy(obs).stddev
+    assert std.shape == (2, 3) and not torch.allclose(std[0], std[1])
+    with torch.no_grad():
+        policy.net[-1].bias[3:] = 100.0  # log-std head far beyond the bound
+    assert torch.allclose(policy(obs).stddev, torch.tensor(math.exp(2.0)))
+    loss = -policy(obs).log_prob(torch.zeros(2, 3)).sum()
+    loss.backward()
+    assert torch.isfinite(policy.net[-1].weight.grad).all()
+
+
+def test_squashed_gaussian_log_prob_is_the_change_of_variables():
+    """Against the density of a = g(u) computed numerically: p_u(g^-1(a)) |d g^-1 / da| by
+    central differences in float64, and the density integrates to 1 over the box."""
+    low, high = torch.tensor([-2.0], dtype=torch.float64), torch.tensor([3.0], dtype=torch.float64)
+    loc, scale = torch.tensor([[0.4]], dtype=torch.float64), torch.tensor([[0.8]], dtype=torch.float64)
+    dist = TanhNormal(loc, scale, low, high)
+    a = torch.linspace(-1.99, 2.99, 401, dtype=torch.float64)[:, None]
+
+    def inverse(x):
+        return torch.atanh((x - low) / ((high - low) / 2) - 1)
+
+    h = 1e-6
+    jac = (inverse(a + h) - inverse(a - h)) / (2 * h)
+    expected = torch.distributions.Normal(loc, scale).log_prob(inverse(a)) + jac.abs().log()
+    torch.testing.assert_close(dist.log_prob(a), expected[:, 0], atol=1e-5, rtol=1e-6)
+    grid = torch.linspace(-2.0, 3.0, 200_001, dtype=torch.float64)[1:-1, None]
+    assert torch.trapezoid(dist.log_prob(grid).exp(), grid[:, 0]).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_squashed_gaussian_stays_in_bounds_and_finite_at_the_edges():
+    action_space = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 5.0], np.float32))
+    policy = make_policy(gym.spaces.Box(-1, 1, (1,)), action_space, action_bounds="tanh", log_std_init=2.0)
+    with torch.no_grad():
+        policy.net[-1].bias.copy_(torch.tensor([60.0, -60.0]))  # means far outside the box
+    dist = policy(torch.zeros(5000, 1))
+    for actions in (dist.rsample(), sample(dist, torch.Generator().manual_seed(0))):
+        assert actions.shape == (5000, 2)
+        assert (actions >= torch.tensor([-1.0, 0.0])).all() and (actions <= torch.tensor([1.0, 5.0])).all()
+        log_prob = dist.log_prob(actions.detach())
+        assert torch.isfinite(log_prob).all()
+    edges = torch.tensor([[-1.0, 0.0], [1.0, 5.0]])
+    log_prob = policy(torch.zeros(2, 1)).log_prob(edges)
+    log_prob.sum().backward()
+    assert torch.isfinite(log_prob).all()
+    assert all(torch.isfinite(p.grad).all() for p in policy.parameters())
+    assert torch.isfinite(dist.entropy()).all() and dist.mean.shape == (5000, 2)
+    with pytest.raises(ConfigError, match="network.action_bounds=tanh needs finite bounds"):
+        make_policy(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-np.inf, np.inf, (1,)), action_bounds="tanh")
+    with pytest.raises(ConfigError, match="network.action_bounds must be one of"):
+        make_policy(gym.spaces.Box(-1, 1, (1,)), action_space, action_bounds="squash")
+
+
+def test_squashed_gaussian_samples_follow_its_density():
+    """Sample mean of a under the generator-driven sampler equals the density's mean (quadrature)."""
+    dist = TanhNormal(torch.tensor([[0.5]]), torch.tensor([[0.7]]), torch.tensor([0.0]), torch.tensor([2.0]))
+    x = sample(TanhNormal(dist.base.loc.expand(50_000, 1), dist.base.scale.expand(50_000, 1), dist.low[0], dist.low[0] + 2 * dist.half_range[0]), torch.Generator().manual_seed(3))
+    grid = torch.linspace(0.0, 2.0, 100_001, dtype=torch.float64)[1:-1, None]
+    density = dist.log_prob(grid.float()).double().exp()
+    mean = torch.trapezoid(density * grid[:, 0], grid[:, 0]).item()
+    assert abs(x.mean().item() - mean) < 5 * x.std().item() / 50_000**0.5

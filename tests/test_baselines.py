@@ -1,0 +1,153 @@
+"""Baselines (ema, rloo, value) and the bootstrapping of truncated episodes."""
+
+import gymnasium as gym
+import pytest
+import torch
+from torch import nn
+
+import tests.envs  # noqa: F401  (RandomLength-v0)
+from pg_lightning.baselines import EMABaseline, LeaveOneOutBaseline, ValueBaseline
+from pg_lightning.collector import EpisodeCollector, make_vector_env
+from pg_lightning.errors import ConfigError
+from pg_lightning.factory import make_policy, make_value_network
+from pg_lightning.loss import ReinforceLoss
+from pg_lightning.module import ReinforceModule
+from tests.helpers import make_batch
+
+# three episodes of lengths 3, 1, 2
+BATCH = make_batch([0, 1, 2, 0, 0, 1], [0] * 6, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0, 0, 1, 1, 0, 1])
+PSI = torch.tensor([6.0, 5.0, 3.0, 4.0, 11.0, 6.0])  # reward-to-go at gamma = 1
+
+
+def rloo_loop(episodes_psi, mode):
+    """Reference: plain loops over episodes and steps."""
+    out = []
+    for e, own in enumerate(episodes_psi):
+        others = [p for i, p in enumerate(episodes_psi) if i != e]
+        for t in range(len(own)):
+            if mode == "episode":
+                out.append(sum(o[0] for o in others) / len(others) if others else 0.0)
+            else:
+                at_t = [o[t] for o in others if len(o) > t]
+                out.append(sum(at_t) / len(at_t) if at_t else 0.0)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("mode", ["step", "episode"])
+def test_leave_one_out_matches_a_loop(mode):
+    values = LeaveOneOutBaseline(mode)(BATCH, PSI)
+    torch.testing.assert_close(values, rloo_loop([[6.0, 5.0, 3.0], [4.0], [11.0, 6.0]], mode))
+    # random batches against the loop as well
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        lengths = torch.randint(1, 6, (5,), generator=gen).tolist()
+        psi = torch.randn(sum(lengths), generator=gen)
+        dones = [i == n - 1 for n in lengths for i in range(n)]
+        batch = make_batch([0] * len(dones), [0] * len(dones), [0.0] * len(dones), dones)
+        chunks = psi.split(lengths)
+        torch.testing.assert_close(LeaveOneOutBaseline(mode)(batch, psi), rloo_loop([c.tolist() for c in chunks], mode))
+
+
+def test_leave_one_out_with_one_episode_is_zero():
+    batch = make_batch([0, 0], [0, 0], [1.0, 1.0], [0, 1])
+    for mode in ("step", "episode"):
+        assert torch.equal(LeaveOneOutBaseline(mode)(batch, torch.tensor([2.0, 1.0])), torch.zeros(2))
+
+
+def test_ema_uses_only_earlier_batches_and_is_saved():
+    ema = EMABaseline(decay=0.5)
+    assert torch.equal(ema(BATCH, PSI), torch.zeros(6))  # nothing seen yet
+    first = PSI.mean().item()
+    torch.testing.assert_close(ema(BATCH, PSI + 1), torch.full((6,), first))
+    second = 0.5 * first + 0.5 * (first + 1)
+    restored = EMABaseline(decay=0.5)
+    restored.load_state_dict(ema.state_dict())
+    torch.testing.assert_close(restored(BATCH, PSI), torch.full((6,), second))
+    restored.eval()  # evaluation does not move the average
+    restored(BATCH, PSI * 100)
+    torch.testing.assert_close(restored(BATCH, PSI), torch.full((6,), 0.5 * second + 0.5 * first))
+    with pytest.raises(ConfigError, match="baseline.decay"):
+        EMABaseline(decay=1.0)
+
+
+def constant_value_net(value: float) -> nn.Module:
+    net = make_value_network(gym.spaces.Box(-1, 1, (1,)), hidden_sizes=[])
+    with torch.no_grad():
+        net.net[0].weight.zero_()
+        net.net[0].bias.fill_(value)
+    return net
+
+
+def test_value_baseline_is_detached_regressed_and_diagnosed():
+    baseline = ValueBaseline(constant_value_net(2.0), loss_coef=0.5)
+    batch = make_batch([[0.0]] * 3, [0, 0, 0], [1.0, 1.0, 1.0], [0, 0, 1])
+    psi = torch.tensor([3.0, 2.0, 1.0])
+    values = baseline(batch, psi)
+    assert torch.equal(values, torch.full((3,), 2.0)) and not values.requires_grad
+    loss = baseline.loss(batch, psi)["value_loss"]
+    assert loss.item() == pytest.approx(0.5 * (1 + 0 + 1) / 3)
+    loss.backward()
+    assert baseline.value_net.net[0].bias.grad.item() == pytest.approx(0.5 * 2 * (-1 + 0 + 1) / 3)
+    explained = baseline.metrics(batch, psi, values)["value_explained_var"]
+    assert explained.item() == pytest.approx(0.0)  # a constant explains none of the variance
+    assert baseline.metrics(batch, psi, psi)["value_explained_var"].item() == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="baseline.lr"):
+        ValueBaseline(constant_value_net(0.0), lr=0.0)
+
+
+def test_value_net_gets_its_own_learning_rate():
+    policy = make_policy(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(2))
+    module = ReinforceModule(policy, baseline=ValueBaseline(constant_value_net(0.0), lr=0.5))
+    opt = module.configure_optimizers()
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.5]
+    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in module.baseline.parameters()}
+    assert len(opt.param_groups[0]["params"]) == len(list(policy.parameters()))
+
+
+def test_bootstrap_by_hand():
+    """gamma = 0.5. Episode A (3 steps) truncated with V(s_T) = 8; episode B (2 steps) terminated."""
+    loss = ReinforceLoss(gamma=0.5)
+    rewards = torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0])
+    dones = torch.tensor([False, False, True, False, True])
+    truncated = torch.tensor([False, False, True, False, False])
+    final_values = torch.tensor([8.0, 100.0])  # B's final value must be ignored: terminated
+    psi = loss.returns(rewards, dones, final_values, truncated)
+    # A: G_2 = 1 + 0.5*8 = 5, G_1 = 1 + 0.5*5 = 3.5, G_0 = 1 + 0.5*3.5 = 2.75. B: 3, 2.
+    torch.testing.assert_close(psi, torch.tensor([2.75, 3.5, 5.0, 3.0, 2.0]))
+    total = ReinforceLoss(gamma=0.5, return_type="total").returns(rewards, dones, final_values, truncated)
+    torch.testing.assert_close(total, torch.tensor([2.75] * 3 + [3.0] * 2))  # R + gamma^3 V
+    torch.testing.assert_close(loss.returns(rewards, dones), torch.tensor([1.75, 1.5, 1.0, 3.0, 2.0]))
+
+
+def test_module_bootstraps_truncated_episodes_from_the_collector():
+    """RandomLength-v0 truncates odd-length episodes, final observation [L]; V(s) = 0.5 * s + 1."""
+    gamma = 0.9
+    envs = make_vector_env("RandomLength-v0", 3, env_kwargs={"max_len": 7})
+    value_net = make_value_network(envs.single_observation_space, hidden_sizes=[])
+    with torch.no_grad():
+        value_net.net[0].weight.fill_(0.5)
+        value_net.net[0].bias.fill_(1.0)
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden_sizes=[])
+    batch = EpisodeCollector(envs, seed=0).collect(policy, 12)
+    envs.close()
+    assert batch.truncated.any() and batch.terminated.any()
+    module = ReinforceModule(policy, ReinforceLoss(gamma=gamma), ValueBaseline(value_net, bootstrap_truncated=True))
+    psi = module.returns(batch)
+    expected, start = [], 0
+    for episode, end in enumerate(torch.nonzero(batch.dones)[:, 0].tolist()):
+        T = end - start + 1  # rewards are 1 per step
+        assert float(batch.final_obs[episode, 0]) == T  # the env's final observation is [L]
+        boot = (0.5 * T + 1.0) if bool(batch.truncated[end]) else 0.0
+        expected += [sum(gamma**k for k in range(T - t)) + gamma ** (T - t) * boot for t in range(T)]
+        start = end + 1
+    torch.testing.assert_close(psi, torch.tensor(expected))
+    module.baseline.bootstrap_truncated = False
+    assert torch.all(module.returns(batch) <= psi)
+
+
+def test_baseline_state_travels_in_the_module_state_dict():
+    policy = make_policy(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(2))
+    ema_module = ReinforceModule(policy, baseline=EMABaseline())
+    assert {"baseline.average", "baseline.count"} <= set(ema_module.state_dict())
+    value_module = ReinforceModule(policy, baseline=ValueBaseline(constant_value_net(3.0)))
+    assert "baseline.value_net.net.0.bias" in value_module.state_dict()
