@@ -172,6 +172,13 @@ class ValueBaseline(Baseline):
     (logged as ``value_loss``) and ``value_explained_var = 1 - Var(Psi - V) / Var(Psi)`` is
     logged as a diagnostic (1 is perfect, 0 no better than a constant).
 
+    With ``normalize_targets`` the network predicts ``(Psi - mu) / sigma`` and ``V = mu + sigma *
+    output``, where ``mu`` and ``sigma`` are moving averages of the returns' mean and standard
+    deviation over batches (buffers, saved in checkpoints); when they move, the output layer is
+    rescaled so that ``V`` is unchanged (PopArt). Returns of hundreds then cost the regression no
+    more than returns of one: one optimizer step per epoch is enough to track them. The loss is
+    the regression on the normalised scale.
+
     Args:
         value_net: maps a batch of raw observations ``(B, ...)`` to ``(B,)`` values (see
             :func:`pg_lightning.factory.make_value_network`).
@@ -181,6 +188,9 @@ class ValueBaseline(Baseline):
         bootstrap_truncated: for episodes cut by a time limit (``truncated``), add
             ``gamma^(T-t) V(s_T)`` to ``Psi_t``, ``s_T`` the final observation gymnasium reports:
             the return the episode would have had. Terminated episodes are never bootstrapped.
+        normalize_targets: learn ``V`` on a normalised scale (above); needs a ``value_net`` with
+            ``rescale_output`` (:class:`~pg_lightning.factory.ValueNetwork` has it).
+        stats_decay: weight of the past in the moving mean and standard deviation of the returns.
     """
 
     def __init__(
@@ -189,23 +199,55 @@ class ValueBaseline(Baseline):
         loss_coef: float = 1.0,
         lr: float | None = None,
         bootstrap_truncated: bool = True,
+        normalize_targets: bool = True,
+        stats_decay: float = 0.9,
     ) -> None:
         super().__init__()
         if loss_coef < 0:
             raise ConfigError(f"baseline.loss_coef must be >= 0, got {loss_coef}")
         if lr is not None and not lr > 0:
             raise ConfigError(f"baseline.lr must be > 0 (or null for the policy's), got {lr}")
+        if normalize_targets and not hasattr(value_net, "rescale_output"):
+            raise ConfigError("baseline.normalize_targets=true needs a value_net with rescale_output (make_value_network)")
+        if not 0.0 <= stats_decay < 1.0:
+            raise ConfigError(f"baseline.stats_decay must be in [0, 1), got {stats_decay}")
         self.value_net = value_net
         self.loss_coef = float(loss_coef)
         self.lr = None if lr is None else float(lr)
         self.bootstrap_truncated = bool(bootstrap_truncated)
+        self.normalize_targets = bool(normalize_targets)
+        self.stats_decay = float(stats_decay)
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+        self.register_buffer("stats_count", torch.zeros((), dtype=torch.long))
+
+    def value(self, obs: Tensor) -> Tensor:
+        """``(B,)`` ``V(s)`` on the returns' scale (with gradient)."""
+        out = self.value_net(obs)
+        return self.target_mean + self.target_std * out if self.normalize_targets else out
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
-        return self.value_net(batch.obs).detach().to(psi.dtype)
+        return self.value(batch.obs).detach().to(psi.dtype)
 
     def loss(self, batch: EpisodeBatch, psi: Tensor) -> dict[str, Tensor]:
-        values = self.value_net(batch.obs)
-        return {"value_loss": self.loss_coef * (values - psi.detach().to(values.dtype)).pow(2).mean()}
+        target = psi.detach().float()
+        if self.normalize_targets and self.training:
+            self._update_stats(target)
+        if self.normalize_targets:
+            target = (target - self.target_mean) / self.target_std
+        return {"value_loss": self.loss_coef * (self.value_net(batch.obs) - target).pow(2).mean()}
+
+    @torch.no_grad()
+    def _update_stats(self, target: Tensor) -> None:
+        mean, std = target.mean(), target.std(correction=0).clamp_min(1e-4) if target.numel() > 1 else target.new_ones(())
+        if self.stats_count > 0:
+            d = self.stats_decay
+            var = d * self.target_std**2 + (1 - d) * std**2 + d * (1 - d) * (self.target_mean - mean) ** 2
+            mean, std = d * self.target_mean + (1 - d) * mean, var.sqrt()
+        self.value_net.rescale_output(std / self.target_std, (mean - self.target_mean) / self.target_std)
+        self.target_mean.copy_(mean)
+        self.target_std.copy_(std)
+        self.stats_count += 1
 
     def metrics(self, batch: EpisodeBatch, psi: Tensor, values: Tensor) -> dict[str, Tensor]:
         var = psi.var()
@@ -216,4 +258,4 @@ class ValueBaseline(Baseline):
         if not self.bootstrap_truncated:
             return None
         with torch.no_grad():
-            return self.value_net(batch.final_obs)
+            return self.value(batch.final_obs)

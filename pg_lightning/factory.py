@@ -102,6 +102,14 @@ class ValueNetwork(nn.Module):
     def forward(self, obs: Tensor) -> Tensor:
         return self.net(self.encoder(obs)).squeeze(-1)
 
+    @torch.no_grad()
+    def rescale_output(self, scale: Tensor, shift: Tensor) -> None:
+        """Make the output layer compute ``(old_output - shift) / scale`` (PopArt's preservation
+        step, used by ``ValueBaseline(normalize_targets=True)`` when its target statistics move)."""
+        last = self.net[-1]
+        last.weight.div_(scale)
+        last.bias.sub_(shift).div_(scale)
+
 
 def make_value_network(
     observation_space: gym.Space,

@@ -28,7 +28,7 @@ from pg_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "main", "run", "validate"]  # ConfigError re-exported for convenience
+__all__ = ["ConfigError", "main", "make_baseline", "run", "validate"]  # ConfigError re-exported for convenience
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -65,6 +65,15 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt!r}")
 
 
+def make_baseline(cfg: DictConfig, observation_space: gym.Space):
+    """Instantiate ``cfg.baseline``; a learned one's ``value_net`` (a partial) gets the space."""
+    value_net = OmegaConf.select(cfg, "baseline.value_net")
+    built = {}
+    if value_net is not None:
+        built["value_net"] = hydra.utils.instantiate(value_net)(observation_space=observation_space)
+    return hydra.utils.instantiate(cfg.baseline, **built)
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train REINFORCE as configured; return the final metrics (``cfg.optimized_metric`` among them).
 
@@ -83,12 +92,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     policy = hydra.utils.instantiate(cfg.network)(
         observation_space=probe.observation_space, action_space=probe.action_space
     )
-    # A learned baseline's network needs the observation space too (``baseline.value_net``).
-    value_net = OmegaConf.select(cfg, "baseline.value_net")
-    built = {}
-    if value_net is not None:
-        built["value_net"] = hydra.utils.instantiate(value_net)(observation_space=probe.observation_space)
-    baseline = hydra.utils.instantiate(cfg.baseline, **built)
+    baseline = make_baseline(cfg, probe.observation_space)
     probe.close()
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, policy=policy, baseline=baseline)
     # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.

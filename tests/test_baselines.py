@@ -79,7 +79,7 @@ def constant_value_net(value: float) -> nn.Module:
 
 
 def test_value_baseline_is_detached_regressed_and_diagnosed():
-    baseline = ValueBaseline(constant_value_net(2.0), loss_coef=0.5)
+    baseline = ValueBaseline(constant_value_net(2.0), loss_coef=0.5, normalize_targets=False)
     batch = make_batch([[0.0]] * 3, [0, 0, 0], [1.0, 1.0, 1.0], [0, 0, 1])
     psi = torch.tensor([3.0, 2.0, 1.0])
     values = baseline(batch, psi)
@@ -93,6 +93,27 @@ def test_value_baseline_is_detached_regressed_and_diagnosed():
     assert baseline.metrics(batch, psi, psi)["value_explained_var"].item() == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="baseline.lr"):
         ValueBaseline(constant_value_net(0.0), lr=0.0)
+
+
+def test_normalized_value_targets_keep_v_unchanged_when_the_statistics_move():
+    gen = torch.Generator().manual_seed(0)
+    net = make_value_network(gym.spaces.Box(-1, 1, (2,)), hidden_sizes=[8])
+    baseline = ValueBaseline(net, normalize_targets=True, stats_decay=0.5)
+    obs = torch.randn(20, 2, generator=gen)
+    batch = make_batch(obs.tolist(), [0] * 20, [0.0] * 20, [0] * 19 + [1])
+    for scale in (100.0, 300.0):
+        psi = scale + scale * torch.randn(20, generator=gen)
+        before = baseline(batch, psi)
+        loss = baseline.loss(batch, psi)["value_loss"]  # moves the statistics
+        torch.testing.assert_close(baseline(batch, psi), before, rtol=1e-4, atol=1e-3)  # PopArt preservation
+        target = (psi - baseline.target_mean) / baseline.target_std
+        torch.testing.assert_close(loss, (net(obs) - target).pow(2).mean())
+    assert baseline.target_mean > 50 and baseline.target_std > 50  # on the returns' scale
+    assert {"target_mean", "target_std", "stats_count"} <= {k.split(".")[-1] for k in baseline.state_dict()}
+    baseline.eval()
+    mean = baseline.target_mean.clone()
+    baseline.loss(batch, psi * 10)
+    assert torch.equal(baseline.target_mean, mean)  # evaluation does not move them
 
 
 def test_value_net_gets_its_own_learning_rate():
@@ -131,7 +152,9 @@ def test_module_bootstraps_truncated_episodes_from_the_collector():
     batch = EpisodeCollector(envs, seed=0).collect(policy, 12)
     envs.close()
     assert batch.truncated.any() and batch.terminated.any()
-    module = ReinforceModule(policy, ReinforceLoss(gamma=gamma), ValueBaseline(value_net, bootstrap_truncated=True))
+    module = ReinforceModule(
+        policy, ReinforceLoss(gamma=gamma), ValueBaseline(value_net, bootstrap_truncated=True, normalize_targets=False)
+    )
     psi = module.returns(batch)
     expected, start = [], 0
     for episode, end in enumerate(torch.nonzero(batch.dones)[:, 0].tolist()):

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from pg_lightning.baselines import Baseline
-from pg_lightning.train import ConfigError, run, validate
+from pg_lightning.train import ConfigError, make_baseline, run, validate
 from tests.conftest import CONF, ROOT
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2"]
@@ -32,6 +32,8 @@ def test_every_env_config_composes_and_makes_its_env(make_cfg, env):
     validate(cfg)
     if env == "lunarlander" and importlib.util.find_spec("Box2D") is None:
         pytest.skip("LunarLander needs the box2d extra")
+    if env == "inverted_pendulum" and importlib.util.find_spec("mujoco") is None:
+        pytest.skip("InvertedPendulum needs the mujoco extra")
     e = gym.make(cfg.env.id, **cfg.env.kwargs)
     policy = hydra.utils.instantiate(cfg.network)(observation_space=e.observation_space, action_space=e.action_space)
     assert isinstance(policy(torch.as_tensor(e.reset(seed=0)[0][None])), torch.distributions.Distribution)
@@ -41,7 +43,10 @@ def test_every_env_config_composes_and_makes_its_env(make_cfg, env):
 def test_every_option_of_each_group_instantiates(make_cfg, group):
     for option in options(group):
         cfg = make_cfg(f"{group}={option}")
-        obj = hydra.utils.instantiate(cfg[group]) if cfg[group] is not None else None
+        if group == "baseline":
+            obj = make_baseline(cfg, gym.spaces.Box(-1, 1, (3,)))
+        else:
+            obj = hydra.utils.instantiate(cfg[group]) if cfg[group] is not None else None
         if group == "network":
             assert isinstance(obj, functools.partial)
             assert isinstance(
