@@ -2,6 +2,7 @@
 
     python benchmarks/estimator_check.py                  # 2000 batches x 10 episodes per option
     python benchmarks/estimator_check.py --seeds 0 1 2 3  # repeat, to see how max |z| is spread
+    python benchmarks/estimator_check.py --only RLOO      # the options whose name contains RLOO
 
 For each option, ``num_batches`` independent batches of fresh episodes give as many estimates of
 ``grad J`` (the very ``ReinforceLoss`` and baselines of training, see
@@ -131,11 +132,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--episodes", type=int, default=10, help="episodes per batch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--only", default="", help="run only the options whose name contains this text")
     args = parser.parse_args(argv)
     print(f"{args.batches} batches x {args.episodes} episodes per option; seeds {args.seeds}")
     print("| MDP | option | unbiased | max abs z vs grad J | max abs z vs its expectation | variance (trace) |")
     print("|---|---|:-:|--:|--:|--:|")
-    for case in CASES:
+    for case in (c for c in CASES if args.only in c.name):
         rows = [evaluate(case, args.batches, args.episodes, seed) for seed in args.seeds]
         worst = max(rows, key=lambda r: r.z_expected)
         variance = sum(r.variance for r in rows) / len(rows)

@@ -174,8 +174,8 @@ class ValueBaseline(Baseline):
 
     With ``normalize_targets`` the network predicts ``(Psi - mu) / sigma`` and ``V = mu + sigma *
     output``, where ``mu`` and ``sigma`` are moving averages of the returns' mean and standard
-    deviation over batches (buffers, saved in checkpoints); when they move, the output layer is
-    rescaled so that ``V`` is unchanged (PopArt). Returns of hundreds then cost the regression no
+    deviation over batches (buffers, saved in checkpoints; under DDP, of all ranks' batches); when
+    they move, the output layer is rescaled so that ``V`` is unchanged (PopArt). Returns of hundreds then cost the regression no
     more than returns of one: one optimizer step per epoch is enough to track them. The loss is
     the regression on the normalised scale.
 
@@ -239,7 +239,13 @@ class ValueBaseline(Baseline):
 
     @torch.no_grad()
     def _update_stats(self, target: Tensor) -> None:
-        mean, std = target.mean(), target.std(correction=0).clamp_min(1e-4) if target.numel() > 1 else target.new_ones(())
+        moments = torch.stack([target.mean(), target.pow(2).mean()])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every DDP rank must rescale its copy of the output layer identically
+            torch.distributed.all_reduce(moments)
+            moments /= torch.distributed.get_world_size()
+        mean = moments[0]
+        std = (moments[1] - mean**2).clamp_min(0).sqrt().clamp_min(1e-4) if target.numel() > 1 else target.new_ones(())
         if self.stats_count > 0:
             d = self.stats_decay
             var = d * self.target_std**2 + (1 - d) * std**2 + d * (1 - d) * (self.target_mean - mean) ** 2

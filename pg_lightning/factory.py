@@ -45,6 +45,7 @@ def make_policy(
     log_std_init: float = 0.0,
     state_dependent_std: bool = False,
     action_bounds: str = "clip",
+    output_init_scale: float | None = None,
 ) -> nn.Module:
     """Build the policy for an environment's (single-env) spaces.
 
@@ -63,10 +64,24 @@ def make_policy(
             (else one free parameter per action dimension).
         action_bounds: Gaussian policies: ``clip`` (clip what the env receives) or ``tanh``
             (squash samples into the Box, exact log-probabilities).
+        output_init_scale: if set, the output layer's initial weights are multiplied by it and its
+            bias is zeroed, so that the initial policy is (nearly) the same in every state:
+            uniform logits, or the Gaussian's mean near 0 (``0.01`` is the usual choice).
+            None keeps PyTorch's default initialisation.
 
     Raises:
         UnsupportedSpaceError: for any other space, naming it.
     """
+    policy = _make_policy(observation_space, action_space, hidden_sizes, activation, log_std_init, state_dependent_std, action_bounds)
+    if output_init_scale is not None:
+        last = policy.net[-1]
+        with torch.no_grad():
+            last.weight.mul_(float(output_init_scale))
+            last.bias.zero_()
+    return policy
+
+
+def _make_policy(observation_space, action_space, hidden_sizes, activation, log_std_init, state_dependent_std, action_bounds):
     encoder, in_features = _encoder(observation_space)
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:

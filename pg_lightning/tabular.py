@@ -330,7 +330,7 @@ def sample_episodes(
 
     def draw(cdf: Tensor) -> Tensor:  # inverse-CDF sampling, one draw per row of ``cdf``
         u = torch.rand(cdf.shape[:-1], dtype=DTYPE, generator=generator) * cdf[..., -1]  # rows need not sum to 1 exactly
-        return torch.searchsorted(cdf, u[..., None], right=True)[..., 0].clamp_max(cdf.shape[-1] - 1)
+        return torch.searchsorted(cdf.contiguous(), u[..., None], right=True)[..., 0].clamp_max(cdf.shape[-1] - 1)
 
     state = draw(cum_initial.expand(n, -1))
     index = torch.arange(n)  # the episodes still running, in order

@@ -155,3 +155,14 @@ def test_squashed_gaussian_samples_follow_its_density():
     density = dist.log_prob(grid.float()).double().exp()
     mean = torch.trapezoid(density * grid[:, 0], grid[:, 0]).item()
     assert abs(x.mean().item() - mean) < 5 * x.std().item() / 50_000**0.5
+
+
+@pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))])
+def test_output_init_scale_starts_the_same_policy_in_every_state(action_space):
+    torch.manual_seed(0)
+    policy = make_policy(gym.spaces.Box(-1, 1, (4,)), action_space, hidden_sizes=[16], output_init_scale=0.01)
+    dist = policy(torch.randn(50, 4) * 3)
+    spread = dist.probs.std(0) if isinstance(dist, Categorical) else dist.mean.std(0)
+    assert (spread < 0.01).all() and (policy.net[-1].bias == 0).all()
+    default = make_policy(gym.spaces.Box(-1, 1, (4,)), action_space, hidden_sizes=[16])(torch.randn(50, 4) * 3)
+    assert ((default.probs.std(0) if isinstance(default, Categorical) else default.mean.std(0)) > 0.02).any()
