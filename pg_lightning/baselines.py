@@ -103,7 +103,8 @@ class EMABaseline(Baseline):
     Each batch is baselined with the average of the *earlier* batches (0 before the first), then
     its own mean enters the average: ``m <- decay * m + (1 - decay) * mean(Psi)``. Independent of
     the batch it is applied to, so exactly unbiased. Stateful: the average is a buffer, saved in
-    checkpoints; it updates whenever the module is in training mode.
+    checkpoints; it updates whenever the module is in training mode. Under DDP, buffers are
+    broadcast from rank 0 at every step, so the average follows rank 0's batches (still unbiased).
 
     Args:
         decay: weight of the past, in ``[0, 1)``.
@@ -227,7 +228,8 @@ class ValueBaseline(Baseline):
         return self.target_mean + self.target_std * out if self.normalize_targets else out
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
-        return self.value(batch.obs).detach().to(psi.dtype)
+        with torch.no_grad():
+            return self.value(batch.obs).to(psi.dtype)
 
     def loss(self, batch: EpisodeBatch, psi: Tensor) -> dict[str, Tensor]:
         target = psi.detach().float()
@@ -239,17 +241,20 @@ class ValueBaseline(Baseline):
 
     @torch.no_grad()
     def _update_stats(self, target: Tensor) -> None:
-        moments = torch.stack([target.mean(), target.pow(2).mean()])
+        # float64 sums: E[x^2] - E[x]^2 would cancel in float32 for returns with a large mean
+        x = target.double()
+        sums = torch.stack([x.new_tensor(float(x.numel())), x.sum(), x.pow(2).sum()])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # every DDP rank must rescale its copy of the output layer identically
-            torch.distributed.all_reduce(moments)
-            moments /= torch.distributed.get_world_size()
-        mean = moments[0]
-        std = (moments[1] - mean**2).clamp_min(0).sqrt().clamp_min(1e-4) if target.numel() > 1 else target.new_ones(())
+            torch.distributed.all_reduce(sums)
+        n, mean = sums[0], sums[1] / sums[0]
+        std = ((sums[2] / n - mean**2).clamp_min(0).sqrt() if n > 1 else x.new_ones(())).clamp_min(1e-4)
+        mean, std = mean.to(self.target_mean.dtype), std.to(self.target_std.dtype)
         if self.stats_count > 0:
             d = self.stats_decay
             var = d * self.target_std**2 + (1 - d) * std**2 + d * (1 - d) * (self.target_mean - mean) ** 2
             mean, std = d * self.target_mean + (1 - d) * mean, var.sqrt()
+        # (Adam's moments of the output layer stay on the old scale: harmless at these decays)
         self.value_net.rescale_output(std / self.target_std, (mean - self.target_mean) / self.target_std)
         self.target_mean.copy_(mean)
         self.target_std.copy_(std)

@@ -22,7 +22,8 @@ class EpisodeBatch(NamedTuple):
         obs: ``(B, *obs_shape)`` observation ``s_t`` the action was chosen in (raw: integer
             indices for Discrete spaces, the policy one-hot encodes them).
         actions: ``(B, *action_shape)`` action ``a_t`` as sampled by the policy (for Box
-            spaces, before any clipping to the bounds that the env receives).
+            spaces, before any clipping to the bounds that the env receives; with
+            ``action_bounds=tanh``, the pre-squash Gaussian sample ``u``).
         rewards: ``(B,)`` float reward ``r_t``.
         terminated: ``(B,)`` bool, the episode reached a terminal state at this step: zero future.
         truncated: ``(B,)`` bool, the episode was cut (e.g. time limit) at this step; its

@@ -131,8 +131,12 @@ class EpisodeCollector:
         t = 0
         while active.any():
             with torch.inference_mode():  # only here: the batch itself must be usable by autograd
-                action = sample(policy(torch.as_tensor(obs, device=device)), self.generator).numpy()
-            next_obs, reward, terminated, truncated, info = self.envs.step(action)
+                dist = policy(torch.as_tensor(obs, device=device))
+                sampled = sample(dist, self.generator)
+                # the batch keeps the policy's sample; a squashing distribution maps it into the box
+                env_action = dist.env_action(sampled) if hasattr(dist, "env_action") else sampled
+            action = sampled.numpy()
+            next_obs, reward, terminated, truncated, info = self.envs.step(env_action.numpy())
             step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if not buffers:
                 buffers = {

@@ -110,24 +110,26 @@ class ReinforceLoss(nn.Module):
         rewards: Tensor,
         dones: Tensor,
         final_values: Tensor | None = None,
-        truncated: Tensor | None = None,
+        bootstrap: Tensor | None = None,
     ) -> Tensor:
         """``Psi_t`` before any baseline: ``G_t`` or ``R(tau)``, ``(B,)``.
 
         Args:
             rewards, dones: ``(B,)``, complete episodes one after another.
             final_values: ``(E,)`` ``V(s_T)`` of each episode's final observation, to bootstrap
-                the episodes that were truncated: their ``Psi_t`` gains ``gamma^(T-t) V(s_T)``
+                the episodes in ``bootstrap``: their ``Psi_t`` gains ``gamma^(T-t) V(s_T)``
                 (``gamma^T V(s_T)`` for the total return), as if ``gamma V(s_T)`` were added to the
-                last reward. Needs ``truncated``; terminated episodes are left alone.
-            truncated: ``(B,)`` bool, which steps end an episode by truncation.
+                last reward. The values of the other episodes are ignored (even NaN).
+            bootstrap: ``(B,)`` bool, the steps that end an episode which is to be bootstrapped:
+                truncated and *not* terminated (gymnasium's ``TimeLimit`` sets both when the
+                last allowed step reaches a terminal state, whose future is zero).
         """
         if final_values is not None:
-            if truncated is None:
-                raise ValueError("bootstrapping with final_values needs the truncated flags")
+            if bootstrap is None:
+                raise ValueError("bootstrapping with final_values needs the bootstrap flags")
             ends = torch.nonzero(dones).squeeze(-1)
             tail = torch.zeros_like(rewards)
-            tail[ends] = final_values.to(rewards.dtype) * truncated[ends].to(rewards.dtype)
+            tail[ends] = torch.where(bootstrap[ends], final_values.to(rewards.dtype), 0.0)
             rewards = rewards + self.gamma * tail
         if self.return_type == "total":
             return total_returns(rewards, dones, self.gamma)

@@ -76,7 +76,8 @@ class ReinforceModule(pl.LightningModule):
 
     def returns(self, batch: EpisodeBatch) -> Tensor:
         """``(B,)`` ``Psi_t`` of the batch, truncated episodes bootstrapped when the baseline can."""
-        return self.loss_fn.returns(batch.rewards, batch.dones, self.baseline.final_values(batch), batch.truncated)
+        bootstrap = batch.truncated & ~batch.terminated  # a terminal state's future is zero, even at the time limit
+        return self.loss_fn.returns(batch.rewards, batch.dones, self.baseline.final_values(batch), bootstrap)
 
     def training_step(self, batch: EpisodeBatch, batch_idx: int) -> Tensor:
         psi = self.returns(batch)

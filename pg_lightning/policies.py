@@ -83,22 +83,23 @@ class CategoricalPolicy(nn.Module):
 
 
 class TanhNormal(Distribution):
-    """A diagonal Gaussian squashed into a box: ``a = low + (tanh(u) + 1) * (high - low) / 2``, ``u ~ N(loc, scale)``.
+    """A diagonal Gaussian squashed into a box: the env receives ``a = low + (tanh(u) + 1) * (high - low) / 2``, ``u ~ N(loc, scale)``.
 
-    ``log_prob(a)`` is the exact change of variables,
-    ``log N(u) - sum_i [log(1 - tanh(u_i)^2) + log((high_i - low_i) / 2)]`` with ``u = atanh(y)``,
-    computed stably: ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``, and ``y`` kept
-    ``1e-6`` inside ``(-1, 1)`` so that actions on the bounds give finite values and gradients.
-    Batch shape ``(B,)``, event shape ``(action_dim,)`` (log-probs sum over action dimensions).
+    Samples are the pre-squash ``u`` (what the batch stores and ``log_prob`` takes);
+    :meth:`env_action` maps them into the box for the env. ``log_prob(u)`` is the log-density of
+    the action ``a`` that ``u`` gives, by the exact change of variables,
+    ``log N(u) - sum_i [log(1 - tanh(u_i)^2) + log((high_i - low_i) / 2)]``, computed stably
+    (``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``): no inverse ``atanh`` is ever taken,
+    so it is exact and finite even for samples that saturate on the bounds. Batch shape ``(B,)``,
+    event shape ``(action_dim,)`` (log-probs sum over action dimensions).
 
-    ``entropy()`` has no closed form; it returns the Gaussian's entropy plus the log-Jacobian at
-    ``u = loc`` (exact for small ``scale``, a deterministic first-order approximation otherwise).
-    ``mean`` is the squashed ``loc`` (the deterministic action used for evaluation).
+    ``entropy()`` (of ``a``) has no closed form: it returns the one-sample estimate
+    ``-log_prob(u)`` with ``u`` reparameterised, unbiased and differentiable. ``mean`` is ``loc``
+    (pre-squash: ``env_action(mean)`` is the deterministic action).
     """
 
     arg_constraints: dict = {}
     has_rsample = True
-    _EPS = 1e-6
 
     def __init__(self, loc: Tensor, scale: Tensor, low: Tensor, high: Tensor) -> None:
         self.base = Normal(loc, scale, validate_args=False)
@@ -106,27 +107,31 @@ class TanhNormal(Distribution):
         self.half_range = ((high - low) / 2).to(loc)
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
-    def squash(self, u: Tensor) -> Tensor:
-        return self.low + (torch.tanh(u) + 1) * self.half_range
+    def env_action(self, u: Tensor) -> Tensor:
+        """The action in ``[low, high]`` that the env receives for the sample ``u`` (on ``u``'s device)."""
+        squashed = self.low + (torch.tanh(u.to(self.low.device)) + 1) * self.half_range
+        return squashed.to(u.device)
 
     @staticmethod
     def _log_dtanh(u: Tensor) -> Tensor:
         return 2 * (math.log(2.0) - u - nn.functional.softplus(-2 * u))
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        return self.squash(self.base.rsample(sample_shape))
+        return self.base.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        y = ((value - self.low) / self.half_range - 1).clamp(-1 + self._EPS, 1 - self._EPS)
-        u = torch.atanh(y)
-        return (self.base.log_prob(u) - self._log_dtanh(u) - self.half_range.log()).sum(-1)
+        return (self.base.log_prob(value) - self._log_dtanh(value) - self.half_range.log()).sum(-1)
 
     def entropy(self) -> Tensor:
-        return (self.base.entropy() + self._log_dtanh(self.base.loc) + self.half_range.log()).sum(-1)
+        return -self.log_prob(self.base.rsample())
 
     @property
     def mean(self) -> Tensor:
-        return self.squash(self.base.loc)
+        return self.base.loc
+
+    @property
+    def stddev(self) -> Tensor:
+        return self.base.scale
 
 
 class GaussianPolicy(nn.Module):
@@ -144,7 +149,8 @@ class GaussianPolicy(nn.Module):
         action_bounds: ``"clip"``: ``Independent(Normal, 1)``, unbounded samples, the collector
             clips what the env receives (gymnasium's ``ClipAction``) and the batch keeps the
             unclipped sample, whose log-probability this distribution gives. ``"tanh"``: a
-            :class:`TanhNormal` squashed into ``[low, high]``: every sample is inside the bounds.
+            :class:`TanhNormal` squashed into ``[low, high]``: the batch keeps the pre-squash
+            sample and every action the env receives is inside the bounds.
         low, high: the Box bounds (needed for ``"tanh"``), ``(action_dim,)``.
 
     ``forward(obs)`` returns a distribution with batch shape ``(B,)`` and event shape
@@ -199,6 +205,7 @@ class GaussianPolicy(nn.Module):
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
 
+@torch.no_grad()
 def sample(dist: Distribution, generator: torch.Generator | None = None) -> Tensor:
     """Draw ``dist.sample()`` from a private ``generator`` (``torch.distributions`` has no such argument).
 
@@ -220,5 +227,5 @@ def sample(dist: Distribution, generator: torch.Generator | None = None) -> Tens
     if isinstance(dist, Independent):
         return sample(dist.base_dist, generator)
     if isinstance(dist, TanhNormal):
-        return dist.squash(sample(dist.base, generator).to(dist.base.loc.device)).to(device)
+        return sample(dist.base, generator)  # pre-squash u; the env gets dist.env_action(u)
     return dist.sample()

@@ -138,6 +138,22 @@ def test_bootstrap_by_hand():
     total = ReinforceLoss(gamma=0.5, return_type="total").returns(rewards, dones, final_values, truncated)
     torch.testing.assert_close(total, torch.tensor([2.75] * 3 + [3.0] * 2))  # R + gamma^3 V
     torch.testing.assert_close(loss.returns(rewards, dones), torch.tensor([1.75, 1.5, 1.0, 3.0, 2.0]))
+    # a NaN value of an episode that is not bootstrapped (e.g. a diverged terminal observation) stays out
+    nan_b = loss.returns(rewards, dones, torch.tensor([8.0, float("nan")]), truncated)
+    torch.testing.assert_close(nan_b, psi)
+
+
+def test_an_episode_both_terminated_and_truncated_is_not_bootstrapped():
+    """gymnasium's TimeLimit sets truncated too when the last allowed step is terminal."""
+    batch = make_batch([[0.0]] * 4, [0] * 4, [1.0] * 4, [0, 1, 0, 1], truncated=[0, 1, 0, 1])
+    batch = batch._replace(terminated=torch.tensor([False, True, False, False]))  # episode 1: both flags
+    module = ReinforceModule(
+        make_policy(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(2)),
+        ReinforceLoss(gamma=0.5),
+        ValueBaseline(constant_value_net(8.0), normalize_targets=False),
+    )
+    # episode 1 (terminated and truncated): 1.5, 1; episode 2 (truncated only): 1 + 0.5 (1 + 0.5 * 8)
+    torch.testing.assert_close(module.returns(batch), torch.tensor([1.5, 1.0, 3.5, 5.0]))
 
 
 def test_module_bootstraps_truncated_episodes_from_the_collector():

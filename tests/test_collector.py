@@ -2,6 +2,8 @@
 
 import math
 
+import gymnasium as gym
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,15 @@ def test_box_actions_are_clipped_for_the_env_only():
     batch = EpisodeCollector(envs).collect(policy, 20)
     assert (batch.actions.abs() > 1).any()  # the batch keeps the policy's own sample
     assert torch.equal(batch.rewards, batch.actions[:, 0].clamp(-1, 1))  # the env got it clipped
+
+
+def test_tanh_actions_are_squashed_for_the_env_and_kept_unsquashed_in_the_batch():
+    envs = make_vector_env("ClipEcho-v0", 4)
+    env = gym.make("ClipEcho-v0")  # the env's own bounds (ClipAction widens the vector env's space)
+    policy = make_policy(env.observation_space, env.action_space, log_std_init=math.log(3.0), action_bounds="tanh")
+    batch = EpisodeCollector(envs).collect(policy, 20)
+    assert (batch.actions.abs() > 1).any()  # the pre-squash sample u
+    torch.testing.assert_close(batch.rewards, torch.tanh(batch.actions[:, 0]))  # the env got tanh(u) in [-1, 1]
 
 
 def test_collection_does_not_track_gradients_but_batch_is_usable():

@@ -106,38 +106,33 @@ def test_state_dependent_log_std_varies_with_the_state_and_is_clamped():
 
 
 def test_squashed_gaussian_log_prob_is_the_change_of_variables():
-    """Against the density of a = g(u) computed numerically: p_u(g^-1(a)) |d g^-1 / da| by
-    central differences in float64, and the density integrates to 1 over the box."""
+    """log_prob(u) is the log-density of a = g(u): log p_u(u) - log |dg/du|, with dg/du by
+    central differences in float64; the density of a integrates to 1 over the box."""
     low, high = torch.tensor([-2.0], dtype=torch.float64), torch.tensor([3.0], dtype=torch.float64)
     loc, scale = torch.tensor([[0.4]], dtype=torch.float64), torch.tensor([[0.8]], dtype=torch.float64)
     dist = TanhNormal(loc, scale, low, high)
-    a = torch.linspace(-1.99, 2.99, 401, dtype=torch.float64)[:, None]
-
-    def inverse(x):
-        return torch.atanh((x - low) / ((high - low) / 2) - 1)
-
+    u = torch.linspace(-6.0, 6.0, 401, dtype=torch.float64)[:, None]
     h = 1e-6
-    jac = (inverse(a + h) - inverse(a - h)) / (2 * h)
-    expected = torch.distributions.Normal(loc, scale).log_prob(inverse(a)) + jac.abs().log()
-    torch.testing.assert_close(dist.log_prob(a), expected[:, 0], atol=1e-5, rtol=1e-6)
-    grid = torch.linspace(-2.0, 3.0, 200_001, dtype=torch.float64)[1:-1, None]
-    assert torch.trapezoid(dist.log_prob(grid).exp(), grid[:, 0]).item() == pytest.approx(1.0, abs=1e-3)
+    dg = (dist.env_action(u + h) - dist.env_action(u - h)) / (2 * h)
+    expected = torch.distributions.Normal(loc, scale).log_prob(u) - dg.log()
+    torch.testing.assert_close(dist.log_prob(u), expected[:, 0], atol=1e-6, rtol=1e-6)
+    a = torch.linspace(-2.0, 3.0, 200_001, dtype=torch.float64)[1:-1, None]
+    u_of_a = torch.atanh((a - low) / ((high - low) / 2) - 1)  # float64 inverse, away from the bounds
+    assert torch.trapezoid(dist.log_prob(u_of_a).exp(), a[:, 0]).item() == pytest.approx(1.0, abs=1e-3)
 
 
-def test_squashed_gaussian_stays_in_bounds_and_finite_at_the_edges():
+def test_squashed_gaussian_env_actions_stay_in_bounds_and_log_probs_stay_finite():
     action_space = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 5.0], np.float32))
     policy = make_policy(gym.spaces.Box(-1, 1, (1,)), action_space, action_bounds="tanh", log_std_init=2.0)
     with torch.no_grad():
         policy.net[-1].bias.copy_(torch.tensor([60.0, -60.0]))  # means far outside the box
     dist = policy(torch.zeros(5000, 1))
-    for actions in (dist.rsample(), sample(dist, torch.Generator().manual_seed(0))):
-        assert actions.shape == (5000, 2)
-        assert (actions >= torch.tensor([-1.0, 0.0])).all() and (actions <= torch.tensor([1.0, 5.0])).all()
-        log_prob = dist.log_prob(actions.detach())
-        assert torch.isfinite(log_prob).all()
-    edges = torch.tensor([[-1.0, 0.0], [1.0, 5.0]])
-    log_prob = policy(torch.zeros(2, 1)).log_prob(edges)
-    log_prob.sum().backward()
+    u = sample(dist, torch.Generator().manual_seed(0))
+    actions = dist.env_action(u)
+    assert actions.shape == (5000, 2) and not u.requires_grad
+    assert (actions >= torch.tensor([-1.0, 0.0])).all() and (actions <= torch.tensor([1.0, 5.0])).all()
+    log_prob = dist.log_prob(u)
+    log_prob.sum().backward()  # saturated samples (tanh(u) = +-1 in float32) included
     assert torch.isfinite(log_prob).all()
     assert all(torch.isfinite(p.grad).all() for p in policy.parameters())
     assert torch.isfinite(dist.entropy()).all() and dist.mean.shape == (5000, 2)
@@ -147,14 +142,38 @@ def test_squashed_gaussian_stays_in_bounds_and_finite_at_the_edges():
         make_policy(gym.spaces.Box(-1, 1, (1,)), action_space, action_bounds="squash")
 
 
+def test_squashed_gaussian_score_is_unbiased_even_when_saturated():
+    """E[grad log p(u)] = 0 (the score has zero mean) at a scale where most samples saturate."""
+    loc = torch.zeros(200_000, 1, requires_grad=True)
+    log_std = torch.full((200_000, 1), 2.0, requires_grad=True)
+    dist = TanhNormal(loc, log_std.exp(), torch.tensor([-1.0]), torch.tensor([1.0]))
+    u = sample(dist, torch.Generator().manual_seed(4))
+    assert (dist.env_action(u).abs() == 1.0).float().mean() > 0.2  # saturated in float32
+    dist.log_prob(u).sum().backward()
+    for grad in (loc.grad, log_std.grad):
+        assert abs(grad.mean().item()) < 5 * grad.std().item() / 200_000**0.5
+
+
+def test_squashed_gaussian_entropy_estimate_matches_monte_carlo():
+    dist = TanhNormal(torch.zeros(100_000, 1), torch.full((100_000, 1), 2.0), torch.tensor([-1.0]), torch.tensor([1.0]))
+    torch.manual_seed(0)
+    estimate = dist.entropy()
+    # the density of a = tanh(u) at sigma = 2 piles up at the bounds: entropy well below the Gaussian's
+    assert estimate.mean().item() < dist.base.entropy().mean().item() - 1.0
+    reference = -dist.log_prob(sample(dist, torch.Generator().manual_seed(1))).mean()
+    assert abs(estimate.mean().item() - reference.item()) < 5 * estimate.std().item() / 100_000**0.5
+
+
 def test_squashed_gaussian_samples_follow_its_density():
-    """Sample mean of a under the generator-driven sampler equals the density's mean (quadrature)."""
-    dist = TanhNormal(torch.tensor([[0.5]]), torch.tensor([[0.7]]), torch.tensor([0.0]), torch.tensor([2.0]))
-    x = sample(TanhNormal(dist.base.loc.expand(50_000, 1), dist.base.scale.expand(50_000, 1), dist.low[0], dist.low[0] + 2 * dist.half_range[0]), torch.Generator().manual_seed(3))
-    grid = torch.linspace(0.0, 2.0, 100_001, dtype=torch.float64)[1:-1, None]
-    density = dist.log_prob(grid.float()).double().exp()
-    mean = torch.trapezoid(density * grid[:, 0], grid[:, 0]).item()
-    assert abs(x.mean().item() - mean) < 5 * x.std().item() / 50_000**0.5
+    """Mean of the env actions from the generator-driven sampler equals the density's mean (quadrature)."""
+    n = 50_000
+    dist = TanhNormal(torch.full((n, 1), 0.5), torch.full((n, 1), 0.7), torch.tensor([0.0]), torch.tensor([2.0]))
+    x = dist.env_action(sample(dist, torch.Generator().manual_seed(3)))
+    a = torch.linspace(0.0, 2.0, 100_001, dtype=torch.float64)[1:-1, None]
+    one = TanhNormal(torch.tensor([[0.5]], dtype=torch.float64), torch.tensor([[0.7]], dtype=torch.float64), torch.tensor([0.0]), torch.tensor([2.0]))
+    density = one.log_prob(torch.atanh(a - 1)).exp()
+    mean = torch.trapezoid(density * a[:, 0], a[:, 0]).item()
+    assert abs(x.mean().item() - mean) < 5 * x.std().item() / n**0.5
 
 
 @pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))])
