@@ -176,9 +176,9 @@ class ValueBaseline(Baseline):
     With ``normalize_targets`` the network predicts ``(Psi - mu) / sigma`` and ``V = mu + sigma *
     output``, where ``mu`` and ``sigma`` are moving averages of the returns' mean and standard
     deviation over batches (buffers, saved in checkpoints; under DDP, of all ranks' batches); when
-    they move, the output layer is rescaled so that ``V`` is unchanged (PopArt). Returns of hundreds then cost the regression no
-    more than returns of one: one optimizer step per epoch is enough to track them. The loss is
-    the regression on the normalised scale.
+    they move, the output layer is rescaled so that ``V`` is unchanged (PopArt). Returns of
+    hundreds then cost the regression no more than returns of one: one optimizer step per epoch
+    is enough to track them. The loss is the regression on the normalised scale.
 
     Args:
         value_net: maps a batch of raw observations ``(B, ...)`` to ``(B,)`` values (see
