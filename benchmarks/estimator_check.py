@@ -79,19 +79,22 @@ CASES = [
 ]
 
 
-def make_policy(mdp: TabularMDP, hidden_sizes: tuple[int, ...], seed: int = 0) -> torch.nn.Module:
-    """Softmax policy on one-hot states with random (non-uniform) parameters."""
+def random_softmax_policy(
+    num_states: int, num_actions: int, hidden_sizes=(), seed: int = 0, scale: float = 0.7
+) -> torch.nn.Module:
+    """A softmax policy on one-hot states (``hidden_sizes=()``: tabular) with random, non-uniform
+    parameters, so that every gradient component is exercised (the tests use it too)."""
     torch.manual_seed(seed)
-    policy = CategoricalPolicy(OneHot(mdp.num_states), MLP(mdp.num_states, mdp.num_actions, hidden_sizes, "tanh"))
+    policy = CategoricalPolicy(OneHot(num_states), MLP(num_states, num_actions, hidden_sizes, "tanh"))
     with torch.no_grad():
         for p in policy.parameters():
-            p.normal_(0.0, 0.7)
+            p.normal_(0.0, scale)
     return policy
 
 
 def build(case: Case, seed: int = 0) -> tuple[TabularMDP, torch.nn.Module, ReinforceLoss, Baseline | None]:
     mdp = MDPS[case.mdp]()
-    policy = make_policy(mdp, case.hidden_sizes, seed)
+    policy = random_softmax_policy(mdp.num_states, mdp.num_actions, case.hidden_sizes, seed)
     loss = ReinforceLoss(gamma=mdp.gamma, return_type=case.return_type, discount_weight=case.discount_weight)
     if case.baseline == "none":
         baseline = None

@@ -72,26 +72,16 @@ def make_policy(
     Raises:
         UnsupportedSpaceError: for any other space, naming it.
     """
-    policy = _make_policy(observation_space, action_space, hidden_sizes, activation, log_std_init, state_dependent_std, action_bounds)
-    if output_init_scale is not None:
-        last = policy.net[-1]
-        with torch.no_grad():
-            last.weight.mul_(float(output_init_scale))
-            last.bias.zero_()
-    return policy
-
-
-def _make_policy(observation_space, action_space, hidden_sizes, activation, log_std_init, state_dependent_std, action_bounds):
     encoder, in_features = _encoder(observation_space)
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise UnsupportedSpaceError(f"env.id: unsupported action space {action_space}: Discrete actions must start at 0")
         net = MLP(in_features, int(action_space.n), hidden_sizes, activation)
-        return CategoricalPolicy(encoder, net)
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        policy: nn.Module = CategoricalPolicy(encoder, net)
+    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         action_dim = int(action_space.shape[0])
         net = MLP(in_features, action_dim * (2 if state_dependent_std else 1), hidden_sizes, activation)
-        return GaussianPolicy(
+        policy = GaussianPolicy(
             encoder,
             net,
             action_dim,
@@ -101,9 +91,15 @@ def _make_policy(observation_space, action_space, hidden_sizes, activation, log_
             low=action_space.low,
             high=action_space.high,
         )
-    raise UnsupportedSpaceError(
-        f"env.id: unsupported action space {action_space}: pg_lightning handles Discrete and 1-D Box actions"
-    )
+    else:
+        raise UnsupportedSpaceError(
+            f"env.id: unsupported action space {action_space}: pg_lightning handles Discrete and 1-D Box actions"
+        )
+    if output_init_scale is not None:
+        with torch.no_grad():
+            net[-1].weight.mul_(float(output_init_scale))
+            net[-1].bias.zero_()
+    return policy
 
 
 class ValueNetwork(nn.Module):

@@ -13,8 +13,8 @@ policy that maps integer states to a ``Categorical`` (any network, e.g. one buil
   equals ``grad J``) or undiscounted visitation (what reward-to-go without ``gamma^t`` estimates);
 - :func:`optimal_values`: ``V*`` and ``J*`` by value iteration, to compare a trained policy with;
 - :func:`sample_episodes`: complete episodes as an :class:`~pg_lightning.batch.EpisodeBatch`,
-  all sampled in parallel in torch (about a million steps per second), so that statistical tests
-  of the estimator run in seconds;
+  all sampled in parallel in torch (20,000 chain episodes, 437,148 steps, took 0.23 s on a 2-core
+  CPU), so that statistical tests of the estimator run in seconds;
 - :func:`gradient_estimates`: one REINFORCE estimate of ``grad J`` per batch, computed with the
   very :class:`~pg_lightning.loss.ReinforceLoss` and baselines that training uses, and
   :func:`gradient_variance` / :func:`z_scores` to compare them with the exact gradient.

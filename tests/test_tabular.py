@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import pg_lightning.envs  # noqa: F401
+from benchmarks.estimator_check import random_softmax_policy
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.tabular import (
     TabularMDP,
@@ -19,7 +20,6 @@ from pg_lightning.tabular import (
     two_armed_bandit,
     undiscounted_visits,
 )
-from tests.tabular_helpers import tabular_policy
 
 D = torch.float64
 
@@ -42,7 +42,7 @@ def test_invalid_mdps_are_refused():
 
 def test_bandit_objective_and_gradient_are_the_textbook_ones():
     mdp = two_armed_bandit()  # Q(left) = 0.3*10 - 0.7*5 = -0.5, Q(right) = 0.6*10 - 0.4*5 = 4
-    policy = tabular_policy(3, 2)
+    policy = random_softmax_policy(3, 2)
     probs = policy_table(policy, mdp)
     pi = probs[0]
     J, grad = exact_gradient(mdp, policy)
@@ -92,7 +92,7 @@ def policy_evaluation_loop(mdp, probs, tol=1e-13):
 
 @pytest.mark.parametrize("mdp", [chain(gamma=0.9), chain(length=3, slip=0.3, goal_reward=5.0), two_armed_bandit()])
 def test_linear_solve_matches_iterative_policy_evaluation(mdp):
-    probs = policy_table(tabular_policy(mdp.num_states, mdp.num_actions, seed=3), mdp).detach()
+    probs = policy_table(random_softmax_policy(mdp.num_states, mdp.num_actions, seed=3), mdp).detach()
     sol = solve(mdp, probs)
     torch.testing.assert_close(sol.V, policy_evaluation_loop(mdp, probs), atol=1e-8, rtol=0)
     torch.testing.assert_close(sol.J, mdp.initial @ sol.V)
@@ -114,7 +114,7 @@ def test_value_iteration_beats_every_deterministic_policy_and_matches_the_best()
 def test_policy_gradient_theorem_holds_exactly(mdp, hidden_sizes):
     """grad J by autograd through the Bellman solve = sum_s d_gamma(s) sum_a grad pi(a|s) Q(s, a),
     for a linear and a non-linear policy."""
-    policy = tabular_policy(mdp.num_states, mdp.num_actions, hidden_sizes, seed=1)
+    policy = random_softmax_policy(mdp.num_states, mdp.num_actions, hidden_sizes, seed=1)
     _, grad = exact_gradient(mdp, policy)
     assert grad.abs().max() > 1e-3
     torch.testing.assert_close(expected_estimator(mdp, policy, discount_weight=True), grad)
@@ -135,7 +135,7 @@ def float64_default():
 
 def test_exact_gradient_matches_finite_differences(float64_default):
     mdp = chain(gamma=0.9)
-    policy = tabular_policy(mdp.num_states, 2, (4,), seed=2)
+    policy = random_softmax_policy(mdp.num_states, 2, (4,), seed=2)
     _, grad = exact_gradient(mdp, policy)
     params = torch.nn.utils.parameters_to_vector(policy.parameters()).detach()
     eps = 1e-6
@@ -152,7 +152,7 @@ def test_exact_gradient_matches_finite_differences(float64_default):
 
 def test_score_function_has_zero_mean_exactly():
     mdp = chain()
-    policy = tabular_policy(mdp.num_states, 2, (8,), seed=4)
+    policy = random_softmax_policy(mdp.num_states, 2, (8,), seed=4)
     jac = score_jacobian(mdp, policy).view(mdp.num_states, 2, -1)
     pi = policy_table(policy, mdp).detach()
     assert jac.abs().max() > 0.1
@@ -161,7 +161,7 @@ def test_score_function_has_zero_mean_exactly():
 
 def test_sampled_episodes_are_well_formed_and_match_the_exact_values():
     mdp = chain(length=4, slip=0.25, goal_reward=3.0)
-    policy = tabular_policy(mdp.num_states, 2, seed=5)
+    policy = random_softmax_policy(mdp.num_states, 2, seed=5)
     n = 20_000
     batch = sample_episodes(mdp, policy, n, torch.Generator().manual_seed(0))
     assert batch.num_episodes == n and int(batch.terminated.sum()) == n and not batch.truncated.any()
@@ -216,7 +216,7 @@ def test_gym_chain_through_the_collector_matches_the_exact_return():
     kwargs = {"length": 3, "slip": 0.3, "goal_reward": 4.0}
     envs = make_vector_env("pg_lightning/Chain-v0", 4, env_kwargs=kwargs)
     mdp = chain(**kwargs)
-    policy = tabular_policy(4, 2, seed=6)
+    policy = random_softmax_policy(4, 2, seed=6)
     batch = EpisodeCollector(envs, seed=0).collect(policy, 3000)
     envs.close()
     returns = batch.episode_returns().double()

@@ -11,7 +11,7 @@ shows how the largest |z| spreads over seeds.
 import pytest
 import torch
 
-from benchmarks.estimator_check import CASES, build, evaluate
+from benchmarks.estimator_check import CASES, build, evaluate, random_softmax_policy
 from pg_lightning.baselines import MeanBaseline
 from pg_lightning.loss import ReinforceLoss
 from pg_lightning.module import ReinforceModule
@@ -24,7 +24,6 @@ from pg_lightning.tabular import (
     score_jacobian,
     z_scores,
 )
-from tests.tabular_helpers import tabular_policy
 
 BATCHES, EPISODES = 500, 20  # 10,000 episodes per option: ~1 s each
 Z_MAX = 4.5
@@ -65,7 +64,7 @@ def test_variance_total_return_above_reward_to_go_above_reward_to_go_with_value_
 def test_score_function_has_zero_mean_by_sampling():
     """E_{a ~ pi(.|s)}[grad log pi(a|s)] = 0 at every state (exactly: see test_tabular)."""
     mdp = chain()
-    policy = tabular_policy(mdp.num_states, 2, (8,), seed=4)
+    policy = random_softmax_policy(mdp.num_states, 2, (8,), seed=4)
     jac = score_jacobian(mdp, policy).view(mdp.num_states, 2, -1)
     probs = policy_table(policy, mdp).detach()
     gen = torch.Generator().manual_seed(0)
@@ -88,7 +87,7 @@ def test_vectorised_estimates_equal_autograd_through_the_module(loss, baseline):
     """gradient_estimates (score Jacobian x per-step weights) is exactly minus the gradient of
     ReinforceModule.training_step on the same episodes: the tests above test the training code."""
     mdp = chain(gamma=0.9)
-    policy = tabular_policy(mdp.num_states, 2, (8,), seed=2)
+    policy = random_softmax_policy(mdp.num_states, 2, (8,), seed=2)
     module = ReinforceModule(policy, loss=loss, baseline=baseline)
     for seed in range(3):
         batch = sample_episodes(mdp, policy, 6, torch.Generator().manual_seed(seed))
