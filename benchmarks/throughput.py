@@ -4,21 +4,24 @@
     python benchmarks/throughput.py --envs CartPole-v1 --num-envs 16 --modes sync
 
 For each env, vectorization mode and number of copies, on one ``make_vector_env`` (same wrappers,
-same autoreset), measured back to back in one process:
+same autoreset), measured in one process, interleaved for ``--rounds`` rounds (medians printed):
 
 - ``raw``: ``envs.step(envs.action_space.sample())`` in a loop: the environment's own limit;
 - ``collector``: ``EpisodeCollector.collect`` with a fresh ``[64, 64]`` MLP policy (batched
-  inference in inference mode, complete episodes), counting the steps that enter the batch
-  (``kept``) and all vector steps it took (``stepped``: idle copies are stepped and discarded at
-  the end of an epoch, see ``pg_lightning.collector``).
+  inference in inference mode, complete episodes, ``2 * num_envs`` (at least 16) per collect),
+  counting the steps that enter the batch. With sync envs the collector steps only the copies
+  whose episodes are still running (see ``EpisodeCollector._step_active``); async envs are
+  stepped as a whole, idle copies included.
 
-Prints env steps per second and the ratio ``collector kept / raw`` (the issue's target is >= 0.6
-at 16 sync envs). torch uses one thread, as in training. Not a test: timings vary run to run.
+Prints env steps per second and the median over rounds of ``collector / raw`` (the issue's target
+is >= 0.6 at 16 sync envs). torch uses one thread, as in training. Not a test: timings vary run
+to run.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import gymnasium as gym
@@ -38,32 +41,13 @@ def raw_rate(envs: gym.vector.VectorEnv, min_steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def collector_rate(envs: gym.vector.VectorEnv, env_id: str, min_steps: int) -> tuple[float, float]:
-    probe = gym.make(env_id)
-    torch.manual_seed(0)
-    policy = make_policy(probe.observation_space, probe.action_space)
-    probe.close()
-    collector = EpisodeCollector(envs, seed=0)
-    episodes = max(16, 2 * envs.num_envs)  # at least two episodes per copy, as in training
-    kept = stepped = 0
-    start = time.perf_counter()
+def collector_rate(collector: EpisodeCollector, policy: torch.nn.Module, min_steps: int) -> float:
+    """Env steps per second that enter the batch (complete episodes, current policy)."""
+    episodes = max(16, 2 * collector.num_envs)  # at least two episodes per copy, as in training
+    kept, start = 0, time.perf_counter()
     while kept < min_steps:
-        calls = []
-        original = envs.step
-
-        def counting_step(action, _calls=calls, _step=original):
-            _calls.append(1)
-            return _step(action)
-
-        envs.step = counting_step  # count vector steps, idle copies included
-        try:
-            batch = collector.collect(policy, episodes)
-        finally:
-            envs.step = original
-        kept += batch.num_steps
-        stepped += len(calls) * envs.num_envs
-    seconds = time.perf_counter() - start
-    return kept / seconds, stepped / seconds
+        kept += collector.collect(policy, episodes).num_steps
+    return kept / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,23 +55,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"])
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--modes", nargs="+", default=["sync", "async"], choices=["sync", "async"])
-    parser.add_argument("--min-steps", type=int, default=20_000, help="env steps per measurement")
+    parser.add_argument("--min-steps", type=int, default=10_000, help="env steps per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved raw/collector rounds; medians are printed")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    print("| env | mode | num_envs | raw steps/s | collector kept steps/s | collector stepped steps/s | kept / raw |")
-    print("|---|---|--:|--:|--:|--:|--:|")
+    print("| env | mode | num_envs | raw steps/s | collector steps/s | collector / raw |")
+    print("|---|---|--:|--:|--:|--:|")
     for env_id in args.envs:
+        probe = gym.make(env_id)
+        torch.manual_seed(0)
+        policy = make_policy(probe.observation_space, probe.action_space)
+        probe.close()
         for mode in args.modes:
             for n in args.num_envs:
                 envs = make_vector_env(env_id, n, mode)
                 try:
+                    collector = EpisodeCollector(envs, seed=0)
                     raw_rate(envs, 2_000)  # warm-up (async workers, caches)
-                    raw = raw_rate(envs, args.min_steps)
-                    kept, stepped = collector_rate(envs, env_id, args.min_steps)
+                    collector_rate(collector, policy, 2_000)
+                    raws, ours = [], []
+                    for _ in range(args.rounds):  # interleaved, so a slow moment hits both
+                        raws.append(raw_rate(envs, args.min_steps))
+                        ours.append(collector_rate(collector, policy, args.min_steps))
                 finally:
                     envs.close()
-                print(f"| {env_id} | {mode} | {n} | {raw:,.0f} | {kept:,.0f} | {stepped:,.0f} | {kept / raw:.2f} |", flush=True)
+                ratio = statistics.median(o / r for o, r in zip(ours, raws, strict=True))
+                print(
+                    f"| {env_id} | {mode} | {n} | {statistics.median(raws):,.0f} | {statistics.median(ours):,.0f} "
+                    f"| {ratio:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

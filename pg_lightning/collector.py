@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
-from torch import nn
+from torch import Tensor, nn
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.batch import EpisodeBatch
@@ -116,14 +117,20 @@ class EpisodeCollector:
 
         Inference is batched over the envs, without gradient, on the policy's device with its
         current parameters. Returns an :class:`EpisodeBatch` on the CPU.
+
+        A policy with an ``act(obs, generator) -> (batch_action, env_action)`` method (ours)
+        is sampled through it; any other ``obs -> Distribution`` module through
+        :func:`~pg_lightning.policies.sample` (and ``dist.env_action`` when the distribution has one).
         """
         if num_episodes < 1:
             raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
         device = next(policy.parameters()).device
+        act = getattr(policy, "act", None) or partial(_act_from_distribution, policy)
         obs, _ = self.envs.reset(seed=self._reseed())
         n = self.num_envs
         active = np.arange(n) < num_episodes
         to_start = num_episodes - int(active.sum())
+        single_envs, clip = self._direct_envs()
 
         buffers: dict[str, _Buffer] = {}
         active_buf = _Buffer(n, (), np.bool_)
@@ -131,12 +138,17 @@ class EpisodeCollector:
         t = 0
         while active.any():
             with torch.inference_mode():  # only here: the batch itself must be usable by autograd
-                dist = policy(torch.as_tensor(obs, device=device))
-                sampled = sample(dist, self.generator)
-                # the batch keeps the policy's sample; a squashing distribution maps it into the box
-                env_action = dist.env_action(sampled) if hasattr(dist, "env_action") else sampled
-            action = sampled.numpy()
-            next_obs, reward, terminated, truncated, info = self.envs.step(env_action.numpy())
+                sampled, env_action = act(torch.as_tensor(obs, device=device), self.generator)
+            action, env_action = sampled.cpu().numpy(), env_action.cpu().numpy()
+            active_buf.put(t, active)
+            if single_envs is None:
+                next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
+                ends = np.flatnonzero((terminated | truncated) & active)
+                final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
+            else:
+                next_obs, reward, terminated, truncated, ends = self._step_active(
+                    single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
+                )
             step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if not buffers:
                 buffers = {
@@ -145,18 +157,66 @@ class EpisodeCollector:
                 }
             for k, v in step.items():
                 buffers[k].put(t, v)
-            active_buf.put(t, active)
-
-            finished = np.flatnonzero((terminated | truncated) & active)
-            if finished.size:
-                final_obs.extend((i, t, info["final_obs"][i]) for i in finished)
+            if ends.size:
                 # the first `to_start` finished envs (in env order) go on; the rest go idle
-                active[finished[to_start:]] = False
-                to_start = max(0, to_start - finished.size)
+                active[ends[to_start:]] = False
+                to_start = max(0, to_start - ends.size)
             obs = next_obs
             t += 1
         self.epoch += 1
         return self._flatten(buffers, active_buf.data[:t], final_obs)
+
+    def _direct_envs(self) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
+        """The single envs to step one by one, and the Box bounds to clip to, for a sync vector env.
+
+        Only for the exact env :func:`make_vector_env` builds (a ``SyncVectorEnv``, under
+        ``ClipAction`` for Box actions): any other vector wrapper must see every step, so those
+        envs (and async ones) are stepped as a whole.
+        """
+        envs, clip = self.envs, None
+        if type(envs) is gym.wrappers.vector.ClipAction:
+            space = envs.env.single_action_space
+            envs, clip = envs.env, (space.low, space.high)
+        if type(envs) is not gym.vector.SyncVectorEnv:
+            return None, None
+        return list(envs.envs), clip
+
+    @staticmethod
+    def _step_active(
+        single_envs: list[gym.Env],
+        obs: np.ndarray,
+        actions: np.ndarray,
+        active: np.ndarray,
+        to_start: int,
+        t: int,
+        final_obs: list[tuple[int, int, np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One vector step that steps only the active copies.
+
+        Why not ``SyncVectorEnv.step`` (an exception to using gymnasium's vector API as is): it
+        steps every copy, and at the end of an epoch most copies are idle (their episodes would
+        be discarded). An idle copy is left where it is; a copy that ends an episode is reset
+        (exactly as ``SAME_STEP`` autoreset would: ``env.reset()`` with no seed) only if it
+        starts another one. The active copies see the same calls as under ``SyncVectorEnv``, so
+        the batch is identical (a test compares both paths).
+        """
+        n = len(single_envs)
+        next_obs = obs.copy()
+        reward = np.zeros(n, dtype=np.float64)
+        terminated = np.zeros(n, dtype=np.bool_)
+        truncated = np.zeros(n, dtype=np.bool_)
+        ends = []
+        if actions.ndim == 1:  # Discrete: Python ints pass the env's action check faster than NumPy scalars
+            actions = actions.tolist()
+        for i in np.flatnonzero(active):
+            o, reward[i], terminated[i], truncated[i], _ = single_envs[i].step(actions[i])
+            if terminated[i] or truncated[i]:
+                final_obs.append((int(i), t, o))
+                ends.append(i)
+                if len(ends) <= to_start:  # starts another episode (decided in env order, as in collect)
+                    o, _ = single_envs[i].reset()
+            next_obs[i] = o
+        return next_obs, reward, terminated, truncated, np.asarray(ends, dtype=np.int64)
 
     @staticmethod
     def _flatten(
@@ -178,3 +238,11 @@ class EpisodeCollector:
 
     def close(self) -> None:
         self.envs.close()
+
+
+def _act_from_distribution(policy: nn.Module, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``act`` for any ``obs -> Distribution`` policy: the sample, and what the env receives."""
+    dist = policy(obs)
+    sampled = sample(dist, generator)
+    # a squashing distribution maps its sample into the box; the batch keeps the sample
+    return sampled, dist.env_action(sampled) if hasattr(dist, "env_action") else sampled

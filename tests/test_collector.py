@@ -137,6 +137,26 @@ def test_async_matches_sync():
         async_collector.close()
 
 
+@pytest.mark.parametrize(
+    "env_id, bounds", [("RandomLength-v0", "clip"), ("ClipEcho-v0", "clip"), ("ClipEcho-v0", "tanh"), ("Chain-v0", "clip")]
+)
+def test_stepping_only_the_active_copies_gives_the_batch_of_the_whole_vector_env(env_id, bounds):
+    """The sync fast path (single envs stepped one by one) against SyncVectorEnv.step, the reference."""
+    env_id = {"Chain-v0": "pg_lightning/Chain-v0"}.get(env_id, env_id)
+    env = gym.make(env_id)
+    torch.manual_seed(0)
+    policy = make_policy(env.observation_space, env.action_space, hidden_sizes=[8], log_std_init=1.0, action_bounds=bounds)
+    direct = EpisodeCollector(make_vector_env(env_id, 3), seed=5)
+    # any vector wrapper makes the collector step the vector env as a whole
+    whole = EpisodeCollector(gym.vector.VectorWrapper(make_vector_env(env_id, 3)), seed=5)
+    assert direct._direct_envs()[0] is not None and whole._direct_envs()[0] is None
+    for _ in range(3):  # 7 episodes on 3 copies: copies restart, go idle, and end at different times
+        a, b = direct.collect(policy, 7), whole.collect(policy, 7)
+        assert a.num_episodes == 7
+        for name, x, y in zip(a._fields, a, b, strict=True):
+            assert torch.equal(x, y), name
+
+
 def test_box_actions_are_clipped_for_the_env_only():
     envs = make_vector_env("ClipEcho-v0", 4)
     policy = make_policy(envs.single_observation_space, envs.single_action_space, log_std_init=math.log(3.0))

@@ -10,7 +10,7 @@ from torch.distributions import Categorical, Independent
 
 from pg_lightning.errors import ConfigError
 from pg_lightning.factory import UnsupportedSpaceError, make_policy
-from pg_lightning.policies import MLP, TanhNormal, sample
+from pg_lightning.policies import MLP, TanhNormal, infer, sample
 
 
 def test_discrete_actions_give_categorical():
@@ -189,3 +189,40 @@ def test_output_init_scale_starts_the_same_policy_in_every_state(action_space):
     assert (spread < 0.01).all() and (policy.net[-1].bias == 0).all()
     default = make_policy(gym.spaces.Box(-1, 1, (4,)), action_space, hidden_sizes=[16])(torch.randn(50, 4) * 3)
     assert ((default.probs.std(0) if isinstance(default, Categorical) else default.mean.std(0)) > 0.02).any()
+
+
+@pytest.mark.parametrize(
+    "action_space, bounds",
+    [(gym.spaces.Discrete(3), "clip"), (gym.spaces.Box(-1, 1, (2,)), "clip"), (gym.spaces.Box(-1, 1, (2,)), "tanh")],
+)
+def test_act_draws_exactly_what_sampling_the_distribution_draws(action_space, bounds):
+    torch.manual_seed(0)
+    policy = make_policy(gym.spaces.Box(-1, 1, (4,)), action_space, action_bounds=bounds, log_std_init=0.5)
+    obs = torch.randn(500, 4)
+    with torch.no_grad():
+        sampled, env_action = policy.act(obs, torch.Generator().manual_seed(3))
+        dist = policy(obs)
+    expected = sample(dist, torch.Generator().manual_seed(3))
+    assert torch.equal(sampled, expected)
+    expected_env = dist.env_action(expected) if bounds == "tanh" else expected
+    torch.testing.assert_close(env_action, expected_env)
+    if bounds == "tanh":
+        assert env_action.abs().max() <= 1 and sampled.abs().max() > 1
+
+
+def test_exponential_race_draws_follow_softmax_of_unnormalised_logits():
+    logits = torch.tensor([[3.0, 2.0, 0.0, -1.0]]).repeat(40_000, 1) + 100.0  # a shift changes nothing
+    p = torch.softmax(logits[0], 0)
+    a = sample(Categorical(logits=logits), torch.Generator().manual_seed(0))
+    freq = torch.bincount(a, minlength=4).double() / len(a)
+    z = (freq - p.double()) / (p.double() * (1 - p.double()) / len(a)).sqrt()
+    assert z.abs().max() < 4.5, z
+
+
+def test_infer_is_the_modules_forward_and_keeps_hooks():
+    net = MLP(4, 3, [16, 16], "tanh")
+    x = torch.randn(7, 4)
+    assert torch.equal(infer(net, x), net(x))
+    seen = []
+    net[2].register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    assert torch.equal(infer(net, x), net(x)) and seen == [(7, 16), (7, 16)]
