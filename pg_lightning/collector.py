@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
@@ -13,12 +14,16 @@ from torch import Tensor, nn
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.batch import EpisodeBatch
-from pg_lightning.errors import ConfigError
+from pg_lightning.errors import ConfigError, EnvError
 from pg_lightning.policies import sample
 
 __all__ = ["EpisodeCollector", "make_vector_env"]
 
 VECTORIZATION_MODES = ("sync", "async")
+EPISODE_CAP = 100_000
+"""Steps after which episodes of an env registered without a time limit are truncated."""
+
+log = logging.getLogger(__name__)
 
 
 def make_vector_env(
@@ -26,6 +31,7 @@ def make_vector_env(
     num_envs: int = 8,
     vectorization_mode: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
+    max_episode_steps: int | None = None,
 ) -> gym.vector.VectorEnv:
     """``gymnasium.make_vec`` with the settings the collector relies on.
 
@@ -39,16 +45,31 @@ def make_vector_env(
         num_envs: number of parallel copies.
         vectorization_mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per copy).
         env_kwargs: keyword arguments for the env's constructor.
+        max_episode_steps: truncate episodes after this many steps (gymnasium's ``TimeLimit``);
+            ``None`` keeps the env's registered limit, or, for an env registered without one,
+            caps episodes at :data:`EPISODE_CAP` steps, so that no epoch can run forever.
+            The limit in force is logged.
     """
+    if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or max_episode_steps < 1):
+        raise ConfigError(f"data.max_episode_steps must be a positive integer or null, got {max_episode_steps!r}")
     if num_envs < 1:
         raise ConfigError(f"data.num_envs must be >= 1, got {num_envs}")
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ConfigError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
+    registered = gym.spec(env_id).max_episode_steps
+    if max_episode_steps is not None:
+        source = "data.max_episode_steps"
+    elif registered is not None:
+        max_episode_steps, source = registered, "the env's registered time limit"
+    else:
+        max_episode_steps, source = EPISODE_CAP, "the env registers no time limit: pg_lightning's cap, data.max_episode_steps"
+    log.info("%s: episodes are truncated at %d steps (%s)", env_id, max_episode_steps, source)
     envs = gym.make_vec(
         env_id,
         num_envs=num_envs,
         vectorization_mode=vectorization_mode,
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        max_episode_steps=int(max_episode_steps),
         **dict(env_kwargs or {}),
     )
     if isinstance(envs.single_action_space, gym.spaces.Box):
@@ -98,6 +119,8 @@ class EpisodeCollector:
         self.seed = int(seed)
         self.rank = int(rank)
         self.epoch = 0
+        spec = getattr(envs.unwrapped, "spec", None)
+        self.env_id = spec.id if spec is not None else type(envs.unwrapped).__name__
         self.generator = torch.Generator()  # actions are drawn on the CPU, whatever the policy's device
 
     def _reseed(self) -> list[int]:
@@ -124,6 +147,15 @@ class EpisodeCollector:
         """
         if num_episodes < 1:
             raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
+        try:
+            return self._collect(policy, num_episodes)
+        except (ConfigError, EnvError):
+            raise
+        except Exception as err:
+            # an env (or an async worker) failed: name it, instead of a traceback deep in gymnasium
+            raise EnvError(f"env.id={self.env_id!r} raised {type(err).__name__} during collection: {err}") from err
+
+    def _collect(self, policy: nn.Module, num_episodes: int) -> EpisodeBatch:
         device = next(policy.parameters()).device
         act = getattr(policy, "act", None) or partial(_act_from_distribution, policy)
         obs, _ = self.envs.reset(seed=self._reseed())
@@ -164,7 +196,15 @@ class EpisodeCollector:
             obs = next_obs
             t += 1
         self.epoch += 1
-        return self._flatten(buffers, active_buf.data[:t], final_obs)
+        batch = self._flatten(buffers, active_buf.data[:t], final_obs)
+        for name in ("obs", "rewards", "final_obs"):
+            values = getattr(batch, name)
+            if values.is_floating_point() and not torch.isfinite(values).all():
+                raise EnvError(
+                    f"env.id={self.env_id!r} returned non-finite {name} "
+                    f"({int((~torch.isfinite(values)).sum())} of {values.numel()} values)"
+                )
+        return batch
 
     def _direct_envs(self) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
         """The single envs to step one by one, and the Box bounds to clip to, for a sync vector env.

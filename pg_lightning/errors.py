@@ -1,4 +1,4 @@
-"""The one exception type for configuration mistakes. Plain Python."""
+"""Exception types of pg_lightning. Plain Python."""
 
 
 class ConfigError(ValueError):
@@ -6,3 +6,14 @@ class ConfigError(ValueError):
 
     The CLI prints it as one line and exits with status 2, instead of a traceback.
     """
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient; the message says which term and why.
+
+    Raised before the optimizer step, so the parameters and the last checkpoint stay finite.
+    """
+
+
+class EnvError(RuntimeError):
+    """An environment raised an exception; the message names the env id and the copy."""

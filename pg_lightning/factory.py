@@ -19,11 +19,21 @@ class UnsupportedSpaceError(ConfigError):
     """The environment has an observation or action space that no policy here can handle."""
 
 
+OBS_LIMIT = 1e9
+"""Observations are clamped to ``[-OBS_LIMIT, OBS_LIMIT]`` on their way into a network."""
+
+
 class FlattenFloat(nn.Module):
-    """``(B, *shape)`` numeric observations to float features ``(B, prod(shape))``."""
+    """``(B, *shape)`` numeric observations to float features ``(B, prod(shape))``, clamped to ``±OBS_LIMIT``.
+
+    The clamp keeps the activations of any MLP finite for any finite (or infinite) observation:
+    an overflow to ``inf`` in a hidden layer would become ``inf - inf = nan`` in the next one.
+    No environment we know of produces values near ``1e9``; a NaN observation stays NaN (the
+    collector reports it as an env fault).
+    """
 
     def forward(self, obs: Tensor) -> Tensor:
-        return obs.flatten(1).to(torch.get_default_dtype())
+        return obs.flatten(1).to(torch.get_default_dtype()).clamp(-OBS_LIMIT, OBS_LIMIT)
 
 
 def _encoder(space: gym.Space) -> tuple[nn.Module, int]:

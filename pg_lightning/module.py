@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from pg_lightning.baselines import Baseline, NoBaseline
 from pg_lightning.batch import EpisodeBatch
+from pg_lightning.errors import NonFiniteError
 from pg_lightning.loss import LossTerms, ReinforceLoss
 from pg_lightning.metrics import WindowMean
 
@@ -86,6 +87,8 @@ class ReinforceModule(pl.LightningModule):
         terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=dist.entropy())
         baseline_terms = self.baseline.loss(batch, psi)
         loss = terms.loss + sum(baseline_terms.values())
+        if not torch.isfinite(loss):
+            raise NonFiniteError(self._diagnose(batch, psi, terms, baseline_terms))
         if self._current_fx_name == "training_step":  # called by a Trainer (not by hand, even after fit)
             moments = {"psi_sq": psi.pow(2).mean(), "advantage_sq": (psi - baseline).pow(2).mean()}
             diagnostics = self.baseline.metrics(batch, psi, baseline)
@@ -97,6 +100,14 @@ class ReinforceModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = grad_norm(self, norm_type=2)
+        total = norms.get("grad_2.0_norm_total")
+        if total is not None and not torch.isfinite(torch.as_tensor(total)):
+            # stop before the step: the parameters (and the last checkpoint) stay finite
+            bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            raise NonFiniteError(
+                f"non-finite gradient at epoch {self.current_epoch} in {', '.join(bad)} "
+                f"(the loss was finite); lower model.optimizer.lr or check the env's rewards"
+            )
         if norms:
             self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
@@ -123,6 +134,38 @@ class ReinforceModule(pl.LightningModule):
         log("train/entropy", terms.entropy)
         for name, value in extra_terms.items():
             log(f"train/{name}", value.detach())
+
+    def _diagnose(self, batch: EpisodeBatch, psi: Tensor, terms: LossTerms, baseline_terms: dict[str, Tensor]) -> str:
+        """Which term of the loss is not finite, and the batch statistics that explain it."""
+
+        def stats(x: Tensor) -> str:
+            x = x.detach().double()
+            finite = x[torch.isfinite(x)]
+            rng = f"[{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else "[]"
+            return f"{int((~torch.isfinite(x)).sum())} non-finite of {x.numel()}, finite range {rng}"
+
+        named = {"policy_loss": terms.policy_loss, "entropy_loss": terms.entropy_loss, **baseline_terms}
+        bad = [k for k, v in named.items() if not torch.isfinite(v).all()] or ["loss"]
+        lines = [
+            f"non-finite loss at epoch {self.current_epoch}: {', '.join(bad)} is not finite",
+            f"  observations: {stats(batch.obs.float())}",
+            f"  rewards: {stats(batch.rewards)}",
+            f"  returns Psi: {stats(psi)}",
+            f"  log-prob weights: {stats(terms.weights)}",
+        ]
+        bad_params = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad_params:
+            lines.append(f"  non-finite parameters: {', '.join(bad_params)}")
+        lines.append("  nothing was updated; the last checkpoint holds the last good parameters")
+        return "\n".join(lines)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the global torch RNG draws the tanh policy's entropy sample: saved so a resume replays it
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The optimizer over all parameters; a baseline with its own ``lr`` gets its own param group."""
