@@ -56,6 +56,14 @@ def make_vector_env(
         raise ConfigError(f"data.num_envs must be >= 1, got {num_envs}")
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ConfigError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
+    env_kwargs = dict(env_kwargs or {})
+    if "max_episode_steps" in env_kwargs:  # gymnasium's own make() argument, given with the env's
+        given = env_kwargs.pop("max_episode_steps")
+        if max_episode_steps is not None and given != max_episode_steps:
+            raise ConfigError(
+                f"env.kwargs.max_episode_steps={given} and data.max_episode_steps={max_episode_steps} disagree; set one"
+            )
+        max_episode_steps = given
     registered = gym.spec(env_id).max_episode_steps
     if max_episode_steps is not None:
         source = "data.max_episode_steps"
@@ -70,7 +78,7 @@ def make_vector_env(
         vectorization_mode=vectorization_mode,
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
         max_episode_steps=int(max_episode_steps),
-        **dict(env_kwargs or {}),
+        **env_kwargs,
     )
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = gym.wrappers.vector.ClipAction(envs)

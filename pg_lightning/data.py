@@ -51,6 +51,8 @@ class RolloutDataModule(pl.LightningDataModule):
         vectorization_mode: ``"sync"`` or ``"async"``.
         env_kwargs: keyword arguments of the env constructor.
         seed: the run's seed.
+        max_episode_steps: truncate episodes after this many steps; ``None``: the env's registered
+            time limit, or a cap for envs without one (see :func:`make_vector_env`).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class RolloutDataModule(pl.LightningDataModule):
         vectorization_mode: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
         seed: int = 0,
+        max_episode_steps: int | None = None,
     ) -> None:
         super().__init__()
         if episodes_per_epoch < 1:
@@ -71,12 +74,15 @@ class RolloutDataModule(pl.LightningDataModule):
         self.vectorization_mode = vectorization_mode
         self.env_kwargs = dict(env_kwargs or {})
         self.seed = seed
+        self.max_episode_steps = max_episode_steps
         self.collector: EpisodeCollector | None = None
         self._restored: dict[str, Any] = {}
 
     def setup(self, stage: str) -> None:
         if self.collector is None:
-            envs = make_vector_env(self.env_id, self.num_envs, self.vectorization_mode, self.env_kwargs)
+            envs = make_vector_env(
+                self.env_id, self.num_envs, self.vectorization_mode, self.env_kwargs, self.max_episode_steps
+            )
             self.collector = EpisodeCollector(envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0)
             if self._restored:
                 self.collector.load_state_dict(self._restored)

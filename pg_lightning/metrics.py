@@ -19,7 +19,10 @@ class WindowMean(Metric):
     and its position in the window is a plain attribute that checkpoints do not save. This
     metric keeps one ring buffer and a count, both saved in checkpoints (persistent states).
 
-    Under DDP, ``compute`` is the mean over every rank's window (``window`` values per rank).
+    Under DDP, ``ReinforceModule`` feeds every rank all ranks' values (all-gathered) and turns
+    the sync off (``sync_on_compute=False``), so the window is the last ``window`` values over all
+    ranks, identical on every rank. With the sync on, ``compute`` would be the mean over every
+    rank's own window (``window`` values per rank).
 
     Args:
         window: number of most recent values to average.

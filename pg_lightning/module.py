@@ -37,9 +37,10 @@ class ReinforceModule(pl.LightningModule):
     ``training_step(batch, batch_idx)`` returns the loss whose gradient is the estimator; it
     also works outside a Trainer (no logging then). Logged every epoch:
 
-    - ``rollout/return_mean_100``: mean return of the last 100 finished episodes (progress bar);
-    - ``rollout/return_mean``, ``rollout/length_mean``: this epoch's episodes;
-    - ``rollout/env_steps``, ``rollout/episodes``: totals since the start of training;
+    - ``rollout/return_mean_100``: mean return of the last 100 finished episodes, of all ranks
+      under DDP (progress bar);
+    - ``rollout/return_mean``, ``rollout/length_mean``: this epoch's episodes (all ranks);
+    - ``rollout/env_steps``, ``rollout/episodes``: totals since the start of training (all ranks);
     - ``train/loss``, ``train/policy_loss``, ``train/entropy_loss``, ``train/entropy``, and the
       baseline's own terms as ``train/<name>``; ``train/grad_norm`` (total 2-norm);
     - ``train/psi_sq`` and ``train/advantage_sq``: mean over the batch's steps of ``Psi_t^2`` and
@@ -62,11 +63,14 @@ class ReinforceModule(pl.LightningModule):
         self.loss_fn = loss if loss is not None else ReinforceLoss()
         self.baseline = baseline if baseline is not None else NoBaseline()
         self.optimizer_factory = optimizer
-        self.return_window = WindowMean(return_window)
+        # Running metrics (window, totals) are updated with every rank's episodes (all-gathered),
+        # so their state is the same on every rank and needs no sync: rank 0's checkpoint restores
+        # every rank exactly. The epoch's means are synced by torchmetrics.
+        self.return_window = WindowMean(return_window, sync_on_compute=False)
         self.epoch_return = MeanMetric()
         self.epoch_length = MeanMetric()
-        self.env_steps = SumMetric()
-        self.episodes = SumMetric()
+        self.env_steps = SumMetric(sync_on_compute=False)
+        self.episodes = SumMetric(sync_on_compute=False)
         for metric in (self.env_steps, self.episodes):
             metric.set_dtype(torch.float64)  # exact counts beyond float32's 2**24
             metric.persistent(True)  # totals survive a resume from checkpoint
@@ -82,6 +86,8 @@ class ReinforceModule(pl.LightningModule):
 
     def training_step(self, batch: EpisodeBatch, batch_idx: int) -> Tensor:
         psi = self.returns(batch)
+        if not torch.isfinite(psi).all():  # before the baseline sees them: its statistics stay finite
+            raise NonFiniteError(self._diagnose(batch, psi))
         dist = self.policy(batch.obs)
         baseline = self.baseline(batch, psi)
         terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=dist.entropy())
@@ -114,18 +120,22 @@ class ReinforceModule(pl.LightningModule):
     def _log_epoch(self, batch: EpisodeBatch, terms: LossTerms, extra_terms: dict[str, Tensor], loss: Tensor) -> None:
         collect_seconds = time.perf_counter() - self._epoch_start  # the batch was collected since epoch start
         returns = batch.episode_returns()
-        self.return_window.update(returns)
+        # every rank's episodes, in rank order (one batch of the same size per rank); as is without DDP
+        self.return_window.update(self.all_gather(returns).flatten())
+        counts = torch.tensor([batch.num_steps, batch.num_episodes], dtype=torch.float64, device=returns.device)
+        steps, episodes = self.all_gather(counts).reshape(-1, 2).sum(0)
         self.epoch_return.update(returns)
         self.epoch_length.update(batch.episode_lengths().to(returns.dtype))
-        self.env_steps.update(batch.num_steps)
-        self.episodes.update(batch.num_episodes)
-        # torchmetrics values are synced across DDP ranks by torchmetrics; plain tensors by sync_dist
+        self.env_steps.update(steps)
+        self.episodes.update(episodes)
+        # epoch means are synced across DDP ranks by torchmetrics; plain tensors by sync_dist
         log = partial(self.log, on_step=False, on_epoch=True, batch_size=batch.num_episodes)
-        log("rollout/return_mean_100", self.return_window.compute(), prog_bar=True)
+        # the same value on every rank: sync_dist (a mean) leaves it as is
+        log("rollout/return_mean_100", self.return_window.compute(), prog_bar=True, sync_dist=True)
         log("rollout/return_mean", self.epoch_return, prog_bar=True)
         log("rollout/length_mean", self.epoch_length)
-        log("rollout/env_steps", self.env_steps.compute())
-        log("rollout/episodes", self.episodes.compute())
+        log("rollout/env_steps", self.env_steps.compute(), sync_dist=True)
+        log("rollout/episodes", self.episodes.compute(), sync_dist=True)
         log = partial(log, sync_dist=True)
         log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
         log("train/loss", loss.detach())
@@ -135,7 +145,13 @@ class ReinforceModule(pl.LightningModule):
         for name, value in extra_terms.items():
             log(f"train/{name}", value.detach())
 
-    def _diagnose(self, batch: EpisodeBatch, psi: Tensor, terms: LossTerms, baseline_terms: dict[str, Tensor]) -> str:
+    def _diagnose(
+        self,
+        batch: EpisodeBatch,
+        psi: Tensor,
+        terms: LossTerms | None = None,
+        baseline_terms: dict[str, Tensor] | None = None,
+    ) -> str:
         """Which term of the loss is not finite, and the batch statistics that explain it."""
 
         def stats(x: Tensor) -> str:
@@ -144,15 +160,19 @@ class ReinforceModule(pl.LightningModule):
             rng = f"[{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else "[]"
             return f"{int((~torch.isfinite(x)).sum())} non-finite of {x.numel()}, finite range {rng}"
 
-        named = {"policy_loss": terms.policy_loss, "entropy_loss": terms.entropy_loss, **baseline_terms}
-        bad = [k for k, v in named.items() if not torch.isfinite(v).all()] or ["loss"]
+        if terms is None:
+            bad = ["the returns Psi"]
+        else:
+            named = {"policy_loss": terms.policy_loss, "entropy_loss": terms.entropy_loss, **(baseline_terms or {})}
+            bad = [k for k, v in named.items() if not torch.isfinite(v).all()] or ["loss"]
         lines = [
             f"non-finite loss at epoch {self.current_epoch}: {', '.join(bad)} is not finite",
             f"  observations: {stats(batch.obs.float())}",
             f"  rewards: {stats(batch.rewards)}",
             f"  returns Psi: {stats(psi)}",
-            f"  log-prob weights: {stats(terms.weights)}",
         ]
+        if terms is not None:
+            lines.append(f"  log-prob weights: {stats(terms.weights)}")
         bad_params = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
         if bad_params:
             lines.append(f"  non-finite parameters: {', '.join(bad_params)}")

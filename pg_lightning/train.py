@@ -3,15 +3,20 @@
     python train.py                               # REINFORCE on CartPole-v1 until solved
     python train.py env=acrobot trainer.max_epochs=50
     python train.py -m seed=0,1,2 baseline=none,mean
+    python train.py trainer=ddp_cpu trainer.devices=2   # DDP: 2 processes, one run directory
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import math
 import os
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -20,11 +25,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.errors import ConfigError
-from pg_lightning.validation import validate
+from pg_lightning.validation import resolve_ckpt_path, validate
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     the compose API set ``paths.output_dir``).
     """
     validate(cfg)
-    if cfg.get("torch_num_threads") is not None:
-        torch.set_num_threads(int(cfg.torch_num_threads))
+    threads = cfg.get("torch_num_threads")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
 
@@ -71,7 +77,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # Lightning's DDP launcher sets torch's threads to cores / processes unless OMP_NUM_THREADS is
+    # set: set it during fit, so that this process and the ranks it starts keep torch_num_threads.
+    with _environ(OMP_NUM_THREADS=None if threads is None else str(int(threads))):
+        with warnings.catch_warnings():
+            # OnExceptionCheckpoint makes Lightning read ckpt_path=None as "last" and warn that there
+            # is none: validate() already refused a run directory that holds checkpoints
+            warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
+            warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
     seconds = time.perf_counter() - start
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
@@ -84,12 +98,32 @@ def run(cfg: DictConfig) -> dict[str, float]:
             "solved": float(threshold is not None and final >= threshold),
         }
     )
+    log_dir = trainer.log_dir  # a collective under DDP (rank 0 broadcasts it): every rank must ask
     if trainer.is_global_zero:
-        _summary(cfg, trainer, metrics, output_dir)
+        _summary(cfg, trainer, metrics, log_dir or output_dir)
     return {cfg.optimized_metric: metrics.get(cfg.optimized_metric, math.nan)} | metrics
 
 
-def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], output_dir: Path) -> None:
+@contextlib.contextmanager
+def _environ(**values: str | None) -> Iterator[None]:
+    """Set the environment variables given (``None``: leave as is), and restore them on exit."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        _restore_environ(saved)
+
+
+def _restore_environ(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], log_dir: str | Path) -> None:
     ckpt_dirs = sorted({str(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})
     threshold = cfg.env.get("return_threshold")
     solved = "no threshold" if threshold is None else ("yes" if metrics["solved"] else "no")
@@ -100,7 +134,7 @@ def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], ou
         f"100-episode mean return {metrics.get('rollout/return_mean_100', math.nan):.1f} "
         f"(threshold {threshold}, solved: {solved})",
         f"checkpoints: {', '.join(ckpt_dirs) or 'none'}",
-        f"logs: {trainer.log_dir or output_dir}",
+        f"logs: {log_dir}",
     ]
     if "exact/return" in metrics:  # tabular envs with the ExactReturn callback
         lines.insert(
@@ -122,6 +156,48 @@ def _config_error(err: BaseException) -> ConfigError | None:
     return None
 
 
+# What Lightning's DDP launcher sets in the launching process (and torchrun or SLURM may set before).
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def _ddp_ranks_join_this_job() -> Iterator[None]:
+    """Make the ranks that Lightning's DDP launcher starts (``strategy=ddp``) join this Hydra job.
+
+    Lightning starts ranks ``1..devices-1`` by running ``__main__`` again with ``sys.argv[1:]``
+    plus ``hydra.run.dir=<HydraConfig run.dir>`` (``_hydra_subprocess_cmd``), which recomposes
+    the config from the command line. In a multirun that command line is the whole sweep
+    (``-m seed=0,1 ...``), ``run.dir`` is not the job's directory, and under the joblib launcher
+    ``__main__`` is joblib's worker, not this script: each rank would start a sweep of its own.
+    So for the job's duration the ranks' command is ``python -m pg_lightning.train`` replaying
+    the config this job saved (``<job dir>/.hydra/config.yaml``: exactly what the sweeper chose,
+    whatever the config files say by then; the job's overrides where ``hydra.output_subdir`` is
+    null), as a single run in the job's directory. Afterwards the process group is destroyed and
+    the rendezvous variables Lightning set are restored, so that the next job of a sweep in this
+    process starts a group of its own (Lightning would otherwise find ``LOCAL_RANK`` set, start
+    no ranks and wait for them). Ranks started by torchrun or SLURM are not affected.
+    """
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    main_module = sys.modules["__main__"]
+    argv, main_spec = list(sys.argv), getattr(main_module, "__spec__", None)
+    environ = {k: os.environ.get(k) for k in _DDP_ENV}
+    if hydra_cfg.output_subdir is not None:
+        sys.argv = [argv[0], f"--config-path={job_dir / hydra_cfg.output_subdir}", "--config-name=config"]
+    else:
+        sys.argv = [argv[0], *hydra_cfg.overrides.task]
+    main_module.__spec__ = importlib.util.find_spec("pg_lightning.train")
+    with read_write(hydra_cfg):  # this job's copy: Hydra sets the next job's HydraConfig afresh
+        hydra_cfg.run.dir = str(job_dir)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        sys.argv, main_module.__spec__ = argv, main_spec
+        _restore_environ(environ)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """CLI: train, print the summary, return the optimized metric (for sweepers).
@@ -130,11 +206,12 @@ def main(cfg: DictConfig) -> float | None:
     shows the traceback). In a multirun the error is raised instead, so Hydra records that job as
     failed and still runs the others.
     """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = run(cfg)
+        with _ddp_ranks_join_this_job():
+            metrics = run(cfg)
     except Exception as err:
         config_error = _config_error(err)
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if config_error is None or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"Config error: {config_error}", file=sys.stderr)

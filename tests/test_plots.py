@@ -25,7 +25,7 @@ def fake_run(run_dir, overrides, xs, ys):
     with open(run_dir / "csv" / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["epoch", X, Y, "eval/return_mean", "step"])
         writer.writeheader()
-        for epoch, (x, y) in enumerate(zip(xs, ys)):
+        for epoch, (x, y) in enumerate(zip(xs, ys, strict=True)):
             writer.writerow({"epoch": epoch, X: x, Y: y, "eval/return_mean": y if epoch % 2 else "", "step": epoch})
 
 
