@@ -149,9 +149,10 @@ class EpisodeCollector:
         Inference is batched over the envs, without gradient, on the policy's device with its
         current parameters. Returns an :class:`EpisodeBatch` on the CPU.
 
-        A policy with an ``act(obs, generator) -> (batch_action, env_action)`` method (ours)
-        is sampled through it; any other ``obs -> Distribution`` module through
-        :func:`~pg_lightning.policies.sample` (and ``dist.env_action`` when the distribution has one).
+        A policy with an ``actor(generator)`` method (ours) is sampled through the
+        ``obs -> (batch_action, env_action)`` function it returns, built once per collection;
+        any other ``obs -> Distribution`` module through :func:`~pg_lightning.policies.sample`
+        (and ``dist.env_action`` when the distribution has one).
         """
         if num_episodes < 1:
             raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
@@ -165,7 +166,8 @@ class EpisodeCollector:
 
     def _collect(self, policy: nn.Module, num_episodes: int) -> EpisodeBatch:
         device = next(policy.parameters()).device
-        act = getattr(policy, "act", None) or partial(_act_from_distribution, policy)
+        actor = getattr(policy, "actor", None)
+        act = actor(self.generator) if actor is not None else partial(_act_from_distribution, policy, self.generator)
         obs, _ = self.envs.reset(seed=self._reseed())
         n = self.num_envs
         active = np.arange(n) < num_episodes
@@ -178,7 +180,7 @@ class EpisodeCollector:
         t = 0
         while active.any():
             with torch.inference_mode():  # only here: the batch itself must be usable by autograd
-                sampled, env_action = act(torch.as_tensor(obs, device=device), self.generator)
+                sampled, env_action = act(torch.as_tensor(obs, device=device))
             action, env_action = sampled.cpu().numpy(), env_action.cpu().numpy()
             active_buf.put(t, active)
             if single_envs is None:
@@ -254,8 +256,6 @@ class EpisodeCollector:
         terminated = np.zeros(n, dtype=np.bool_)
         truncated = np.zeros(n, dtype=np.bool_)
         ends = []
-        if actions.ndim == 1:  # Discrete: Python ints pass the env's action check faster than NumPy scalars
-            actions = actions.tolist()
         for i in np.flatnonzero(active):
             o, reward[i], terminated[i], truncated[i], _ = single_envs[i].step(actions[i])
             if terminated[i] or truncated[i]:
@@ -288,7 +288,7 @@ class EpisodeCollector:
         self.envs.close()
 
 
-def _act_from_distribution(policy: nn.Module, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def _act_from_distribution(policy: nn.Module, generator: torch.Generator, obs: Tensor) -> tuple[Tensor, Tensor]:
     """``act`` for any ``obs -> Distribution`` policy: the sample, and what the env receives."""
     dist = policy(obs)
     sampled = sample(dist, generator)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +16,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from pg_lightning.errors import ConfigError
 
-__all__ = ["ACTION_BOUNDS", "MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "TanhNormal", "infer", "sample"]
+__all__ = ["ACTION_BOUNDS", "MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "TanhNormal", "sample", "snapshot"]
 
 ACTION_BOUNDS = ("clip", "tanh")
 
@@ -81,14 +82,23 @@ class CategoricalPolicy(nn.Module):
     def forward(self, obs: Tensor) -> Categorical:
         return Categorical(logits=self.net(self.encoder(obs)), validate_args=False)
 
-    def act(self, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Sample actions for collection: ``(batch actions, env actions)``, both ``(B,)`` long.
+    def actor(self, generator: torch.Generator) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """``obs -> (batch actions, env actions)``, both ``(B,)`` long, for one collection.
 
-        The same draw as ``sample(self(obs), generator)`` without building the distribution
-        (collection calls this once per vector step; see :func:`sample`).
+        The same draw as ``sample(self(obs), generator)``, without building a distribution, on a
+        :func:`snapshot` of the current parameters (the collector calls it once per vector step).
         """
-        action = _categorical_sample(infer(self.net, infer(self.encoder, obs)), generator)
-        return action, action
+        logits = snapshot(nn.Sequential(self.encoder, self.net))
+
+        def act(obs: Tensor) -> tuple[Tensor, Tensor]:
+            action = _categorical_sample(logits(obs), generator)
+            return action, action
+
+        return act
+
+    def act(self, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``self.actor(generator)(obs)``: sampled actions and what the env receives."""
+        return self.actor(generator)(obs)
 
 
 class TanhNormal(Distribution):
@@ -201,9 +211,12 @@ class GaussianPolicy(nn.Module):
             self.register_buffer("low", low.expand(action_dim).clone())
             self.register_buffer("high", high.expand(action_dim).clone())
 
-    def mean_std(self, obs: Tensor, call: Callable[[nn.Module, Tensor], Tensor] = nn.Module.__call__) -> tuple[Tensor, Tensor]:
-        """The Gaussian's (pre-squash) mean and standard deviation, each ``(B, action_dim)``."""
-        out = call(self.net, call(self.encoder, obs))
+    def mean_std(self, obs: Tensor, net: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The Gaussian's (pre-squash) mean and standard deviation, each ``(B, action_dim)``.
+
+        ``net``: the encoder and network as one function (default: the modules themselves).
+        """
+        out = net(obs) if net is not None else self.net(self.encoder(obs))
         if self.state_dependent_std:
             mean, log_std = out.split(self.action_dim, dim=-1)
             log_std = log_std + self.log_std_init
@@ -217,36 +230,63 @@ class GaussianPolicy(nn.Module):
             return TanhNormal(mean, std, self.low, self.high)
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
-    def act(self, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Sample actions for collection: ``(batch actions, env actions)``, each ``(B, action_dim)``.
+    def actor(self, generator: torch.Generator) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """``obs -> (batch actions, env actions)``, each ``(B, action_dim)``, for one collection.
 
-        The same draw as ``sample(self(obs), generator)`` without building the distribution.
-        The batch keeps the Gaussian sample ``u``; the env gets ``u`` (``clip``: gymnasium's
-        ``ClipAction`` clips it) or ``TanhNormal.env_action(u)`` (``tanh``).
+        The same draw as ``sample(self(obs), generator)``, without building a distribution, on a
+        :func:`snapshot` of the current parameters. The batch keeps the Gaussian sample ``u``;
+        the env gets ``u`` (``clip``: gymnasium's ``ClipAction`` clips it) or
+        ``TanhNormal.env_action(u)`` (``tanh``).
         """
-        mean, std = self.mean_std(obs, infer)
-        u = _normal_sample(mean, std, generator)
-        if self.action_bounds == "tanh":
-            return u, TanhNormal(mean, std, self.low, self.high).env_action(u)
-        return u, u
+        net = snapshot(nn.Sequential(self.encoder, self.net))
+
+        def act(obs: Tensor) -> tuple[Tensor, Tensor]:
+            mean, std = self.mean_std(obs, net)
+            u = _normal_sample(mean, std, generator)
+            if self.action_bounds == "tanh":
+                return u, TanhNormal(mean, std, self.low, self.high).env_action(u)
+            return u, u
+
+        return act
+
+    def act(self, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``self.actor(generator)(obs)``: sampled actions and what the env receives."""
+        return self.actor(generator)(obs)
 
 
-def infer(module: nn.Module, x: Tensor) -> Tensor:
-    """``module(x)`` for per-step inference, without ``nn.Module.__call__`` on every layer.
+_ELEMENTWISE = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
 
-    ``__call__`` (hook dispatch) costs more than a 64-wide layer on a CPU: for the default
-    ``[64, 64]`` MLP on 16 CartPole observations, ``net(x)`` took 96 us and the layers' own
-    ``forward`` 36 us (``python benchmarks/throughput.py`` shows the effect on collection).
-    The collector calls this once per vector step. A module with forward hooks (or
-    pre-hooks) of its own is called normally, so those hooks still run.
+
+def snapshot(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``module``'s forward as a plain function of its current parameters, for per-step inference.
+
+    ``nn.Module.__call__`` (hook dispatch) and ``Parameter`` arguments cost more than a 64-wide
+    layer on a CPU, and the collector runs the policy once per vector step with parameters that
+    do not change during a collection. So it builds this once per collection: ``Sequential``
+    containers are unrolled, a ``Linear`` becomes ``F.linear`` with detached views of its
+    parameters (the same kernel as its ``forward``: bit-identical outputs; the views share
+    storage, so call this again after moving the module to another device), ``Tanh``/``ReLU``
+    become ``torch.tanh``/``torch.relu``, and any other module (or one with hooks of its own,
+    which must still run) is called as is. Use it under ``torch.inference_mode``/``no_grad``.
     """
     if module._forward_hooks or module._forward_pre_hooks:
-        return module(x)
+        return module
     if isinstance(module, nn.Sequential):
-        for layer in module:
-            x = infer(layer, x)
-        return x
-    return module.forward(x)
+        steps = [snapshot(layer) for layer in module]
+
+        def forward(x: Tensor) -> Tensor:
+            for step in steps:
+                x = step(x)
+            return x
+
+        return forward
+    if type(module) is nn.Linear:
+        return partial(nn.functional.linear, weight=module.weight.detach(), bias=_detach(module.bias))
+    return _ELEMENTWISE.get(type(module), module)
+
+
+def _detach(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
 
 
 @torch.no_grad()
@@ -283,7 +323,7 @@ def _categorical_sample(logits: Tensor, generator: torch.Generator) -> Tensor:
     device = generator.device
     # float64 clocks: a clock of exactly 0 (probability ~2**-53 instead of float32's ~2**-24) would win outright
     clocks = torch.empty(logits.shape, dtype=torch.float64, device=device).exponential_(generator=generator)
-    return (logits.to(device, torch.float64) - clocks.log()).argmax(-1)
+    return (logits.to(device) - clocks.log_()).argmax(-1)  # float32 logits are promoted to float64
 
 
 def _normal_sample(mean: Tensor, std: Tensor, generator: torch.Generator) -> Tensor:

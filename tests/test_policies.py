@@ -10,7 +10,7 @@ from torch.distributions import Categorical, Independent
 
 from pg_lightning.errors import ConfigError
 from pg_lightning.factory import UnsupportedSpaceError, make_policy
-from pg_lightning.policies import MLP, TanhNormal, infer, sample
+from pg_lightning.policies import MLP, TanhNormal, sample, snapshot
 
 
 def test_discrete_actions_give_categorical():
@@ -219,10 +219,15 @@ def test_exponential_race_draws_follow_softmax_of_unnormalised_logits():
     assert z.abs().max() < 4.5, z
 
 
-def test_infer_is_the_modules_forward_and_keeps_hooks():
-    net = MLP(4, 3, [16, 16], "tanh")
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+def test_snapshot_is_the_modules_forward_bit_for_bit_and_keeps_hooks(activation):
+    net = MLP(4, 3, [16, 16], activation)
     x = torch.randn(7, 4)
-    assert torch.equal(infer(net, x), net(x))
-    seen = []
-    net[2].register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
-    assert torch.equal(infer(net, x), net(x)) and seen == [(7, 16), (7, 16)]
+    with torch.no_grad():
+        assert torch.equal(snapshot(net)(x), net(x))
+        seen = []
+        net[2].register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+        assert torch.equal(snapshot(net)(x), net(x)) and seen == [(7, 16), (7, 16)]
+        forward = snapshot(net)
+        net[0].weight.add_(1.0)  # an in-place update (the optimizer's) shows in the snapshot
+        assert torch.equal(forward(x), net(x))

@@ -275,3 +275,14 @@ def test_a_fresh_run_refuses_a_directory_with_checkpoints(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"callbacks.last_checkpoint.dirpath: .* already holds checkpoints"):
         validate(make_cfg(*FAST))
     validate(make_cfg(*FAST, output_dir=tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize("override", ["baseline=foo", "network=foo"])
+def test_an_unknown_option_of_a_group_lists_the_available_ones(make_cfg, override):
+    from hydra.errors import MissingConfigException
+
+    group = override.split("=")[0]
+    with pytest.raises(MissingConfigException) as info:
+        make_cfg(override)
+    assert f"Could not find '{group}/foo'" in str(info.value)
+    assert "Available options" in str(info.value) and ("value" in str(info.value) or "mlp" in str(info.value))
