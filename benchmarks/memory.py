@@ -24,7 +24,6 @@ import contextlib
 import gc
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,26 +31,13 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra import compose, initialize_config_dir
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+from benchmarks.common import machine  # noqa: E402
 from pg_lightning.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def machine() -> str:
-    """One line: CPU model, cores, torch version and threads, load average."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    load = ""
-    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
-        load = f", load average {' '.join(f.read().split()[:3])}"
-    return (
-        f"machine: {model}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} torch "
-        f"thread(s); pytorch-lightning {pl.__version__}; python {platform.python_version()}{load}"
-    )
 
 
 def proc_status_kib(field: str) -> int:

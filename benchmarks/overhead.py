@@ -56,7 +56,6 @@ import cProfile
 import logging
 import math
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -73,6 +72,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+from benchmarks.common import machine  # noqa: E402
 from pg_lightning.collector import EpisodeCollector
 from pg_lightning.module import ReinforceModule
 from pg_lightning.train import make_baseline, run
@@ -112,20 +113,6 @@ def resolve_variants(names: list[str], extra: list[str]) -> dict[str, list[str]]
         ]
         resolved[name] = VARIANTS[name] + ([] if checkpoints else ["++trainer.enable_checkpointing=false"])
     return resolved
-
-
-def machine() -> str:
-    """One line: CPU model, cores, torch version and threads, load average."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    load = ""
-    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
-        load = f", load average {' '.join(f.read().split()[:3])}"
-    return (
-        f"machine: {model}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} torch "
-        f"thread(s); pytorch-lightning {pl.__version__}; python {platform.python_version()}{load}"
-    )
 
 
 class EpochTimer(pl.Callback):

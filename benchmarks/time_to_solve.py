@@ -29,40 +29,24 @@ each and the ratios of the medians (ours / PPO) of wall-clock and env steps.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+from benchmarks.common import machine  # noqa: E402
 from pg_lightning.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PEER_ENV = "CartPole-v1"
 INSTALL_PEER = 'pip install -e ".[bench]"'
-
-
-def machine() -> str:
-    """One line: CPU model, cores, torch version and threads, load average."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    load = ""
-    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
-        load = f", load average {' '.join(f.read().split()[:3])}"
-    return (
-        f"machine: {model}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} torch "
-        f"thread(s); pytorch-lightning {pl.__version__}; python {platform.python_version()}{load}"
-    )
 
 
 def run_ours(seed: int, overrides: list[str]) -> dict:

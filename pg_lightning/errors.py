@@ -17,3 +17,14 @@ class NonFiniteError(FloatingPointError):
 
 class EnvError(RuntimeError):
     """An environment raised an exception; the message names the env id and the copy."""
+
+
+def config_error_in(err: BaseException | None) -> ConfigError | None:
+    """The ConfigError behind ``err`` (its causes and contexts), also when Hydra or Lightning wrapped it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -36,7 +36,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.collector import EPISODE_CAP
-from pg_lightning.errors import ConfigError
+from pg_lightning.errors import ConfigError, config_error_in
 from pg_lightning.policies import TanhNormal, sample
 
 log = logging.getLogger(__name__)
@@ -392,17 +392,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _config_error(err: BaseException | None) -> ConfigError | None:
-    """The ConfigError behind ``err``, also when something wrapped it."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, ConfigError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     """CLI: evaluate, print mean ± std of the return and length, write the JSON summary.
@@ -423,7 +412,7 @@ def main(cfg: DictConfig) -> float | None:
             max_episode_steps=cfg.max_episode_steps,
         )
     except Exception as err:
-        config_error = _config_error(err)
+        config_error = config_error_in(err)
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if config_error is None or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
-from pg_lightning.errors import ConfigError
+from pg_lightning.errors import ConfigError, config_error_in
 from pg_lightning.validation import resolve_ckpt_path, validate
 
 log = logging.getLogger(__name__)
@@ -145,17 +145,6 @@ def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], lo
     log.info("\n".join(lines))
 
 
-def _config_error(err: BaseException) -> ConfigError | None:
-    """The ConfigError behind ``err``, also when Hydra's instantiate or Lightning wrapped it."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, ConfigError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 # What Lightning's DDP launcher sets in the launching process (and torchrun or SLURM may set before).
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
@@ -211,7 +200,7 @@ def main(cfg: DictConfig) -> float | None:
         with _ddp_ranks_join_this_job():
             metrics = run(cfg)
     except Exception as err:
-        config_error = _config_error(err)
+        config_error = config_error_in(err)
         if config_error is None or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"Config error: {config_error}", file=sys.stderr)
