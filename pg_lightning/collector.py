@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -156,19 +158,11 @@ class EpisodeCollector:
         """
         if num_episodes < 1:
             raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
-        try:
-            return self._collect(policy, num_episodes)
-        except (ConfigError, EnvError):
-            raise
-        except Exception as err:
-            # an env (or an async worker) failed: name it, instead of a traceback deep in gymnasium
-            raise EnvError(f"env.id={self.env_id!r} raised {type(err).__name__} during collection: {err}") from err
-
-    def _collect(self, policy: nn.Module, num_episodes: int) -> EpisodeBatch:
         device = next(policy.parameters()).device
         actor = getattr(policy, "actor", None)
         act = actor(self.generator) if actor is not None else partial(_act_from_distribution, policy, self.generator)
-        obs, _ = self.envs.reset(seed=self._reseed())
+        with self._env_errors():
+            obs, _ = self.envs.reset(seed=self._reseed())
         n = self.num_envs
         active = np.arange(n) < num_episodes
         to_start = num_episodes - int(active.sum())
@@ -183,14 +177,15 @@ class EpisodeCollector:
                 sampled, env_action = act(torch.as_tensor(obs, device=device))
             action, env_action = sampled.cpu().numpy(), env_action.cpu().numpy()
             active_buf.put(t, active)
-            if single_envs is None:
-                next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
-                ends = np.flatnonzero((terminated | truncated) & active)
-                final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
-            else:
-                next_obs, reward, terminated, truncated, ends = self._step_active(
-                    single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
-                )
+            with self._env_errors():
+                if single_envs is None:
+                    next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
+                    ends = np.flatnonzero((terminated | truncated) & active)
+                    final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
+                else:
+                    next_obs, reward, terminated, truncated, ends = self._step_active(
+                        single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
+                    )
             step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if not buffers:
                 buffers = {
@@ -215,6 +210,14 @@ class EpisodeCollector:
                     f"({int((~torch.isfinite(values)).sum())} of {values.numel()} values)"
                 )
         return batch
+
+    @contextlib.contextmanager
+    def _env_errors(self) -> Iterator[None]:
+        """An exception from the envs (or an async worker) becomes an EnvError naming the env."""
+        try:
+            yield
+        except Exception as err:
+            raise EnvError(f"env.id={self.env_id!r} raised {type(err).__name__} during collection: {err}") from err
 
     def _direct_envs(self) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
         """The single envs to step one by one, and the Box bounds to clip to, for a sync vector env.

@@ -286,3 +286,17 @@ def test_an_unknown_option_of_a_group_lists_the_available_ones(make_cfg, overrid
         make_cfg(override)
     assert f"Could not find '{group}/foo'" in str(info.value)
     assert "Available options" in str(info.value) and ("value" in str(info.value) or "mlp" in str(info.value))
+
+
+def test_a_policy_error_is_not_reported_as_an_env_fault():
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, obs):
+            raise ValueError("a bug in the policy")
+
+    envs = make_vector_env("CartPole-v1", 2)
+    with pytest.raises(ValueError, match="a bug in the policy"):
+        EpisodeCollector(envs).collect(Broken(), 2)
