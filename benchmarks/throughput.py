@@ -14,7 +14,8 @@ same autoreset), measured in one process, interleaved for ``--rounds`` rounds (m
   stepped as a whole, idle copies included.
 
 Prints env steps per second and the median over rounds of ``collector / raw`` (the issue's target
-is >= 0.6 at 16 sync envs). torch uses one thread, as in training. Not a test: timings vary run
+is >= 0.6 at 16 sync envs), then (``--breakdown N``) what one env step and one draw of the
+policy for N copies cost. torch uses one thread, as in training. Not a test: timings vary run
 to run.
 """
 
@@ -22,13 +23,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+from benchmarks.common import machine  # noqa: E402
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.factory import make_policy
+from pg_lightning.policies import snapshot
 
 
 def raw_rate(envs: gym.vector.VectorEnv, min_steps: int) -> float:
@@ -50,6 +57,51 @@ def collector_rate(collector: EpisodeCollector, policy: torch.nn.Module, min_ste
     return kept / (time.perf_counter() - start)
 
 
+def microseconds(fn, calls: int = 3000) -> float:
+    """Median over 5 rounds of the mean time of ``fn()``, in microseconds."""
+    fn()
+    rounds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rounds.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(rounds)
+
+
+def breakdown(env_id: str, policy: torch.nn.Module, n: int) -> None:
+    """Where one vector step of ``n`` copies goes: the policy (three ways) against one env step."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    action = env.action_space.sample()
+
+    def env_step() -> None:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+
+    obs = np.stack([env.observation_space.sample() for _ in range(n)]).astype(np.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        actor = policy.actor(generator)
+        x = torch.as_tensor(obs)
+        logits = snapshot(torch.nn.Sequential(policy.encoder, policy.net))
+        costs = {
+            "one env step": microseconds(env_step),
+            f"policy modules on {n} obs (nn.Module calls)": microseconds(lambda: policy.net(policy.encoder(x))),
+            f"policy snapshot on {n} obs (what the collector runs)": microseconds(lambda: logits(x)),
+            f"collector's whole draw on {n} obs (as_tensor, snapshot, sample, to NumPy)": microseconds(
+                lambda: [a.numpy() for a in actor(torch.as_tensor(obs))]
+            ),
+        }
+    env.close()
+    print(f"\n{env_id}, per call, median of 5 rounds:")
+    print("| what | us |")
+    print("|---|--:|")
+    for what, us in costs.items():
+        print(f"| {what} | {us:.1f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"])
@@ -57,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=["sync", "async"], choices=["sync", "async"])
     parser.add_argument("--min-steps", type=int, default=10_000, help="env steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved raw/collector rounds; medians are printed")
+    parser.add_argument("--breakdown", type=int, default=16, help="after the table: per-call costs at this num_envs (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    print(machine())
 
     print("| env | mode | num_envs | raw steps/s | collector steps/s | collector / raw |")
     print("|---|---|--:|--:|--:|--:|")
@@ -86,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"| {ratio:.2f} |",
                     flush=True,
                 )
+    for env_id in args.envs if args.breakdown else []:
+        probe = gym.make(env_id)
+        torch.manual_seed(0)
+        breakdown(env_id, make_policy(probe.observation_space, probe.action_space), args.breakdown)
+        probe.close()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.errors import ConfigError, EnvError
-from pg_lightning.policies import sample
+from pg_lightning.policies import draw
 
 __all__ = ["EpisodeCollector", "make_vector_env"]
 
@@ -52,12 +52,34 @@ def make_vector_env(
             caps episodes at :data:`EPISODE_CAP` steps, so that no epoch can run forever.
             The limit in force is logged.
     """
-    if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or max_episode_steps < 1):
-        raise ConfigError(f"data.max_episode_steps must be a positive integer or null, got {max_episode_steps!r}")
     if num_envs < 1:
         raise ConfigError(f"data.num_envs must be >= 1, got {num_envs}")
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ConfigError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
+    env_kwargs, steps, source = episode_limit(env_id, env_kwargs, max_episode_steps)
+    log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
+    envs = gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode=vectorization_mode,
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        max_episode_steps=steps,
+        **env_kwargs,
+    )
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        envs = gym.wrappers.vector.ClipAction(envs)
+    return envs
+
+
+def episode_limit(
+    env_id: str, env_kwargs: dict[str, Any] | None, max_episode_steps: int | None
+) -> tuple[dict[str, Any], int, str]:
+    """The time limit in force: ``(env_kwargs without max_episode_steps, steps, where it comes from)``.
+
+    ``max_episode_steps`` (``data.max_episode_steps``), or ``env.kwargs.max_episode_steps`` (the
+    two must agree when both are set), else the env's registered limit, else :data:`EPISODE_CAP`.
+    Training (:func:`make_vector_env`) and evaluation use this one rule.
+    """
     env_kwargs = dict(env_kwargs or {})
     if "max_episode_steps" in env_kwargs:  # gymnasium's own make() argument, given with the env's
         given = env_kwargs.pop("max_episode_steps")
@@ -66,25 +88,14 @@ def make_vector_env(
                 f"env.kwargs.max_episode_steps={given} and data.max_episode_steps={max_episode_steps} disagree; set one"
             )
         max_episode_steps = given
+    if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or max_episode_steps < 1):
+        raise ConfigError(f"data.max_episode_steps must be a positive integer or null, got {max_episode_steps!r}")
     registered = gym.spec(env_id).max_episode_steps
     if max_episode_steps is not None:
-        source = "data.max_episode_steps"
-    elif registered is not None:
-        max_episode_steps, source = registered, "the env's registered time limit"
-    else:
-        max_episode_steps, source = EPISODE_CAP, "the env registers no time limit: pg_lightning's cap, data.max_episode_steps"
-    log.info("%s: episodes are truncated at %d steps (%s)", env_id, max_episode_steps, source)
-    envs = gym.make_vec(
-        env_id,
-        num_envs=num_envs,
-        vectorization_mode=vectorization_mode,
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-        max_episode_steps=int(max_episode_steps),
-        **env_kwargs,
-    )
-    if isinstance(envs.single_action_space, gym.spaces.Box):
-        envs = gym.wrappers.vector.ClipAction(envs)
-    return envs
+        return env_kwargs, int(max_episode_steps), "data.max_episode_steps"
+    if registered is not None:
+        return env_kwargs, int(registered), "the env's registered time limit"
+    return env_kwargs, EPISODE_CAP, "the env registers no time limit: pg_lightning's cap, data.max_episode_steps"
 
 
 class _Buffer:
@@ -292,8 +303,5 @@ class EpisodeCollector:
 
 
 def _act_from_distribution(policy: nn.Module, generator: torch.Generator, obs: Tensor) -> tuple[Tensor, Tensor]:
-    """``act`` for any ``obs -> Distribution`` policy: the sample, and what the env receives."""
-    dist = policy(obs)
-    sampled = sample(dist, generator)
-    # a squashing distribution maps its sample into the box; the batch keeps the sample
-    return sampled, dist.env_action(sampled) if hasattr(dist, "env_action") else sampled
+    """The actor of any ``obs -> Distribution`` policy: the sample, and what the env receives."""
+    return draw(policy(obs), generator)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,10 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
-from pg_lightning.collector import EPISODE_CAP
+from pg_lightning.collector import episode_limit
 from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.policies import TanhNormal, sample
+from pg_lightning.policies import TanhNormal, draw
+from pg_lightning.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,7 @@ def greedy_action(dist: Distribution) -> Tensor:
 
 
 def _env_action(dist: Distribution, greedy: bool, generator: torch.Generator) -> Tensor:
-    if greedy:
-        return greedy_action(dist)
-    sampled = sample(dist, generator)  # as the collector draws: the pre-squash sample for TanhNormal
-    return dist.env_action(sampled) if hasattr(dist, "env_action") else sampled
+    return greedy_action(dist) if greedy else draw(dist, generator)[1]  # as the collector draws
 
 
 def make_eval_env(
@@ -100,14 +96,10 @@ def make_eval_env(
     one, or, for an env registered without one, caps episodes at
     :data:`pg_lightning.collector.EPISODE_CAP` steps, as training does: no episode runs forever.
     """
-    if max_episode_steps is None and gym.spec(env_id).max_episode_steps is None:
-        max_episode_steps = EPISODE_CAP
-    kwargs = dict(env_kwargs or {})
+    kwargs, steps, _ = episode_limit(env_id, env_kwargs, max_episode_steps)  # the rule training uses
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    if max_episode_steps is not None:
-        kwargs["max_episode_steps"] = int(max_episode_steps)
-    env = gym.make(env_id, **kwargs)
+    env = gym.make(env_id, max_episode_steps=steps, **kwargs)
     if isinstance(env.action_space, gym.spaces.Box):
         env = gym.wrappers.ClipAction(env)  # as make_vector_env: the env gets actions inside the bounds
     return env
@@ -174,51 +166,6 @@ def _stats(returns: Sequence[float], lengths: Sequence[int]) -> dict[str, float]
 
 # ---------------------------------------------------------------------------------------------
 # checkpoints
-
-
-def load_checkpoint(ckpt_path: str | os.PathLike | None) -> dict[str, Any]:
-    """Load a checkpoint written by ``train.py`` safely, on the CPU; every error names ``ckpt_path``.
-
-    ``torch.load(weights_only=True)``: the unpickler accepts tensors and plain containers only, so
-    a checkpoint file cannot run code. Ours load that way (the config in it is plain data:
-    ``hyper_parameters.config`` is ``OmegaConf.to_container(cfg, resolve=True)``; Lightning's own
-    entries are tensors, numbers and strings), so there is no fallback to the unsafe unpickler.
-    """
-    if ckpt_path is None or str(ckpt_path).strip() == "":
-        raise ConfigError(
-            "ckpt_path: missing; pass the checkpoint to evaluate, e.g. ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt"
-        )
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path: no checkpoint file at {str(ckpt_path)!r}")
-    if not zipfile.is_zipfile(path):  # torch.save (and so Lightning) writes zip archives
-        raise ConfigError(f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint (not a PyTorch checkpoint file)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # e.g. objects that only the unsafe unpickler would load
-        reason = re.search(r"WeightsUnpickler error: *(.*?)(?: Please use|$)", str(err), re.DOTALL)
-        reason = " ".join((reason.group(1) if reason else str(err)).split())[:300] or type(err).__name__
-        raise ConfigError(
-            f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint: torch.load(weights_only=True) refuses it "
-            f"({reason}); train.py's checkpoints hold tensors and plain data only"
-        ) from err
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    config = hparams.get("config") if isinstance(hparams, dict) else None
-    if (
-        not isinstance(config, dict)
-        or not isinstance(config.get("env"), dict)
-        or not isinstance(config.get("network"), dict)
-    ):
-        raise ConfigError(
-            f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint: it has no training config "
-            "(hyper_parameters.config with env and network), as train.py writes"
-        )
-    state = checkpoint.get("state_dict")
-    if not isinstance(state, dict) or not any(k.startswith("policy.") for k in state):
-        raise ConfigError(
-            f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint: no policy.* weights in its state_dict"
-        )
-    return checkpoint
 
 
 def load_policy(

@@ -39,7 +39,6 @@ __all__ = [
     "main",
     "plot_runs",
     "read_metrics",
-    "run_label",
     "run_overrides",
 ]
 
@@ -101,12 +100,6 @@ def run_overrides(run_dir: Path, ignore: Iterable[str] = SEED_KEYS) -> list[str]
     overrides = yaml.safe_load(overrides_file.read_text()) or []
     ignore = set(ignore)
     return [str(o) for o in overrides if str(o).split("=", 1)[0].lstrip("+~") not in ignore]
-
-
-def run_label(run_dir: Path, ignore: Iterable[str] = SEED_KEYS) -> str:
-    """A run's overrides without ``seed`` (:func:`run_overrides`), joined; the directory's name without them."""
-    overrides = run_overrides(run_dir, ignore)
-    return run_dir.name if overrides is None else " ".join(overrides)
 
 
 def _job_order(path: Path) -> tuple[int, str]:

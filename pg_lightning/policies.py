@@ -16,7 +16,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from pg_lightning.errors import ConfigError
 
-__all__ = ["ACTION_BOUNDS", "MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "TanhNormal", "sample", "snapshot"]
+__all__ = ["ACTION_BOUNDS", "MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "TanhNormal", "draw", "sample", "snapshot"]
 
 ACTION_BOUNDS = ("clip", "tanh")
 
@@ -95,10 +95,6 @@ class CategoricalPolicy(nn.Module):
             return action, action
 
         return act
-
-    def act(self, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``self.actor(generator)(obs)``: sampled actions and what the env receives."""
-        return self.actor(generator)(obs)
 
 
 class TanhNormal(Distribution):
@@ -249,10 +245,6 @@ class GaussianPolicy(nn.Module):
 
         return act
 
-    def act(self, obs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``self.actor(generator)(obs)``: sampled actions and what the env receives."""
-        return self.actor(generator)(obs)
-
 
 _ELEMENTWISE = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
 
@@ -310,6 +302,13 @@ def sample(dist: Distribution, generator: torch.Generator | None = None) -> Tens
     if isinstance(dist, TanhNormal):
         return sample(dist.base, generator)  # pre-squash u; the env gets dist.env_action(u)
     return dist.sample()
+
+
+def draw(dist: Distribution, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``(sample, what the env receives)``: a squashing distribution (``env_action``) maps its sample
+    into the box, and the batch keeps the sample itself."""
+    sampled = sample(dist, generator)
+    return sampled, dist.env_action(sampled) if hasattr(dist, "env_action") else sampled
 
 
 def _categorical_sample(logits: Tensor, generator: torch.Generator) -> Tensor:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.validation import resolve_ckpt_path, validate
+from pg_lightning.validation import check_fits, resolve_ckpt_path, validate
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model, policy=policy, baseline=baseline)
     # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path is not None:
+        check_fits(model, ckpt_path)
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
@@ -85,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             # is none: validate() already refused a run directory that holds checkpoints
             warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
             warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
-            trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}

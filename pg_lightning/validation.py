@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.errors import ConfigError
 
-__all__ = ["check_checkpoint", "resolve_ckpt_path", "validate"]
+__all__ = ["check_checkpoint", "check_fits", "load_checkpoint", "resolve_ckpt_path", "validate"]
 
 
 def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, allow: tuple = ()) -> None:
@@ -79,6 +85,9 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if ckpt != "last":
         return ckpt
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # the jobs of one sweep sit side by side: "the newest" could be another job of this sweep
+        raise ConfigError("ckpt_path=last is ambiguous in a multirun; give each job its checkpoint's path")
     here = Path(cfg.paths.output_dir).resolve()
     root = here.parent.parent
     found = [p for p in root.glob("*/*/checkpoints/last.ckpt") if here not in p.resolve().parents]
@@ -87,31 +96,90 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(max(found, key=lambda p: p.stat().st_mtime))
 
 
-def check_checkpoint(cfg: DictConfig, ckpt: str) -> None:
-    """The checkpoint exists, is one of ours, and was trained on this env and network."""
-    path = Path(ckpt)
+def load_checkpoint(ckpt_path: str | os.PathLike | None) -> dict[str, Any]:
+    """Load a checkpoint written by ``train.py`` safely, on the CPU; every error names ``ckpt_path``.
+
+    ``torch.load(weights_only=True)``: the unpickler accepts tensors and plain containers only, so
+    a checkpoint file cannot run code. Ours load that way (the config in it is plain data:
+    ``hyper_parameters.config`` is ``OmegaConf.to_container(cfg, resolve=True)``; Lightning's own
+    entries are tensors, numbers and strings), so there is no fallback to the unsafe unpickler.
+    """
+    if ckpt_path is None or str(ckpt_path).strip() == "":
+        raise ConfigError(
+            "ckpt_path: missing; pass the checkpoint to evaluate, e.g. ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt"
+        )
+    path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt!r}")
+        raise ConfigError(f"ckpt_path: no checkpoint file at {str(ckpt_path)!r}")
+    if not zipfile.is_zipfile(path):  # torch.save (and so Lightning) writes zip archives
+        raise ConfigError(
+            f"ckpt_path: {str(path)!r} is not a readable checkpoint (not a PyTorch checkpoint file), "
+            "so not a pg_lightning checkpoint"
+        )
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or not loadable without unpickling code
-        raise ConfigError(f"ckpt_path: {ckpt!r} is not a readable checkpoint ({type(err).__name__}: {err})") from err
-    config = saved.get("hyper_parameters", {}).get("config") if isinstance(saved, dict) else None
-    if not isinstance(config, dict):
-        raise ConfigError(f"ckpt_path: {ckpt!r} is not a pg_lightning checkpoint (no hyper_parameters.config)")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # e.g. objects that only the unsafe unpickler would load
+        reason = re.search(r"WeightsUnpickler error: *(.*?)(?: Please use|$)", str(err), re.DOTALL)
+        reason = " ".join((reason.group(1) if reason else str(err)).split())[:300] or type(err).__name__
+        raise ConfigError(
+            f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint: torch.load(weights_only=True) refuses it "
+            f"({reason}); train.py's checkpoints hold tensors and plain data only"
+        ) from err
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    config = hparams.get("config") if isinstance(hparams, dict) else None
+    if (
+        not isinstance(config, dict)
+        or not isinstance(config.get("env"), dict)
+        or not isinstance(config.get("network"), dict)
+    ):
+        raise ConfigError(
+            f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint: it has no training config "
+            "(hyper_parameters.config with env and network), as train.py writes"
+        )
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not any(k.startswith("policy.") for k in state):
+        raise ConfigError(
+            f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint: no policy.* weights in its state_dict"
+        )
+    return checkpoint
+
+
+def check_checkpoint(cfg: DictConfig, ckpt: str) -> None:
+    """The checkpoint is one of ours (:func:`load_checkpoint`) and was trained on this env.
+
+    Whether its weights fit this run's network and baseline is :func:`check_fits`, once the
+    model is built.
+    """
+    config = load_checkpoint(ckpt)["hyper_parameters"]["config"]
     ours = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("env.id", "env.kwargs", "network"):
+    for key in ("env.id", "env.kwargs"):
         theirs_value, ours_value = _get(config, key), _get(ours, key)
-        if key == "network":  # the layers must match; other options may change on resume
-            theirs_value, ours_value = (
-                {k: v.get(k) for k in ("_target_", "hidden_sizes", "state_dependent_std")} if v else v
-                for v in (theirs_value, ours_value)
-            )
         if theirs_value != ours_value:
             raise ConfigError(
                 f"ckpt_path: {ckpt!r} was trained with {key}={theirs_value!r}, this run has {key}={ours_value!r}; "
                 "resume with the same settings (e.g. the run's .hydra/overrides.yaml) or drop ckpt_path"
             )
+
+
+def check_fits(model: nn.Module, ckpt: str) -> None:
+    """The checkpoint's weights fit ``model``: the same keys and shapes, or a ConfigError naming them.
+
+    (Instead of Lightning's strict-load ``RuntimeError``.) Compares what the state dicts hold,
+    so any option that changes the model (network widths, ``network.action_bounds``, the
+    baseline) is covered, and options that do not (e.g. ``log_std_init``) may change on resume.
+    """
+    checkpoint = load_checkpoint(ckpt)
+    theirs, ours = checkpoint["state_dict"], model.state_dict()
+    missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+    reshaped = sorted(k for k in ours.keys() & theirs.keys() if ours[k].shape != theirs[k].shape)
+    if missing or unexpected or reshaped:
+        config = checkpoint["hyper_parameters"]["config"]
+        problems = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                    for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys]
+        raise ConfigError(
+            f"ckpt_path: {ckpt!r} does not fit this run's model ({'; '.join(problems)}); it was trained with "
+            f"network={config.get('network')!r}, baseline={config.get('baseline')!r}: resume with the same settings"
+        )
 
 
 def _get(tree: dict, dotted: str):

@@ -241,6 +241,13 @@ def test_video_records_every_episode_without_changing_them(cartpole_ckpt, tmp_pa
     assert summary["returns"] == evaluate(cartpole_ckpt, episodes=2, seed=4)["returns"]
 
 
+def test_video_without_its_packages_is_a_config_error_naming_the_extra(cartpole_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # as if the video extra were not installed
+    with pytest.raises(ConfigError, match=r'video: .*pip install -e "\.\[video\]"'):
+        evaluate(cartpole_ckpt, episodes=1, video=True, output_dir=tmp_path)
+    assert not list(tmp_path.rglob("*.mp4"))
+
+
 def epoch_rows(output_dir):
     with open(output_dir / "csv" / "metrics.csv", newline="") as f:
         return {int(r["epoch"]): r for r in csv.DictReader(f)}
@@ -325,3 +332,5 @@ def test_make_eval_env_clips_box_actions_only():
     assert not isinstance(make_eval_env("CartPole-v1"), gym.wrappers.ClipAction)
     assert make_eval_env("CartPole-v1", max_episode_steps=7).spec.max_episode_steps == 7
     assert make_eval_env("pg_lightning/Chain-v0").spec.max_episode_steps == EPISODE_CAP  # no limit of its own
+    # the env's own max_episode_steps kwarg, as in training (make_vector_env)
+    assert make_eval_env("pg_lightning/Chain-v0", {"max_episode_steps": 10}).spec.max_episode_steps == 10

@@ -72,7 +72,9 @@ def test_group_mean_and_spread_over_seeds(fake_multirun):
 def test_plot_a_multirun_writes_a_png(fake_multirun, tmp_path):
     out = plot_runs(fake_multirun, out=tmp_path / "curves.png", spread="std")
     assert out == tmp_path / "curves.png" and out.read_bytes()[:8] == PNG
-    assert plot_runs(fake_multirun) == fake_multirun / "learning_curve.png"  # default: in the multirun dir
+    default = plot_runs(fake_multirun)
+    assert default == fake_multirun / "learning_curve.png"  # default: in the multirun dir
+    assert default.read_bytes()[:8] == PNG
     with pytest.raises(ConfigError, match="y: no column 'rollout/nope'"):
         plot_runs(fake_multirun, y="rollout/nope")
     with pytest.raises(ConfigError, match="spread must be one of"):

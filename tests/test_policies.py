@@ -195,12 +195,12 @@ def test_output_init_scale_starts_the_same_policy_in_every_state(action_space):
     "action_space, bounds",
     [(gym.spaces.Discrete(3), "clip"), (gym.spaces.Box(-1, 1, (2,)), "clip"), (gym.spaces.Box(-1, 1, (2,)), "tanh")],
 )
-def test_act_draws_exactly_what_sampling_the_distribution_draws(action_space, bounds):
+def test_actor_draws_exactly_what_sampling_the_distribution_draws(action_space, bounds):
     torch.manual_seed(0)
     policy = make_policy(gym.spaces.Box(-1, 1, (4,)), action_space, action_bounds=bounds, log_std_init=0.5)
     obs = torch.randn(500, 4)
     with torch.no_grad():
-        sampled, env_action = policy.act(obs, torch.Generator().manual_seed(3))
+        sampled, env_action = policy.actor(torch.Generator().manual_seed(3))(obs)
         dist = policy(obs)
     expected = sample(dist, torch.Generator().manual_seed(3))
     assert torch.equal(sampled, expected)

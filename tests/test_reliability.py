@@ -67,8 +67,14 @@ def test_a_checkpoint_from_another_env_or_network_is_refused(make_cfg, tmp_path)
     validate(make_cfg(f"ckpt_path={last}"))  # same env and network: fine
     with pytest.raises(ConfigError, match=r"ckpt_path: .* was trained with env.id='CartPole-v1'.*Acrobot-v1"):
         validate(make_cfg("env=acrobot", f"ckpt_path={last}"))
-    with pytest.raises(ConfigError, match=r"ckpt_path: .* network="):
-        validate(make_cfg("network.hidden_sizes=[32]", f"ckpt_path={last}"))
+    with pytest.raises(ConfigError, match=r"ckpt_path: .* network="):  # checked once the model is built
+        run(make_cfg(*FAST, "network.hidden_sizes=[32]", f"ckpt_path={last}", "trainer.max_epochs=2"))
+    run(make_cfg(*FAST, "env=pendulum", "trainer.max_epochs=1", output_dir=tmp_path / "p"))
+    pendulum = tmp_path / "p" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"ckpt_path: .* does not fit .*missing: policy.high, policy.low"):
+        run(make_cfg(*FAST, "env=pendulum", "network.action_bounds=tanh", f"ckpt_path={pendulum}", "trainer.max_epochs=2"))
+    with pytest.raises(ConfigError, match=r"ckpt_path: .* does not fit .*baseline="):
+        run(make_cfg(*FAST, "baseline=mean", f"ckpt_path={last}", "trainer.max_epochs=2"))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="ckpt_path: .* is not a readable checkpoint"):
@@ -108,8 +114,10 @@ def test_a_non_finite_loss_stops_the_run_with_a_diagnosis_and_keeps_the_last_goo
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
     # the exception checkpoint (Lightning's OnExceptionCheckpoint) holds the same, finite parameters
     on_exception = torch.load(tmp_path / "checkpoints" / "on_exception.ckpt", weights_only=True)
+    assert on_exception["state_dict"].keys() == saved["state_dict"].keys()
     for k, v in saved["state_dict"].items():  # the value baseline's statistics included
         assert torch.isfinite(on_exception["state_dict"][k]).all(), k
+        assert torch.equal(on_exception["state_dict"][k], v), k  # the same, last good state
 
 
 def test_a_non_finite_gradient_stops_before_the_optimizer_step(make_cfg):
@@ -152,6 +160,8 @@ def test_an_env_that_raises_is_named_without_hanging_or_orphans(mode):
     envs = make_vector_env("Faulty-v0", 2, mode, {"fault": "raise", "fault_after": 12})
     policy = make_policy(envs.single_observation_space, envs.single_action_space)
     collector = EpisodeCollector(envs)
+    if mode == "async":  # the workers exist, so their absence afterwards means something
+        assert isinstance(envs, gym.vector.AsyncVectorEnv) and len(multiprocessing.active_children()) == 2
     try:
         with pytest.raises(EnvError, match=r"env.id='Faulty-v0' raised RuntimeError .*deliberate env fault"):
             for _ in range(10):
@@ -164,13 +174,18 @@ def test_an_env_that_raises_is_named_without_hanging_or_orphans(mode):
     assert multiprocessing.active_children() == []
 
 
-def test_an_async_env_fault_inside_a_run_stops_it_and_leaves_no_worker(make_cfg):
+def test_an_async_env_fault_inside_a_run_stops_it_and_leaves_no_worker(make_cfg, monkeypatch):
+    import pg_lightning.data
+
+    built = []
+    monkeypatch.setattr(pg_lightning.data, "make_vector_env", lambda *a, **k: built.append(make_vector_env(*a, **k)) or built[-1])
     cfg = make_cfg(
         *FAST, "env.id=Faulty-v0", "+env.kwargs.fault_after=12", "data.vectorization_mode=async",
         "env.return_threshold=null", "trainer.max_epochs=10",
     )  # fmt: skip
     with pytest.raises(EnvError, match="Faulty-v0"):
         run(cfg)
+    assert len(built) == 1 and isinstance(built[0], gym.vector.AsyncVectorEnv)  # the run did use worker processes
     deadline = time.monotonic() + 10
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -218,6 +233,8 @@ def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path):
         assert {k: v for k, v in x.items() if k not in VARYING} == {k: v for k, v in y.items() if k not in VARYING}
     c = run(make_cfg(*FAST, "trainer.max_epochs=3", "baseline=value", "seed=1", output_dir=tmp_path / "c"))
     assert c["rollout/env_steps"] != float(a[-1]["rollout/env_steps"])  # another seed, other episodes
+    first_c = rows(tmp_path / "c" / "csv" / "metrics.csv")[0]
+    assert first_c["rollout/return_mean"] != a[0]["rollout/return_mean"] or first_c["train/loss"] != a[0]["train/loss"]
 
 
 def test_kill_9_in_the_middle_of_a_run_then_resume(tmp_path):
@@ -286,6 +303,8 @@ def test_an_unknown_option_of_a_group_lists_the_available_ones(make_cfg, overrid
         make_cfg(override)
     assert f"Could not find '{group}/foo'" in str(info.value)
     assert "Available options" in str(info.value) and ("value" in str(info.value) or "mlp" in str(info.value))
+    available = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    assert f"Available options in '{group}':\n\t" + "\n\t".join(available) in str(info.value)
 
 
 def test_a_policy_error_is_not_reported_as_an_env_fault():
@@ -300,3 +319,10 @@ def test_a_policy_error_is_not_reported_as_an_env_fault():
     envs = make_vector_env("CartPole-v1", 2)
     with pytest.raises(ValueError, match="a bug in the policy"):
         EpisodeCollector(envs).collect(Broken(), 2)
+
+
+def test_ckpt_path_last_is_refused_in_a_multirun(tmp_path):
+    from tests.test_config_and_cli import cli
+
+    proc = cli("-m", "ckpt_path=last", "seed=0", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode != 0 and "ckpt_path=last is ambiguous in a multirun" in proc.stderr
