@@ -4,7 +4,7 @@
     python benchmarks/learning.py --suites cartpole_none cartpole_value --seeds 0 1 2 3 4
     python benchmarks/learning.py --suites acrobot -- model.optimizer.lr=1e-3
 
-Each run is ``pg_lightning.train.run`` with ``env=...`` and the suite's overrides (plus anything
+Each run is ``pg_lightning.train.run`` with the suite's overrides (``env=`` or ``experiment=``) (plus anything
 after ``--``); it stops at the env's threshold (EarlyStopping) or at ``trainer.max_epochs``. One line
 per run as it ends, then one row per suite: seeds solved, median env steps and wall-clock seconds
 (of ``trainer.fit``, over all seeds: an unsolved seed counts its whole budget) and the median final
@@ -30,9 +30,9 @@ SUITES: dict[str, list[str]] = {
     "cartpole_none": ["env=cartpole", "baseline=none"],
     "cartpole_mean": ["env=cartpole", "baseline=mean"],
     "cartpole_value": ["env=cartpole", "baseline=value"],
-    "acrobot": ["env=acrobot"],
-    "inverted_pendulum": ["env=inverted_pendulum"],
-    "pendulum": ["env=pendulum"],
+    "acrobot": ["experiment=acrobot"],
+    "inverted_pendulum": ["experiment=inverted_pendulum"],
+    "pendulum": ["experiment=pendulum"],
 }
 NEEDS = {"inverted_pendulum": "mujoco"}
 

@@ -209,7 +209,11 @@ class ValueBaseline(Baseline):
         if lr is not None and not lr > 0:
             raise ConfigError(f"baseline.lr must be > 0 (or null for the policy's), got {lr}")
         if normalize_targets and not hasattr(value_net, "rescale_output"):
-            raise ConfigError("baseline.normalize_targets=true needs a value_net with rescale_output (make_value_network)")
+            raise ConfigError(
+                f"baseline.normalize_targets=true needs a value_net with rescale_output(scale, shift) (PopArt), which "
+                f"{type(value_net).__name__} has not: give it one (see pg_lightning.factory.ValueNetwork."
+                "rescale_output) or set baseline.normalize_targets=false"
+            )
         if not 0.0 <= stats_decay < 1.0:
             raise ConfigError(f"baseline.stats_decay must be in [0, 1), got {stats_decay}")
         self.value_net = value_net

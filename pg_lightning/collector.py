@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -16,14 +16,13 @@ from torch import Tensor, nn
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.batch import EpisodeBatch
+from pg_lightning.env_factory import EPISODE_CAP, EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError, EnvError
 from pg_lightning.policies import draw
 
-__all__ = ["EpisodeCollector", "make_vector_env"]
+__all__ = ["EPISODE_CAP", "EpisodeCollector", "episode_limit", "make_vector_env"]
 
 VECTORIZATION_MODES = ("sync", "async")
-EPISODE_CAP = 100_000
-"""Steps after which episodes of an env registered without a time limit are truncated."""
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,10 @@ def make_vector_env(
     vectorization_mode: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
     max_episode_steps: int | None = None,
+    imports: Sequence[str] = (),
+    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
 ) -> gym.vector.VectorEnv:
-    """``gymnasium.make_vec`` with the settings the collector relies on.
+    """A sync or async vector env of ``num_envs`` copies of :class:`EnvFactory`, as the collector needs it.
 
     Autoreset is ``SAME_STEP``: when an episode ends, ``step`` returns the first observation of
     the next episode and reports the real last one as ``info["final_obs"]``, so every step the
@@ -43,59 +44,33 @@ def make_vector_env(
     into the env (gymnasium's ``ClipAction``); the policy's unclipped sample is what the batch keeps.
 
     Args:
-        env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``.
+        env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``, or ``"module:EnvId"``.
         num_envs: number of parallel copies.
         vectorization_mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per copy).
         env_kwargs: keyword arguments for the env's constructor.
         max_episode_steps: truncate episodes after this many steps (gymnasium's ``TimeLimit``);
             ``None`` keeps the env's registered limit, or, for an env registered without one,
-            caps episodes at :data:`EPISODE_CAP` steps, so that no epoch can run forever.
-            The limit in force is logged.
+            caps episodes at :data:`EPISODE_CAP` steps (with a warning), so that no epoch can run
+            forever. The limit in force is logged.
+        imports: modules imported before any env is built, here and in every async worker.
+        wrappers: ``env -> env`` callables applied in order to every copy (picklable for async).
     """
     if num_envs < 1:
         raise ConfigError(f"data.num_envs must be >= 1, got {num_envs}")
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ConfigError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
-    env_kwargs, steps, source = episode_limit(env_id, env_kwargs, max_episode_steps)
-    log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
-    envs = gym.make_vec(
-        env_id,
-        num_envs=num_envs,
-        vectorization_mode=vectorization_mode,
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-        max_episode_steps=steps,
-        **env_kwargs,
-    )
+    env_kwargs, steps, source = episode_limit(env_id, env_kwargs, max_episode_steps, imports)
+    if source.startswith("the env registers no time limit"):
+        log.warning("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
+    else:
+        log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
+    factory = EnvFactory(env_id, env_kwargs, tuple(imports), tuple(wrappers), steps)
+    vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
+    envs = vector_env([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    envs.spec = env_spec(env_id, imports)  # as gym.make_vec sets it: the collector names the env by it
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = gym.wrappers.vector.ClipAction(envs)
     return envs
-
-
-def episode_limit(
-    env_id: str, env_kwargs: dict[str, Any] | None, max_episode_steps: int | None
-) -> tuple[dict[str, Any], int, str]:
-    """The time limit in force: ``(env_kwargs without max_episode_steps, steps, where it comes from)``.
-
-    ``max_episode_steps`` (``data.max_episode_steps``), or ``env.kwargs.max_episode_steps`` (the
-    two must agree when both are set), else the env's registered limit, else :data:`EPISODE_CAP`.
-    Training (:func:`make_vector_env`) and evaluation use this one rule.
-    """
-    env_kwargs = dict(env_kwargs or {})
-    if "max_episode_steps" in env_kwargs:  # gymnasium's own make() argument, given with the env's
-        given = env_kwargs.pop("max_episode_steps")
-        if max_episode_steps is not None and given != max_episode_steps:
-            raise ConfigError(
-                f"env.kwargs.max_episode_steps={given} and data.max_episode_steps={max_episode_steps} disagree; set one"
-            )
-        max_episode_steps = given
-    if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or max_episode_steps < 1):
-        raise ConfigError(f"data.max_episode_steps must be a positive integer or null, got {max_episode_steps!r}")
-    registered = gym.spec(env_id).max_episode_steps
-    if max_episode_steps is not None:
-        return env_kwargs, int(max_episode_steps), "data.max_episode_steps"
-    if registered is not None:
-        return env_kwargs, int(registered), "the env's registered time limit"
-    return env_kwargs, EPISODE_CAP, "the env registers no time limit: pg_lightning's cap, data.max_episode_steps"
 
 
 class _Buffer:

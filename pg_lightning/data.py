@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import gymnasium as gym
 import pytorch_lightning as pl
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
@@ -53,6 +54,9 @@ class RolloutDataModule(pl.LightningDataModule):
         seed: the run's seed.
         max_episode_steps: truncate episodes after this many steps; ``None``: the env's registered
             time limit, or a cap for envs without one (see :func:`make_vector_env`).
+        env_imports: modules imported before any env is built, in every process (``env.imports``).
+        env_wrappers: ``env -> env`` callables applied in order to every env copy (``env.wrappers``,
+            instantiated by Hydra as partials).
     """
 
     def __init__(
@@ -64,6 +68,8 @@ class RolloutDataModule(pl.LightningDataModule):
         env_kwargs: dict[str, Any] | None = None,
         seed: int = 0,
         max_episode_steps: int | None = None,
+        env_imports: Sequence[str] = (),
+        env_wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
     ) -> None:
         super().__init__()
         if episodes_per_epoch < 1:
@@ -75,13 +81,21 @@ class RolloutDataModule(pl.LightningDataModule):
         self.env_kwargs = dict(env_kwargs or {})
         self.seed = seed
         self.max_episode_steps = max_episode_steps
+        self.env_imports = tuple(env_imports or ())
+        self.env_wrappers = tuple(env_wrappers or ())
         self.collector: EpisodeCollector | None = None
         self._restored: dict[str, Any] = {}
 
     def setup(self, stage: str) -> None:
         if self.collector is None:
             envs = make_vector_env(
-                self.env_id, self.num_envs, self.vectorization_mode, self.env_kwargs, self.max_episode_steps
+                self.env_id,
+                self.num_envs,
+                self.vectorization_mode,
+                self.env_kwargs,
+                self.max_episode_steps,
+                imports=self.env_imports,
+                wrappers=self.env_wrappers,
             )
             self.collector = EpisodeCollector(envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0)
             if self._restored:

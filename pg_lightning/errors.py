@@ -8,6 +8,10 @@ class ConfigError(ValueError):
     """
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 class NonFiniteError(FloatingPointError):
     """Training produced a non-finite loss or gradient; the message says which term and why.
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,11 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
-from pg_lightning.collector import episode_limit
+from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError, config_error_in
 from pg_lightning.policies import TanhNormal, draw
-from pg_lightning.validation import load_checkpoint
+from pg_lightning.factory import build_policy
+from pg_lightning.validation import instantiate_wrappers, load_checkpoint, warn_stateful_wrappers, wrapper_specs
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,13 @@ __all__ = [
     "run_episodes",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/ ships inside the package (pyproject.toml maps it to pg_lightning.conf): found from any directory,
+# editable or not. A user's own config directory extends it: --config-dir DIR or hydra.searchpath.
+CONFIG_PATH = "pkg://pg_lightning.conf"
 SUMMARY_FILE = "evaluation.json"
 POLICY_FACTORY = "pg_lightning.factory.make_policy"
+# Targets that evaluation calls from a checkpoint's config without trust_checkpoint_code.
+TRUSTED_TARGETS = ("pg_lightning.", "gymnasium.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,17 +95,18 @@ def make_eval_env(
     env_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
     max_episode_steps: int | None = None,
+    imports: Sequence[str] = (),
+    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
 ) -> gym.Env:
-    """One env as training sees it: ``gym.make`` with the env's kwargs, Box actions clipped to the bounds.
+    """One env as training builds each copy (:class:`~pg_lightning.env_factory.EnvFactory`), Box actions clipped.
 
+    ``imports`` and ``wrappers`` are the run's ``env.imports`` and (built) ``env.wrappers``.
     ``max_episode_steps`` adds (or replaces) the time limit; ``None`` keeps the env's registered
     one, or, for an env registered without one, caps episodes at
-    :data:`pg_lightning.collector.EPISODE_CAP` steps, as training does: no episode runs forever.
+    :data:`pg_lightning.env_factory.EPISODE_CAP` steps, as training does: no episode runs forever.
     """
-    kwargs, steps, _ = episode_limit(env_id, env_kwargs, max_episode_steps)  # the rule training uses
-    if render_mode is not None:
-        kwargs["render_mode"] = render_mode
-    env = gym.make(env_id, max_episode_steps=steps, **kwargs)
+    kwargs, steps, _ = episode_limit(env_id, env_kwargs, max_episode_steps, imports)  # the rule training uses
+    env = EnvFactory(env_id, kwargs, tuple(imports), tuple(wrappers), steps, render_mode)()
     if isinstance(env.action_space, gym.spaces.Box):
         env = gym.wrappers.ClipAction(env)  # as make_vector_env: the env gets actions inside the bounds
     return env
@@ -169,32 +176,43 @@ def _stats(returns: Sequence[float], lengths: Sequence[int]) -> dict[str, float]
 
 
 def load_policy(
-    ckpt_path: str | os.PathLike | None, checkpoint: dict[str, Any] | None = None
+    ckpt_path: str | os.PathLike | None,
+    checkpoint: dict[str, Any] | None = None,
+    trust_checkpoint_code: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained policy (CPU, eval mode) and the training config of a checkpoint.
 
-    The network is rebuilt by :func:`pg_lightning.factory.make_policy` from the config's
-    ``network`` block and the env's spaces (``env.id``, ``env.kwargs``), then gets the
-    checkpoint's ``policy.*`` weights (strictly: every weight must fit). Only that factory is
-    called: a ``_target_`` read from a file is never instantiated, which would run whatever it
-    names. ``checkpoint``: an already loaded :func:`load_checkpoint` result.
-    """
-    from pg_lightning.factory import make_policy
+    The network is rebuilt from the config's ``network`` block and the spaces of the env as
+    training built it (``env.id``, ``env.kwargs``, ``env.imports``, ``env.wrappers``), then gets
+    the checkpoint's ``policy.*`` weights (strictly: every weight must fit).
 
+    What runs: the checkpoint file is read with ``torch.load(weights_only=True)``, so it cannot
+    run code by unpickling. Its config names code, though: ``env.imports`` and a ``module:EnvId``
+    id are imported (as gymnasium does for any id), and ``_target_`` entries are called. Targets of
+    pg_lightning and gymnasium (``make_policy``, gymnasium's wrappers) are called as they are;
+    any other (a user's network or wrapper) only with ``trust_checkpoint_code=True``, since
+    calling a target read from a file runs whatever it names. ``checkpoint``: an already loaded
+    :func:`load_checkpoint` result.
+    """
     checkpoint = load_checkpoint(ckpt_path) if checkpoint is None else checkpoint
     config = checkpoint["hyper_parameters"]["config"]
+    env_cfg = config["env"]
     network = dict(config["network"])
-    target = network.pop("_target_", POLICY_FACTORY)
-    network.pop("_partial_", None)
-    if target != POLICY_FACTORY:
+    network.setdefault("_target_", POLICY_FACTORY)
+    network["_partial_"] = True
+    untrusted = _foreign_targets({"network": network, "env.wrappers": env_cfg.get("wrappers") or []})
+    if untrusted and not trust_checkpoint_code:
         raise ConfigError(
-            f"ckpt_path: the checkpoint's network._target_ is {target!r}; evaluation rebuilds networks with "
-            f"{POLICY_FACTORY} only (instantiating a target read from a file would run any code it names): "
-            "load this policy in Python and use pg_lightning.evaluation.run_episodes"
+            f"trust_checkpoint_code: the checkpoint's config names code outside pg_lightning and gymnasium "
+            f"({', '.join(untrusted)}); calling a target read from a file runs whatever it names: pass "
+            "trust_checkpoint_code=true if you trust this checkpoint"
         )
-    env = gym.make(config["env"]["id"], **(config["env"].get("kwargs") or {}))  # the spaces as train.py saw them
-    try:
-        policy = make_policy(env.observation_space, env.action_space, **network)
+    imports = tuple(env_cfg.get("imports") or ())
+    kwargs, _, _ = episode_limit(env_cfg["id"], env_cfg.get("kwargs"), None, imports)
+    wrappers = instantiate_wrappers(wrapper_specs(env_cfg.get("wrappers") or []))
+    env = EnvFactory(env_cfg["id"], kwargs, imports, wrappers)()  # as train.py's probe: no ClipAction
+    try:  # the spaces as train.py saw them
+        policy = build_policy(network, env.observation_space, env.action_space)
     finally:
         env.close()
     weights = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
@@ -203,6 +221,22 @@ def load_policy(
     except RuntimeError as err:
         raise ConfigError(f"ckpt_path: the policy weights do not fit the network of its config: {err}") from err
     return policy.eval(), config
+
+
+def _foreign_targets(tree: Any, where: str = "") -> list[str]:
+    """``key=target`` for every ``_target_`` in ``tree`` outside :data:`TRUSTED_TARGETS`."""
+    found = []
+    if isinstance(tree, dict):
+        target = tree.get("_target_")
+        if isinstance(target, str) and not target.startswith(TRUSTED_TARGETS):
+            found.append(f"{where or 'config'}._target_={target}")
+        for key, value in tree.items():
+            if key != "_target_":
+                found += _foreign_targets(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            found += _foreign_targets(value, f"{where}[{i}]")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +257,7 @@ def evaluate(
     video: bool = False,
     output_dir: str | os.PathLike | None = None,
     max_episode_steps: int | None = None,
+    trust_checkpoint_code: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the policy of a ``train.py`` checkpoint on its own env; return the summary.
 
@@ -238,6 +273,8 @@ def evaluate(
         max_episode_steps: cap on episode length; ``None``: the training run's
             ``data.max_episode_steps`` if it set one, else the env's own time limit (or
             pg_lightning's cap for an env registered without one, as in training).
+        trust_checkpoint_code: call ``_target_`` entries of the checkpoint's config that name code
+            outside pg_lightning and gymnasium (a user's network or wrappers); see :func:`load_policy`.
 
     Returns:
         ``return_mean``, ``return_std`` (population std), ``return_min``, ``return_max``,
@@ -252,18 +289,23 @@ def evaluate(
         raise ConfigError(f"greedy must be true or false, got {greedy!r}")
     if video and output_dir is None:
         raise ConfigError("video: video=true needs an output_dir for the files")
+    if not isinstance(trust_checkpoint_code, bool):
+        raise ConfigError(f"trust_checkpoint_code must be true or false, got {trust_checkpoint_code!r}")
     checkpoint = load_checkpoint(ckpt_path)
-    policy, config = load_policy(ckpt_path, checkpoint)
+    policy, config = load_policy(ckpt_path, checkpoint, trust_checkpoint_code)
     env_id, env_kwargs = config["env"]["id"], dict(config["env"].get("kwargs") or {})
+    imports = tuple(config["env"].get("imports") or ())
+    wrappers = instantiate_wrappers(wrapper_specs(config["env"].get("wrappers") or []))
     if max_episode_steps is None:  # the training episodes' cap, if the run set one
         max_episode_steps = (config.get("data") or {}).get("max_episode_steps")
     out = Path(output_dir) if output_dir is not None else None
     video_dir = out / "videos" if video else None
     env = (
-        _video_env(env_id, env_kwargs, max_episode_steps, video_dir, seed)
+        _video_env(env_id, env_kwargs, max_episode_steps, video_dir, seed, imports, wrappers)
         if video
-        else make_eval_env(env_id, env_kwargs, max_episode_steps=max_episode_steps)
+        else make_eval_env(env_id, env_kwargs, max_episode_steps=max_episode_steps, imports=imports, wrappers=wrappers)
     )
+    warn_stateful_wrappers(env, env_id)
     time_limit = env.spec.max_episode_steps if env.spec is not None else None
     try:
         returns, lengths = run_episodes(policy, env, episodes, greedy=greedy, seed=seed)
@@ -293,14 +335,22 @@ def evaluate(
 
 
 def _video_env(
-    env_id: str, env_kwargs: dict[str, Any], max_episode_steps: int | None, video_dir: Path, seed: int
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    max_episode_steps: int | None,
+    video_dir: Path,
+    seed: int,
+    imports: Sequence[str] = (),
+    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
 ) -> gym.Env:
     """``make_eval_env`` rendering ``rgb_array`` frames, under gymnasium's ``RecordVideo`` (every episode)."""
     from gymnasium.error import DependencyNotInstalled
 
     hint = 'install the video extra: pip install -e ".[video]" (moviepy, pygame-ce)'
     try:
-        env = make_eval_env(env_id, env_kwargs, render_mode="rgb_array", max_episode_steps=max_episode_steps)
+        env = make_eval_env(
+            env_id, env_kwargs, render_mode="rgb_array", max_episode_steps=max_episode_steps, imports=imports, wrappers=wrappers
+        )
     except (ValueError, gym.error.Error) as err:
         raise ConfigError(f"video: {env_id} cannot render rgb_array frames ({err})") from err
     try:
@@ -339,7 +389,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     """CLI: evaluate, print mean ± std of the return and length, write the JSON summary.
 
@@ -357,6 +407,7 @@ def main(cfg: DictConfig) -> float | None:
             video=cfg.video,
             output_dir=cfg.output_dir,
             max_episode_steps=cfg.max_episode_steps,
+            trust_checkpoint_code=cfg.get("trust_checkpoint_code", False),
         )
     except Exception as err:
         config_error = config_error_in(err)
@@ -405,6 +456,9 @@ class EvalCallback(pl.Callback):
             every ``TensorBoardLogger`` of the trainer (tag ``eval/video``, the Images tab), on
             rank 0. Needs an env that renders ``rgb_array`` frames (``pygame`` for CartPole) and
             Pillow; frames are halved until at most 320 pixels wide.
+        imports: modules to import before the env is built (``${env.imports}``).
+        wrappers: ``env -> env`` callables applied in order (``${env.wrappers}``, which ``train.run``
+            marks as partials), so evaluation sees the env as training does.
     """
 
     def __init__(
@@ -417,11 +471,18 @@ class EvalCallback(pl.Callback):
         seed: int = 0,
         max_episode_steps: int | None = None,
         tensorboard_video: bool = False,
+        imports: Sequence[str] = (),
+        wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
     ) -> None:
         key = "callbacks.evaluation"
-        if env_id not in gym.registry:
-            raise ConfigError(f"{key}.env_id: unknown gymnasium environment {env_id!r}")
+        try:
+            env_spec(env_id, imports)
+        except ConfigError as err:  # env.id / env.imports[i]: this callback's env_id / imports[i]
+            message = re.sub(r"^env\.id", "env_id", re.sub(r"^env\.imports", "imports", str(err)))
+            raise ConfigError(f"{key}.{message}") from err
         self.env_id = env_id
+        self.imports = tuple(imports or ())
+        self.wrappers = tuple(wrappers or ())
         self.env_kwargs = dict(env_kwargs or {})
         self.episodes = _check_int(f"{key}.episodes", episodes, 1)
         self.every_n_epochs = _check_int(f"{key}.every_n_epochs", every_n_epochs, 1)
@@ -440,6 +501,8 @@ class EvalCallback(pl.Callback):
                 self.env_kwargs,
                 render_mode="rgb_array" if self.tensorboard_video else None,
                 max_episode_steps=self.max_episode_steps,
+                imports=self.imports,
+                wrappers=self.wrappers,
             )
         return self.env
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -10,9 +14,18 @@ import torch
 from torch import Tensor, nn
 
 from pg_lightning.errors import ConfigError
-from pg_lightning.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot
+from pg_lightning.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot, draw
 
-__all__ = ["UnsupportedSpaceError", "ValueNetwork", "make_policy", "make_value_network"]
+__all__ = [
+    "UnsupportedSpaceError",
+    "ValueNetwork",
+    "build_policy",
+    "build_value_network",
+    "check_policy",
+    "check_value_network",
+    "make_policy",
+    "make_value_network",
+]
 
 
 class UnsupportedSpaceError(ConfigError):
@@ -143,3 +156,326 @@ def make_value_network(
     """
     encoder, in_features = _encoder(observation_space)
     return ValueNetwork(encoder, MLP(in_features, 1, hidden_sizes, activation))
+
+
+# ---------------------------------------------------------------------------------------------
+# any network: build it from its config, and check it against the contract before training
+
+PROBE_BATCH = 3
+"""Observations the checks run a network on (3: unlike the usual action or observation sizes 1, 2, 4)."""
+
+_HINT_TRACEBACK = "(HYDRA_FULL_ERROR=1 shows the traceback)"
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _name(obj: Any) -> str:
+    """``module.QualName`` of a function, class or instance (its class)."""
+    kind = obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj)
+    module = getattr(kind, "__module__", None)
+    qualname = getattr(kind, "__qualname__", repr(kind))
+    return f"{module}.{qualname}" if module and module != "builtins" else qualname
+
+
+def _shape(t: Any) -> str:
+    return str(tuple(t.shape)) if hasattr(t, "shape") and t.shape is not None else "?"
+
+
+def _probe_observations(observation_space: gym.Space, device: torch.device) -> Tensor:
+    """A batch of ``PROBE_BATCH`` observations sampled from the space, stacked as the collector feeds them.
+
+    The space is copied and seeded, so its own RNG (and numpy's) is left alone.
+    """
+    space = copy.deepcopy(observation_space)
+    space.seed(0)
+    try:
+        return torch.as_tensor(np.stack([space.sample() for _ in range(PROBE_BATCH)]), device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise UnsupportedSpaceError(
+            f"env.id: observations of {observation_space} do not stack into one tensor ({_one_line(err)}); "
+            "the collector feeds networks (B, ...) tensors: flatten Dict/Tuple spaces with a gymnasium wrapper first"
+        ) from err
+
+
+def _device(module: nn.Module) -> torch.device:
+    tensor = next(iter(module.parameters()), None)
+    tensor = next(iter(module.buffers()), None) if tensor is None else tensor
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _probe(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` on probe observations: in eval mode (no BatchNorm statistics move), without gradient,
+    and with the global torch RNG restored afterwards (a check changes none of the run's random numbers)."""
+    training = module.training
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        module.eval()
+        try:
+            yield
+        finally:
+            module.train(training)
+
+
+def check_policy(policy: Any, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Check that ``policy`` keeps the contract of a pg_lightning policy, or raise a one-line
+    :class:`ConfigError` naming ``network``.
+
+    The contract: an ``nn.Module`` with parameters whose ``forward`` maps a batch of observations
+    ``(B, *obs_shape)`` (as the collector stacks them) to a ``torch.distributions.Distribution``
+    with batch shape ``(B,)``: ``log_prob(sample())`` and ``entropy()`` are ``(B,)`` (action
+    dimensions belong in the event shape: ``Independent(Normal(mean, std), 1)``), and a sample
+    holds one action of ``action_space``'s shape per observation. An optional
+    ``actor(generator)`` must return ``obs -> (batch actions, env actions)`` of the same shapes.
+
+    The policy runs once on ``PROBE_BATCH`` observations sampled from ``observation_space``, in
+    eval mode, without gradient; the global RNG and the module's mode are restored.
+    """
+    key = "network"
+    if not isinstance(policy, nn.Module):
+        raise ConfigError(
+            f"{key}: the network factory returned a {_name(policy)}, not a torch.nn.Module "
+            "(a policy is (observation_space, action_space, **kwargs) -> nn.Module)"
+        )
+    name = _name(policy)
+    if next(iter(policy.parameters()), None) is None:
+        raise ConfigError(
+            f"{key}: {name} has no parameters: the optimizer needs some (nn.Parameter or layers such as nn.Linear)"
+        )
+    obs = _probe_observations(observation_space, _device(policy))
+    batch = f"a batch of {PROBE_BATCH} observations {_shape(obs)} {str(obs.dtype).removeprefix('torch.')}"
+    generator = torch.Generator().manual_seed(0)
+    with _probe(policy):
+        try:
+            dist = policy(obs)
+        except Exception as err:
+            raise ConfigError(
+                f"{key}: {name}.forward raised {type(err).__name__} on {batch}: {_one_line(err)} {_HINT_TRACEBACK}"
+            ) from err
+        if not isinstance(dist, torch.distributions.Distribution):
+            shape = f" of shape {_shape(dist)}" if isinstance(dist, Tensor) else ""
+            raise ConfigError(
+                f"{key}: {name}.forward returned a {_name(dist)}{shape}, not a torch.distributions.Distribution "
+                "(e.g. Categorical(logits=...), or Independent(Normal(mean, std), 1) for Box actions)"
+            )
+        what = f"{name}.forward returned a {type(dist).__name__}"
+        if tuple(dist.batch_shape[:1]) != (PROBE_BATCH,):
+            raise ConfigError(
+                f"{key}: {what} with batch_shape {tuple(dist.batch_shape)} for {batch}: "
+                f"the batch shape must be ({PROBE_BATCH},), one distribution per observation"
+            )
+        step = "sampling it"
+        try:
+            sampled, env_action = draw(dist, generator)  # as the collector draws
+            step = "log_prob(sample())"
+            log_prob = dist.log_prob(sampled)
+            step = "entropy()"
+            entropy = dist.entropy()
+        except Exception as err:
+            raise ConfigError(
+                f"{key}: {what}; {step} raised {type(err).__name__}: {_one_line(err)} {_HINT_TRACEBACK}"
+            ) from err
+        if tuple(log_prob.shape) != (PROBE_BATCH,):
+            raise ConfigError(
+                f"{key}: {what} with batch_shape {tuple(dist.batch_shape)} and event_shape {tuple(dist.event_shape)}: "
+                f"log_prob(sample()) has shape {_shape(log_prob)} for {PROBE_BATCH} observations, expected "
+                f"({PROBE_BATCH},): put the action dimensions in the event shape, "
+                "e.g. Independent(Normal(mean, std), 1)"
+            )
+        if tuple(entropy.shape) != (PROBE_BATCH,):
+            raise ConfigError(
+                f"{key}: {what} whose entropy() has shape {_shape(entropy)} for {PROBE_BATCH} observations, "
+                f"expected ({PROBE_BATCH},) (the loss logs it and model.loss.entropy_coef weighs it)"
+            )
+        expected = action_space.shape
+        if expected is not None and tuple(env_action.shape) != (PROBE_BATCH, *expected):
+            raise ConfigError(
+                f"{key}: {what} whose samples (what the env receives) have shape {_shape(env_action)} for "
+                f"{PROBE_BATCH} observations; the env's action space {action_space} needs ({PROBE_BATCH}, "
+                f"{', '.join(map(str, expected))}{',' if len(expected) == 1 else ''})"
+            )
+        actor = getattr(policy, "actor", None)
+        if callable(actor):
+            _check_actor(actor, obs, sampled, env_action, name)
+
+
+def _check_actor(actor: Any, obs: Tensor, sampled: Tensor, env_action: Tensor, name: str) -> None:
+    """The optional fast path: ``actor(generator)(obs) -> (batch actions, env actions)``, shaped as the samples."""
+    key = "network"
+    try:
+        out = actor(torch.Generator().manual_seed(0))(obs)
+    except Exception as err:
+        raise ConfigError(
+            f"{key}: {name}.actor(generator)(obs) raised {type(err).__name__}: {_one_line(err)} {_HINT_TRACEBACK}"
+        ) from err
+    shapes = (_shape(sampled), _shape(env_action))
+    if (
+        not isinstance(out, tuple)
+        or len(out) != 2
+        or not all(isinstance(t, Tensor) for t in out)
+        or (_shape(out[0]), _shape(out[1])) != shapes
+    ):
+        got = f"({', '.join(_shape(t) for t in out)})" if isinstance(out, tuple) else _name(out)
+        raise ConfigError(
+            f"{key}: {name}.actor(generator)(obs) must return (batch actions, env actions) shaped as forward's "
+            f"samples {shapes[0]}, {shapes[1]}; got {got} (actor is optional: delete it to sample from forward)"
+        )
+
+
+def check_value_network(value_net: Any, observation_space: gym.Space) -> None:
+    """Check that ``value_net`` keeps the contract of ``baseline=value``'s value network, or raise a one-line
+    :class:`ConfigError` naming ``baseline.value_net``: an ``nn.Module`` whose ``forward`` maps a batch of
+    observations ``(B, *obs_shape)`` to ``(B,)`` floating-point values (run once, as :func:`check_policy`)."""
+    key = "baseline.value_net"
+    if not isinstance(value_net, nn.Module):
+        raise ConfigError(
+            f"{key}: the value network factory returned a {_name(value_net)}, not a torch.nn.Module "
+            "(a value network is (observation_space, **kwargs) -> nn.Module)"
+        )
+    name = _name(value_net)
+    obs = _probe_observations(observation_space, _device(value_net))
+    batch = f"a batch of {PROBE_BATCH} observations {_shape(obs)} {str(obs.dtype).removeprefix('torch.')}"
+    with _probe(value_net):
+        try:
+            values = value_net(obs)
+        except Exception as err:
+            raise ConfigError(
+                f"{key}: {name}.forward raised {type(err).__name__} on {batch}: {_one_line(err)} {_HINT_TRACEBACK}"
+            ) from err
+    if not isinstance(values, Tensor) or not values.is_floating_point():
+        what = f"a {values.dtype} tensor" if isinstance(values, Tensor) else f"a {_name(values)}"
+        raise ConfigError(f"{key}: {name}.forward returned {what}, expected a ({PROBE_BATCH},) float tensor of values")
+    if tuple(values.shape) != (PROBE_BATCH,):
+        hint = " (.squeeze(-1) the last layer's output)" if tuple(values.shape) == (PROBE_BATCH, 1) else ""
+        raise ConfigError(
+            f"{key}: {name}.forward returned shape {_shape(values)} for {batch}, expected ({PROBE_BATCH},): "
+            f"one value per observation{hint}"
+        )
+
+
+def _parameters(func: Any) -> list[str]:
+    """The keyword arguments of ``func`` (a function or class), or ``[]`` where they cannot be read."""
+    try:
+        return [
+            p.name
+            for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+    except (TypeError, ValueError):
+        return []
+
+
+# the keys network=mlp (and baseline=value's value_net) give their factories, besides the spaces
+_MLP_KEYS = frozenset(_parameters(make_policy)) - {"observation_space", "action_space"}
+_VALUE_KEYS = frozenset(_parameters(make_value_network)) - {"observation_space"}
+
+
+def _build(key: str, node: Any, spaces: dict[str, gym.Space], inherited: frozenset[str], fix: str) -> Any:
+    """Instantiate the partial ``node`` (a ``_target_``/``_partial_`` config) and call it with ``spaces``.
+
+    Every failure is one :class:`ConfigError` line naming ``key``: a missing or unimportable
+    ``_target_``, arguments the target does not take (``inherited``: keys of pg_lightning's own
+    config for ``key``; ``fix``: the override that replaces them) or lacks, and any exception of
+    the constructor.
+    """
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig) and OmegaConf.is_missing(node, "_target_"):
+        example = "network=custom network._target_=mypkg.nets.make_policy" if key == "network" else (
+            f"{key}._target_=mypkg.nets.make_value"
+        )
+        raise ConfigError(f"{key}._target_: missing; name your network's factory, e.g. {example}")
+    target = node.get("_target_") if isinstance(node, (Mapping, DictConfig)) else None
+    try:
+        factory = hydra.utils.instantiate(node)
+    except Exception as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{key}._target_={target}: {_one_line(err)}") from err
+    if not callable(factory):
+        raise ConfigError(f"{key}: instantiating it gave a {_name(factory)}, expected a partial ({key}._partial_=true)")
+    func = getattr(factory, "func", factory)
+    given = dict(getattr(factory, "keywords", None) or {})
+    target = target or _name(func)
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*getattr(factory, "args", ()), **given, **spaces)
+        except TypeError as err:
+            params = signature.parameters
+            takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+            unexpected = [] if takes_any else [k for k in given if k not in params]
+            if unexpected:
+                from_ours = [k for k in unexpected if k in inherited]
+                hint = (
+                    f" (keys of pg_lightning's own {key} config, which a {key}._target_ override keeps): "
+                    f"{fix.format(target=target)}"
+                    if from_ours
+                    else f": remove {' '.join(f'~{key}.{k}' for k in unexpected)}"
+                )
+                raise ConfigError(f"{key}: {target} does not take {', '.join(unexpected)}{hint}") from err
+            missing = [
+                p.name
+                for p in params.values()
+                if p.default is p.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name not in given
+                and p.name not in spaces
+            ]
+            if missing:
+                raise ConfigError(
+                    f"{key}: {target} needs {', '.join(missing)}: add {' '.join(f'+{key}.{k}=...' for k in missing)}"
+                ) from err
+            raise ConfigError(
+                f"{key}: {target} cannot be called with {', '.join([*spaces, *given])}: {_one_line(err)}; "
+                f"it is called as {target}({', '.join(f'{k}=...' for k in spaces)}, **{key})"
+            ) from err
+    try:
+        return factory(**spaces)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError(
+            f"{key}: {target}({', '.join(f'{k}=...' for k in spaces)}"
+            f"{''.join(f', {k}={v!r}' for k, v in given.items())}) raised {type(err).__name__}: "
+            f"{_one_line(err)} {_HINT_TRACEBACK}"
+        ) from err
+
+
+def build_policy(network: Any, observation_space: gym.Space, action_space: gym.Space) -> nn.Module:
+    """The policy of a ``network`` config (``cfg.network``: a ``_target_`` with ``_partial_: true``),
+    called with the env's spaces and checked by :func:`check_policy`.
+
+    Every failure is one :class:`ConfigError` line naming ``network``; in particular a
+    ``network._target_=...`` override on top of the default ``network=mlp`` (whose
+    ``hidden_sizes``, ``activation``, ... the new target does not take) points to
+    ``network=custom network._target_=...``, which replaces the whole group.
+    """
+    fix = (
+        "replace the whole group with network=custom network._target_={target} "
+        "(its own arguments: +network.<name>=...)"
+    )
+    policy = _build(
+        "network", network, {"observation_space": observation_space, "action_space": action_space}, _MLP_KEYS, fix
+    )
+    check_policy(policy, observation_space, action_space)
+    return policy
+
+
+def build_value_network(value_net: Any, observation_space: gym.Space) -> nn.Module:
+    """The value network of a ``baseline.value_net`` config (a partial), called with the observation space
+    and checked by :func:`check_value_network`; every failure is one :class:`ConfigError` line naming
+    ``baseline.value_net``."""
+    fix = (
+        "drop them with ~baseline.value_net.hidden_sizes ~baseline.value_net.activation "
+        "(your factory's own arguments: +baseline.value_net.<name>=...)"
+    )
+    value_net = _build("baseline.value_net", value_net, {"observation_space": observation_space}, _VALUE_KEYS, fix)
+    check_value_network(value_net, observation_space)
+    return value_net

@@ -10,17 +10,24 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import grad_norm
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric, SumMetric
 
 from pg_lightning.baselines import Baseline, NoBaseline
 from pg_lightning.batch import EpisodeBatch
-from pg_lightning.errors import NonFiniteError
+from pg_lightning.errors import ConfigError, NonFiniteError
 from pg_lightning.loss import LossTerms, ReinforceLoss
 from pg_lightning.metrics import WindowMean
 
 __all__ = ["ReinforceModule"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], LRScheduler]
+
+# The arguments of torch.optim.lr_scheduler classes that give the schedule's length in steps
+# (LinearLR, ConstantLR, PolynomialLR: total_iters; CosineAnnealingLR: T_max; OneCycleLR:
+# total_steps). Here a step is an update, i.e. an epoch: conf/scheduler sets them to trainer.max_epochs.
+_HORIZON_KEYS = ("total_iters", "T_max", "total_steps")
 
 
 class ReinforceModule(pl.LightningModule):
@@ -33,6 +40,13 @@ class ReinforceModule(pl.LightningModule):
         baseline: subtracted from ``Psi_t``; its parameters (if any) are optimised too.
         optimizer: ``params -> Optimizer``, e.g. a Hydra ``_partial_`` of ``torch.optim.Adam``.
         return_window: episodes in the moving "solved" average, ``rollout/return_mean_100``.
+        scheduler: ``optimizer -> LRScheduler`` or None (a constant learning rate), e.g. a Hydra
+            ``_partial_`` of any ``torch.optim.lr_scheduler`` class (``conf/scheduler/linear.yaml``:
+            ``LinearLR`` from ``lr`` to 0 over ``trainer.max_epochs``). It is stepped once per
+            update (``interval: step``; one update per epoch), after the update, so that epoch
+            ``e`` (0-based) trains with the schedule's ``e``-th value. A length argument
+            (``total_iters``, ``T_max``, ``total_steps``) must be a positive integer. Its state
+            is checkpointed and restored on resume, which must then configure the same schedule.
 
     ``training_step(batch, batch_idx)`` returns the loss whose gradient is the estimator; it
     also works outside a Trainer (no logging then). Logged every epoch:
@@ -47,6 +61,8 @@ class ReinforceModule(pl.LightningModule):
       of ``(Psi_t - b(s_t))^2`` (before normalisation), a cheap proxy of the estimator's variance
       (which scales with the second moment of the weights of ``grad log pi``): their ratio shows
       how much the baseline removes;
+    - ``train/lr``: the learning rate this epoch's update used (of the policy's param group), and
+      ``train/lr_baseline`` when the baseline has a param group of its own;
     - ``time/collect_fps``: env steps per second of this epoch's collection.
     """
 
@@ -57,12 +73,15 @@ class ReinforceModule(pl.LightningModule):
         baseline: Baseline | None = None,
         optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-2),
         return_window: int = 100,
+        scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy
         self.loss_fn = loss if loss is not None else ReinforceLoss()
         self.baseline = baseline if baseline is not None else NoBaseline()
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self._scheduler_horizon = _scheduler_horizon(scheduler)
         # Running metrics (window, totals) are updated with every rank's episodes (all-gathered),
         # so their state is the same on every rank and needs no sync: rank 0's checkpoint restores
         # every rank exactly. The epoch's means are synced by torchmetrics.
@@ -138,6 +157,14 @@ class ReinforceModule(pl.LightningModule):
         log("rollout/episodes", self.episodes.compute(), sync_dist=True)
         log = partial(log, sync_dist=True)
         log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
+        # the lr of this update: the scheduler steps after it. (Logged here, in the epoch's row of
+        # metrics.csv; Lightning's LearningRateMonitor would write rows of its own, without an epoch.)
+        # float64 and reduced by max (the same value on every rank): logged exactly as the optimizer has it
+        groups = self.trainer.optimizers[0].param_groups
+        names = ["train/lr", "train/lr_baseline"][: len(groups)]  # the baseline's own group (configure_optimizers)
+        for name, group in zip(names, groups):
+            lr = torch.tensor(float(group["lr"]), dtype=torch.float64, device=returns.device)
+            self.log(name, lr, on_step=False, on_epoch=True, batch_size=1, sync_dist=True, reduce_fx="max")
         log("train/loss", loss.detach())
         log("train/policy_loss", terms.policy_loss.detach())
         log("train/entropy_loss", terms.entropy_loss.detach())
@@ -186,9 +213,48 @@ class ReinforceModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        if self._trainer is not None and self.trainer.state.fn == "fit":  # a resume (not load_from_checkpoint)
+            self.check_resumable(checkpoint)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The optimizer over all parameters; a baseline with its own ``lr`` gets its own param group."""
+    def check_resumable(self, checkpoint: dict) -> None:
+        """Refuse (ConfigError) to resume ``checkpoint`` with another ``model.scheduler`` than its run's.
+
+        Lightning restores the checkpoint's scheduler state over the configured one (its length
+        included) and the optimizer's current lr with it: a different configuration would not be
+        followed, e.g. a longer ``trainer.max_epochs`` would keep a linear schedule at lr 0.
+        Called on resume by ``on_load_checkpoint``; may be called before ``fit`` as well.
+        """
+        saved = checkpoint.get("lr_schedulers") or []
+        if bool(saved) != (self.scheduler_factory is not None):
+            had = "with a learning-rate schedule" if saved else "without a learning-rate schedule"
+            raise ConfigError(
+                f"model.scheduler: the checkpoint was trained {had}; resume with the model.scheduler "
+                "(and trainer.max_epochs) of that run, or start a fresh run"
+            )
+        for key, value in self._scheduler_horizon.items():
+            if saved and key in saved[0] and saved[0][key] != value:
+                raise ConfigError(
+                    f"model.scheduler.{key}: the checkpoint's schedule spans {saved[0][key]} updates, this config's "
+                    f"{value}; a resume continues the checkpoint's schedule, so resume with trainer.max_epochs="
+                    f"{saved[0][key]} (scheduler=linear|cosine use it), or start a fresh run"
+                )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        """The optimizer over all parameters, and the lr scheduler if any (stepped after every update).
+
+        A baseline with its own ``lr`` gets its own param group (the scheduler scales both groups).
+        """
+        optimizer = self._make_optimizer()
+        if self.scheduler_factory is None:
+            return optimizer
+        try:
+            scheduler = self.scheduler_factory(optimizer)
+        except (TypeError, ValueError) as err:  # a wrong or missing argument of the scheduler class
+            raise ConfigError(f"model.scheduler: {err}") from err
+        schedule = {"scheduler": scheduler, "interval": "step", "frequency": 1}  # one step per update
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
         baseline_params = list(self.baseline.parameters())
         baseline_lr = getattr(self.baseline, "lr", None)
         if not baseline_params or baseline_lr is None:
@@ -196,3 +262,23 @@ class ReinforceModule(pl.LightningModule):
         own = {id(p) for p in baseline_params}
         rest = [p for p in self.parameters() if id(p) not in own]
         return self.optimizer_factory([{"params": rest}, {"params": baseline_params, "lr": baseline_lr}])
+
+
+def _scheduler_horizon(scheduler: SchedulerFactory | None) -> dict[str, int]:
+    """The length arguments that a scheduler partial sets (see ``_HORIZON_KEYS``), checked.
+
+    With ``scheduler=linear`` ``total_iters`` is ``${trainer.max_epochs}``, so a run without an
+    epoch limit (``-1`` or null) fails here, when the module is built (before training), naming the key.
+    """
+    keywords = getattr(scheduler, "keywords", None) or {}
+    horizon = {k: keywords[k] for k in _HORIZON_KEYS if k in keywords}
+    if horizon.get("total_steps", 0) is None:  # OneCycleLR: epochs * steps_per_epoch instead
+        del horizon["total_steps"]
+    for key, value in horizon.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"model.scheduler.{key} must be a positive integer (the updates the schedule spans), got {value!r}; "
+                "scheduler=linear|cosine set it to trainer.max_epochs: give trainer.max_epochs a positive value, "
+                f"or set model.scheduler.{key}"
+            )
+    return horizon

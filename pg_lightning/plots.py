@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pg_lightning.errors import ConfigError
+from pg_lightning.errors import ConfigError, MissingExtraError
 
 __all__ = [
     "Curve",
@@ -211,8 +211,11 @@ def plot_runs(
     reach (the others ended earlier), the mean is dashed. With several curves, a legend names
     them (and their seeds).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as err:
+        raise MissingExtraError(f"plots need matplotlib ({err}); install the plots extra: pip install \"pg-lightning[plots]\"") from err
 
     if spread not in SPREADS:
         raise ConfigError(f"spread must be one of {SPREADS}, got {spread!r}")
@@ -277,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         out = plot_runs(args.paths, out=args.out, x=args.x, y=args.y, spread=args.spread, title=args.title)
+    except MissingExtraError as err:
+        print(f"Missing extra: {err}", file=sys.stderr)
+        sys.exit(2)
     except ConfigError as err:
         message = re.sub(r"^(x|y):", r"--\1:", str(err))  # the CLI's names for the columns
         print(f"Config error: {message}", file=sys.stderr)

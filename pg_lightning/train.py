@@ -1,7 +1,7 @@
 """Training entry point: ``run(cfg)`` is importable; ``main`` is the thin ``@hydra.main`` shell.
 
     python train.py                               # REINFORCE on CartPole-v1 until solved
-    python train.py env=acrobot trainer.max_epochs=50
+    python train.py experiment=acrobot            # an env with the settings that solve it
     python train.py -m seed=0,1,2 baseline=none,mean
     python train.py trainer=ddp_cpu trainer.devices=2   # DDP: 2 processes, one run directory
 """
@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -24,18 +25,23 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.validation import check_fits, resolve_ckpt_path, validate
+from pg_lightning.factory import build_policy, build_value_network
+from pg_lightning.env_factory import reward_threshold
+from pg_lightning.validation import check_fits, probe_env, resolve_ckpt_path, validate, wrapper_specs
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ConfigError", "main", "make_baseline", "run", "validate"]  # ConfigError re-exported for convenience
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/ ships inside the package (pyproject.toml maps it to pg_lightning.conf): found from any directory,
+# editable or not. A user's own config directory extends it: --config-dir DIR or hydra.searchpath.
+CONFIG_PATH = "pkg://pg_lightning.conf"
 
 
 def make_baseline(cfg: DictConfig, observation_space: gym.Space):
@@ -43,8 +49,8 @@ def make_baseline(cfg: DictConfig, observation_space: gym.Space):
     value_net = OmegaConf.select(cfg, "baseline.value_net")
     built = {}
     if value_net is not None:
-        built["value_net"] = hydra.utils.instantiate(value_net)(observation_space=observation_space)
-    return hydra.utils.instantiate(cfg.baseline, **built)
+        built["value_net"] = build_value_network(value_net, observation_space)
+    return instantiate(cfg.baseline, **built)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -53,31 +59,30 @@ def run(cfg: DictConfig) -> dict[str, float]:
     ``cfg`` is the composed ``conf/train.yaml`` (from ``@hydra.main`` or ``hydra.compose``; with
     the compose API set ``paths.output_dir``).
     """
+    _quiet_lightning()
     validate(cfg)
+    _resolve_env(cfg)
     threads = cfg.get("torch_num_threads")
     if threads is not None:
         torch.set_num_threads(int(threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
 
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    # The policy needs the env's spaces: read them from a throwaway env.
-    probe = gym.make(cfg.env.id, **cfg.env.kwargs)
-    policy = hydra.utils.instantiate(cfg.network)(
-        observation_space=probe.observation_space, action_space=probe.action_space
-    )
-    baseline = make_baseline(cfg, probe.observation_space)
-    probe.close()
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model, policy=policy, baseline=baseline)
+    # The policy needs the env's spaces: read them from one env built as training builds them.
+    observation_space, action_space = probe_env(cfg)
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    policy = build_policy(cfg.network, observation_space, action_space)  # checked: one line naming network
+    baseline = make_baseline(cfg, observation_space)
+    model: pl.LightningModule = instantiate(cfg.model, policy=policy, baseline=baseline)
     # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         check_fits(model, ckpt_path)
 
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     start = time.perf_counter()
     # Lightning's DDP launcher sets torch's threads to cores / processes unless OMP_NUM_THREADS is
@@ -88,6 +93,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             # is none: validate() already refused a run directory that holds checkpoints
             warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
             warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
+            # Lightning 2.6's own use of a torch API that torch 2.10+ deprecated, on every run; nothing
+            # for a user (or us) to change, and Lightning will follow torch
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 
@@ -105,6 +113,52 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         _summary(cfg, trainer, metrics, log_dir or output_dir)
     return {cfg.optimized_metric: metrics.get(cfg.optimized_metric, math.nan)} | metrics
+
+
+def instantiate(node: DictConfig, **kwargs):
+    """``hydra.utils.instantiate``; a target Hydra cannot find or call becomes a ConfigError naming its key.
+
+    Hydra reports those as ``InstantiationException`` with the node's ``full_key`` (e.g. a mistyped
+    ``model.scheduler._target_``); a ConfigError raised by a constructor stays as it is.
+    """
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if config_error_in(err) is not None:
+            raise
+        text = str(err)
+        key = re.search(r"^full_key: (\S+)", text, re.MULTILINE)
+        first = re.sub(r",? set env var HYDRA_FULL_ERROR=1.*", "", text.splitlines()[0]).strip()
+        where = key.group(1) if key else (node._get_full_key(None) or "config")
+        raise ConfigError(f"{where}: {first}") from err
+
+
+class _DropAdvert(logging.Filter):
+    """Drops Lightning's "install litlogger" tip, printed by every Trainer that has no LitLogger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    """A run prints the progress bar, the log lines and the summary: not Lightning's product tip."""
+    lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdvert) for f in lightning_log.filters):
+        lightning_log.addFilter(_DropAdvert())
+
+
+def _resolve_env(cfg: DictConfig) -> None:
+    """Settle the env block in place, so that callbacks, checkpoints and loggers see the values in force.
+
+    ``env.return_threshold: spec`` becomes the env's registered ``reward_threshold`` (or null), and
+    each ``env.wrappers`` entry is marked ``_partial_`` (Hydra then builds ``env -> env`` callables).
+    """
+    with open_dict(cfg):
+        cfg.env.wrappers = wrapper_specs(cfg.env.get("wrappers"))
+        if cfg.env.get("return_threshold") == "spec":
+            cfg.env.return_threshold = reward_threshold(cfg.env.id, cfg.env.get("imports"))
+            log.info("%s: env.return_threshold=spec is %s (the env's registered reward_threshold)",
+                     cfg.env.id, cfg.env.return_threshold)
 
 
 @contextlib.contextmanager
@@ -190,7 +244,7 @@ def _ddp_ranks_join_this_job() -> Iterator[None]:
         _restore_environ(environ)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """CLI: train, print the summary, return the optimized metric (for sweepers).
 

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
-import difflib
+import logging
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError
 
-__all__ = ["check_checkpoint", "check_fits", "load_checkpoint", "resolve_ckpt_path", "validate"]
+__all__ = [
+    "check_checkpoint",
+    "check_env_config",
+    "check_fits",
+    "instantiate_wrappers",
+    "load_checkpoint",
+    "probe_env",
+    "resolve_ckpt_path",
+    "validate",
+    "wrapper_specs",
+]
+
+
+log = logging.getLogger(__name__)
+
+# Attributes of gymnasium wrappers that hold running statistics (NormalizeObservation, NormalizeReward).
+STATEFUL_ATTRIBUTES = ("obs_rms", "return_rms")
 
 
 def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, allow: tuple = ()) -> None:
@@ -35,12 +54,11 @@ def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None,
 
 
 def validate(cfg: DictConfig) -> None:
-    """Fail before training, with a message naming the config key, for values that cannot work."""
-    env_id = OmegaConf.select(cfg, "env.id")
-    if env_id not in gym.registry:
-        close = difflib.get_close_matches(str(env_id), list(gym.registry), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"env.id: unknown gymnasium environment {env_id!r}{hint}")
+    """Fail before training, with a message naming the config key, for values that cannot work.
+
+    Imports ``env.imports`` (and the module of a ``module:EnvId`` id) on the way; builds nothing.
+    """
+    check_env_config(cfg)
     gamma = OmegaConf.select(cfg, "model.loss.gamma")
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
         raise ConfigError(f"model.loss.gamma must be in [0, 1], got {gamma!r}")
@@ -58,6 +76,99 @@ def validate(cfg: DictConfig) -> None:
         check_checkpoint(cfg, ckpt)
     elif "LOCAL_RANK" not in os.environ:  # (a DDP rank started by rank 0 joins rank 0's fresh run)
         _refuse_a_used_run_dir(cfg)
+
+
+def check_env_config(cfg: DictConfig) -> None:
+    """The ``env`` block: imports importable, the id registered, kwargs a mapping, wrappers ``_target_`` entries."""
+    env_spec(OmegaConf.select(cfg, "env.id"), _imports(cfg))
+    kwargs = OmegaConf.select(cfg, "env.kwargs")
+    if kwargs is not None and not isinstance(kwargs, DictConfig):
+        raise ConfigError(f"env.kwargs must be a mapping of constructor arguments, got {kwargs!r}")
+    threshold = OmegaConf.select(cfg, "env.return_threshold")
+    if threshold != "spec" and threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+    ):
+        raise ConfigError(f"env.return_threshold must be a number, null or spec, got {threshold!r}")
+    wrapper_specs(OmegaConf.select(cfg, "env.wrappers"))
+
+
+def _imports(cfg: DictConfig) -> list[str]:
+    imports = OmegaConf.select(cfg, "env.imports")
+    return list(imports) if isinstance(imports, ListConfig) else imports
+
+
+def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, Any]]:
+    """``env.wrappers`` checked: a list of ``{_target_: wrapper, **args}`` whose targets exist.
+
+    Returns plain dicts with ``_partial_: true``: Hydra instantiates each to an ``env -> env``
+    callable (what :class:`~pg_lightning.env_factory.EnvFactory` applies), whether or not the
+    user wrote ``_partial_``.
+    """
+    if wrappers is None:
+        return []
+    if isinstance(wrappers, (DictConfig, ListConfig)):
+        wrappers = OmegaConf.to_container(wrappers, resolve=True)
+    if not isinstance(wrappers, list):
+        raise ConfigError(f"{key} must be a list of wrappers ({{_target_: ..., args}}), got {wrappers!r}")
+    specs = []
+    for i, spec in enumerate(wrappers):
+        if isinstance(spec, str):
+            spec = {"_target_": spec}  # a bare class path, e.g. gymnasium.wrappers.FlattenObservation
+        if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
+            raise ConfigError(f"{key}[{i}] must be a mapping with a _target_ (a wrapper class or function), got {spec!r}")
+        try:
+            hydra.utils.get_object(spec["_target_"])  # what instantiate will look up: fail before building
+        except Exception as err:
+            reason = " ".join(str(err).split())  # one line
+            raise ConfigError(f"{key}[{i}]._target_: cannot find {spec['_target_']!r} ({reason})") from err
+        specs.append({**spec, "_partial_": True})
+    return specs
+
+
+def instantiate_wrappers(specs: list[dict[str, Any]], key: str = "env.wrappers") -> tuple[Callable, ...]:
+    """Hydra-instantiate checked :func:`wrapper_specs` to ``env -> env`` partials; errors name ``env.wrappers[i]``."""
+    built = []
+    for i, spec in enumerate(specs):
+        try:
+            built.append(hydra.utils.instantiate(spec))
+        except Exception as err:
+            raise ConfigError(f"{key}[{i}]: cannot build {spec['_target_']!r}: {err}") from err
+    return tuple(built)
+
+
+def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
+    """Build one env exactly as training will (imports, id, kwargs, wrappers) and return its spaces.
+
+    Every failure is a ConfigError naming ``env.imports[i]``, ``env.id``, ``env.kwargs[.<key>]`` or
+    ``env.wrappers[i]``. Wrappers that keep running statistics are named in a warning: their
+    state lives in each env copy and is not saved in checkpoints.
+    """
+    env_id = cfg.env.id
+    kwargs, _, _ = episode_limit(env_id, _container(cfg.env.get("kwargs")), None, _imports(cfg))
+    wrappers = instantiate_wrappers(wrapper_specs(cfg.env.get("wrappers")))
+    env = EnvFactory(env_id, kwargs, tuple(_imports(cfg) or ()), wrappers)()
+    try:
+        warn_stateful_wrappers(env, env_id)
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def warn_stateful_wrappers(env: gym.Env, env_id: str) -> None:
+    """Log a warning for each wrapper of ``env`` that keeps running statistics (gymnasium's Normalize*)."""
+    while isinstance(env, gym.Wrapper):
+        stats = [name for name in STATEFUL_ATTRIBUTES if name in vars(env)]
+        if stats:
+            log.warning(
+                "%s: the wrapper %s keeps running statistics (%s) in each env copy; they are not saved in "
+                "checkpoints: a resumed run, evaluate.py and EvalCallback start them afresh",
+                env_id, type(env).__name__, ", ".join(stats),
+            )
+        env = env.env
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
 def _refuse_a_used_run_dir(cfg: DictConfig) -> None:
@@ -152,8 +263,10 @@ def check_checkpoint(cfg: DictConfig, ckpt: str) -> None:
     """
     config = load_checkpoint(ckpt)["hyper_parameters"]["config"]
     ours = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("env.id", "env.kwargs"):
+    for key in ("env.id", "env.kwargs", "env.wrappers"):
         theirs_value, ours_value = _get(config, key), _get(ours, key)
+        if key == "env.wrappers":  # as run() normalises them (checkpoints from before env.wrappers: none)
+            theirs_value, ours_value = wrapper_specs(theirs_value or []), wrapper_specs(ours_value or [])
         if theirs_value != ours_value:
             raise ConfigError(
                 f"ckpt_path: {ckpt!r} was trained with {key}={theirs_value!r}, this run has {key}={ours_value!r}; "

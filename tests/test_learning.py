@@ -14,9 +14,9 @@ def test_cartpole_learns_well_above_random(make_cfg):
 
 @pytest.mark.slow
 def test_chain_tabular_softmax_reaches_five_percent_of_the_optimum(make_cfg, caplog):
-    """The issue's command: python train.py env=chain network.hidden_sizes=[] (about 10 s)."""
+    """python train.py experiment=chain (about 10 s)."""
     with caplog.at_level("INFO", logger="pg_lightning.train"):
-        metrics = run(make_cfg("env=chain", "network.hidden_sizes=[]", "callbacks.progress_bar.refresh_rate=0"))
+        metrics = run(make_cfg("experiment=chain", "callbacks.progress_bar.refresh_rate=0"))
     assert metrics["exact/return_optimal"] == pytest.approx(-7.7783, abs=1e-4)  # value iteration, slip 0.2
     assert metrics["exact/gap"] <= 0.05, metrics
     assert "exact J of the final policy" in caplog.text and "optimal J*" in caplog.text

@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 import tests.envs  # noqa: F401  (registers Faulty-v0, Endless-v0)
-from pg_lightning import collector as collector_module
+from pg_lightning import env_factory as env_factory_module
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.errors import ConfigError, EnvError, NonFiniteError
 from pg_lightning.factory import make_policy
@@ -74,7 +74,7 @@ def test_a_checkpoint_from_another_env_or_network_is_refused(make_cfg, tmp_path)
     with pytest.raises(ConfigError, match=r"ckpt_path: .* does not fit .*missing: policy.high, policy.low"):
         run(make_cfg(*FAST, "env=pendulum", "network.action_bounds=tanh", f"ckpt_path={pendulum}", "trainer.max_epochs=2"))
     with pytest.raises(ConfigError, match=r"ckpt_path: .* does not fit .*baseline="):
-        run(make_cfg(*FAST, "baseline=mean", f"ckpt_path={last}", "trainer.max_epochs=2"))
+        run(make_cfg(*FAST, "baseline=value", f"ckpt_path={last}", "trainer.max_epochs=2"))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="ckpt_path: .* is not a readable checkpoint"):
@@ -208,10 +208,14 @@ def test_an_endless_env_is_truncated_at_the_configured_cap():
 
 
 def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monkeypatch, caplog):
-    monkeypatch.setattr(collector_module, "EPISODE_CAP", 30)
+    monkeypatch.setattr(env_factory_module, "EPISODE_CAP", 30)
     with caplog.at_level(logging.INFO, logger="pg_lightning.collector"):
         envs = make_vector_env("Endless-v0", 2)
-    assert "Endless-v0: episodes are truncated at 30 steps (the env registers no time limit" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "Endless-v0: episodes are truncated at 30 steps (the env registers no time limit: pg_lightning's cap; "
+        "set data.max_episode_steps)"
+    ]
     policy = make_policy(envs.single_observation_space, envs.single_action_space)
     assert EpisodeCollector(envs).collect(policy, 2).episode_lengths().tolist() == [30, 30]
     with caplog.at_level(logging.INFO, logger="pg_lightning.collector"):
