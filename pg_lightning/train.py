@@ -188,7 +188,7 @@ def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], lo
         f"{cfg.env.id}: {int(metrics['epochs'])} epochs, "
         f"{int(metrics.get('rollout/env_steps', 0))} env steps, "
         f"{int(metrics.get('rollout/episodes', 0))} episodes, {metrics['time/train_seconds']:.1f} s",
-        f"100-episode mean return {metrics.get('rollout/return_mean_100', math.nan):.1f} "
+        f"100-episode mean return {metrics.get('rollout/return_mean_100', math.nan):.4g} "
         f"(threshold {threshold}, solved: {solved})",
         f"checkpoints: {', '.join(ckpt_dirs) or 'none'}",
         f"logs: {log_dir}",
