@@ -24,6 +24,7 @@ import csv
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,9 +114,11 @@ trainer:
 
 
 def _setuptools_here() -> bool:
-    """Can pip build without an isolated environment (no download), i.e. is setuptools>=68 installed?"""
+    """Can pip build without an isolated environment (no download): is the setuptools that
+    pyproject.toml's build-system requires (``setuptools>=N``) installed?"""
+    minimum = int(re.search(r'requires = \["setuptools>=(\d+)', (ROOT / "pyproject.toml").read_text()).group(1))
     try:
-        return int(importlib.metadata.version("setuptools").split(".")[0]) >= 68
+        return int(importlib.metadata.version("setuptools").split(".")[0]) >= minimum
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return False
 
