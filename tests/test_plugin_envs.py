@@ -245,8 +245,10 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
                           "inverted_pendulum": "InvertedPendulum-v5", "chain": "pg_lightning/Chain-v0",
                           "bandit": "pg_lightning/TwoArmedBandit-v0"}[experiment]
     validate(cfg)
-    if experiment in ("cartpole", "acrobot", "pendulum", "inverted_pendulum"):
+    if experiment in ("acrobot", "pendulum", "inverted_pendulum"):
         assert cfg.baseline._target_ == "pg_lightning.baselines.ValueBaseline"
+    if experiment == "cartpole":  # the default run, pinned
+        assert OmegaConf.to_container(cfg, resolve=False) == OmegaConf.to_container(make_cfg(), resolve=False)
 
 
 # --- optional extras: one line naming the extra -----------------------------------------------
