@@ -6,12 +6,14 @@ from typing import Any
 
 import gymnasium as gym
 import pytorch_lightning as pl
+import torch
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
+from pg_lightning.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
 from pg_lightning.errors import ConfigError
 from pg_lightning.tabular import optimal_values, policy_table, solve
 
-__all__ = ["ExactReturn"]
+__all__ = ["ExactReturn", "GradientDiagnostics"]
 
 
 class ExactReturn(pl.Callback):
@@ -53,3 +55,62 @@ class ExactReturn(pl.Callback):
         pl_module.log("exact/return_optimal", self.optimal, **log)
         # relative to |J*|; where J* = 0 the absolute shortfall
         pl_module.log("exact/gap", (self.optimal - J) / (abs(self.optimal) or 1.0), **log)
+
+
+class GradientDiagnostics(pl.Callback):
+    """Every ``every_n_epochs`` epochs, measure the variance of the policy-gradient estimator on the epoch's batch.
+
+    The batch holds ``E`` independent complete episodes and the estimate is the mean of one term
+    per episode, so the spread of those terms measures the estimator's noise, live, on any env
+    (:mod:`pg_lightning.diagnostics`). Logged (``on_epoch``, synced over DDP ranks as a mean):
+
+    - ``diag/grad_var``: ``trace(Cov(g_hat))`` of the run's own estimator (its weights as the loss
+      uses them: after the baseline, normalisation and ``gamma^t``), estimated as ``trace(S) / E``;
+    - ``diag/grad_snr``: ``||g_hat||^2 / diag/grad_var``; ``diag/grad_norm_mean``: ``||g_hat||``;
+    - ``diag/var/<name>``: on the same batch, the variance each estimator of
+      :data:`~pg_lightning.diagnostics.ESTIMATORS` would have, with raw weights (not normalised):
+      ``total``, ``reward_to_go``, ``reward_to_go_baseline`` (the run's baseline),
+      ``reward_to_go_gamma_t`` and ``reward_to_go_baseline_gamma_t``. Their ratios show what
+      reward-to-go, the baseline and ``gamma^t`` buy on this env, now.
+
+    It runs in ``on_before_optimizer_step``, on the parameters that collected the batch, from what
+    ``training_step`` recorded (``ReinforceModule.last_step``): nothing is recomputed that could
+    move a baseline's state, nothing is written to ``.grad``, and the global RNG is restored, so the
+    training batches and updates are exactly those of a run without it. Cost: one forward and one
+    batched backward per episode (``benchmarks/diagnostics_cost.py``).
+
+    Args:
+        every_n_epochs: measure in epochs ``n-1, 2n-1, ...`` (0-based, as ``metrics.csv`` counts).
+    """
+
+    def __init__(self, every_n_epochs: int = 10) -> None:
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ConfigError(f"callbacks.diagnostics.every_n_epochs must be an integer >= 1, got {every_n_epochs!r}")
+        self.every_n_epochs = every_n_epochs
+
+    def should_measure(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) is measured."""
+        return (epoch + 1) % self.every_n_epochs == 0
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        record = getattr(pl_module, "last_step", None)
+        if record is None or not self.should_measure(trainer.current_epoch):
+            return
+        batch = record.batch
+        if batch.num_episodes < 2:
+            return  # one episode has no spread to measure
+        alternatives = estimator_weights(
+            batch.rewards, batch.dones, pl_module.loss_fn.gamma, psi=record.psi, baseline=record.baseline
+        )
+        weights = torch.stack([record.weights.to(torch.float64), *(alternatives[name] for name in ESTIMATORS)])
+        with torch.random.fork_rng(devices=[]):  # a stochastic forward must not move the run's RNG
+            per_episode = per_episode_gradients(pl_module.policy, batch.obs, batch.actions, batch.dones, weights)
+        stats = gradient_stats(per_episode)
+        log = {"on_step": False, "on_epoch": True, "batch_size": 1, "sync_dist": True}
+        pl_module.log("diag/grad_var", stats.var[0], **log)
+        pl_module.log("diag/grad_snr", stats.snr[0], **log)
+        pl_module.log("diag/grad_norm_mean", stats.mean_norm[0], **log)
+        for i, name in enumerate(ESTIMATORS, start=1):
+            pl_module.log(f"diag/var/{name}", stats.var[i], **log)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import grad_norm
@@ -19,7 +20,7 @@ from pg_lightning.errors import ConfigError, NonFiniteError
 from pg_lightning.loss import LossTerms, ReinforceLoss
 from pg_lightning.metrics import WindowMean
 
-__all__ = ["ReinforceModule"]
+__all__ = ["ReinforceModule", "StepRecord"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], LRScheduler]
@@ -28,6 +29,22 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], LRScheduler]
 # (LinearLR, ConstantLR, PolynomialLR: total_iters; CosineAnnealingLR: T_max; OneCycleLR:
 # total_steps). Here a step is an update, i.e. an epoch: conf/scheduler sets them to trainer.max_epochs.
 _HORIZON_KEYS = ("total_iters", "T_max", "total_steps")
+
+
+class StepRecord(NamedTuple):
+    """What the last ``training_step`` estimated the gradient from (all ``(B,)`` but the batch, no gradient).
+
+    - ``batch``: the :class:`EpisodeBatch`;
+    - ``psi``: ``Psi_t`` before the baseline (bootstrapped where the baseline bootstraps);
+    - ``baseline``: ``b(s_t)``;
+    - ``weights``: the loss's per-step weights (after normalisation and ``gamma^t``): the
+      estimate is ``(1/E) sum_t weights_t grad log pi(a_t|s_t)``.
+    """
+
+    batch: EpisodeBatch
+    psi: Tensor
+    baseline: Tensor
+    weights: Tensor
 
 
 class ReinforceModule(pl.LightningModule):
@@ -94,6 +111,7 @@ class ReinforceModule(pl.LightningModule):
             metric.set_dtype(torch.float64)  # exact counts beyond float32's 2**24
             metric.persistent(True)  # totals survive a resume from checkpoint
         self._epoch_start = time.perf_counter()
+        self.last_step: StepRecord | None = None
 
     def forward(self, obs: Tensor) -> torch.distributions.Distribution:
         return self.policy(obs)
@@ -114,6 +132,9 @@ class ReinforceModule(pl.LightningModule):
         loss = terms.loss + sum(baseline_terms.values())
         if not torch.isfinite(loss):
             raise NonFiniteError(self._diagnose(batch, psi, terms, baseline_terms))
+        # what this update's estimator was made of, for callbacks that look at it before the optimizer
+        # step (GradientDiagnostics): references only, dropped at the next step
+        self.last_step = StepRecord(batch, psi.detach(), baseline.detach(), terms.weights)
         if self._current_fx_name == "training_step":  # called by a Trainer (not by hand, even after fit)
             moments = {"psi_sq": psi.pow(2).mean(), "advantage_sq": (psi - baseline).pow(2).mean()}
             diagnostics = self.baseline.metrics(batch, psi, baseline)
