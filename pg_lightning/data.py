@@ -8,12 +8,14 @@ from typing import Any
 
 import gymnasium as gym
 import pytorch_lightning as pl
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.errors import ConfigError
+from pg_lightning.validation import as_wrappers
 
 __all__ = ["EpisodeDataset", "RolloutDataModule"]
 
@@ -55,8 +57,10 @@ class RolloutDataModule(pl.LightningDataModule):
         max_episode_steps: truncate episodes after this many steps; ``None``: the env's registered
             time limit, or a cap for envs without one (see :func:`make_vector_env`).
         env_imports: modules imported before any env is built, in every process (``env.imports``).
-        env_wrappers: ``env -> env`` callables applied in order to every env copy (``env.wrappers``,
-            instantiated by Hydra as partials).
+        env_wrappers: ``env -> env`` callables applied in order to every env copy, or ``env.wrappers``
+            config entries (``{_target_: ..., args}``), built here: ``conf/train.yaml`` passes them
+            as they are (``data._recursive_: false``), so composing and instantiating ``cfg.data``
+            works without :func:`pg_lightning.train.run`.
     """
 
     def __init__(
@@ -78,11 +82,11 @@ class RolloutDataModule(pl.LightningDataModule):
         self.episodes_per_epoch = episodes_per_epoch
         self.num_envs = num_envs
         self.vectorization_mode = vectorization_mode
-        self.env_kwargs = dict(env_kwargs or {})
+        self.env_kwargs = dict(_plain(env_kwargs) or {})
         self.seed = seed
         self.max_episode_steps = max_episode_steps
-        self.env_imports = tuple(env_imports or ())
-        self.env_wrappers = tuple(env_wrappers or ())
+        self.env_imports = tuple(_plain(env_imports) or ())
+        self.env_wrappers = as_wrappers(env_wrappers)
         self.collector: EpisodeCollector | None = None
         self._restored: dict[str, Any] = {}
 
@@ -123,3 +127,8 @@ class RolloutDataModule(pl.LightningDataModule):
         if self.collector is not None:
             self.collector.close()
             self.collector = None
+
+
+def _plain(node: Any) -> Any:
+    """An OmegaConf node (``data`` is instantiated with ``_recursive_: false``) as plain containers."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node

@@ -29,16 +29,23 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
+from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError, config_error_in
 from pg_lightning.policies import TanhNormal, draw
 from pg_lightning.factory import build_policy
-from pg_lightning.validation import instantiate_wrappers, load_checkpoint, warn_stateful_wrappers, wrapper_specs
+from pg_lightning.validation import (
+    as_wrappers,
+    env_factory,
+    load_checkpoint,
+    warn_stateful_wrappers,
+    wrapper_specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +61,6 @@ __all__ = [
     "run_episodes",
 ]
 
-# conf/ ships inside the package (pyproject.toml maps it to pg_lightning.conf): found from any directory,
-# editable or not. A user's own config directory extends it: --config-dir DIR or hydra.searchpath.
-CONFIG_PATH = "pkg://pg_lightning.conf"
 SUMMARY_FILE = "evaluation.json"
 POLICY_FACTORY = "pg_lightning.factory.make_policy"
 # Targets that evaluation calls from a checkpoint's config without trust_checkpoint_code.
@@ -200,17 +204,15 @@ def load_policy(
     network = dict(config["network"])
     network.setdefault("_target_", POLICY_FACTORY)
     network["_partial_"] = True
-    untrusted = _foreign_targets({"network": network, "env.wrappers": env_cfg.get("wrappers") or []})
+    # the wrappers as they will be instantiated (a bare class path becomes a _target_ too)
+    untrusted = _foreign_targets({"network": network, "env.wrappers": wrapper_specs(env_cfg.get("wrappers") or [])})
     if untrusted and not trust_checkpoint_code:
         raise ConfigError(
             f"trust_checkpoint_code: the checkpoint's config names code outside pg_lightning and gymnasium "
             f"({', '.join(untrusted)}); calling a target read from a file runs whatever it names: pass "
             "trust_checkpoint_code=true if you trust this checkpoint"
         )
-    imports = tuple(env_cfg.get("imports") or ())
-    kwargs, _, _ = episode_limit(env_cfg["id"], env_cfg.get("kwargs"), None, imports)
-    wrappers = instantiate_wrappers(wrapper_specs(env_cfg.get("wrappers") or []))
-    env = EnvFactory(env_cfg["id"], kwargs, imports, wrappers)()  # as train.py's probe: no ClipAction
+    env = env_factory(env_cfg, (config.get("data") or {}).get("max_episode_steps"))()  # as train.py's probe
     try:  # the spaces as train.py saw them
         policy = build_policy(network, env.observation_space, env.action_space)
     finally:
@@ -295,7 +297,7 @@ def evaluate(
     policy, config = load_policy(ckpt_path, checkpoint, trust_checkpoint_code)
     env_id, env_kwargs = config["env"]["id"], dict(config["env"].get("kwargs") or {})
     imports = tuple(config["env"].get("imports") or ())
-    wrappers = instantiate_wrappers(wrapper_specs(config["env"].get("wrappers") or []))
+    wrappers = as_wrappers(config["env"].get("wrappers"))
     if max_episode_steps is None:  # the training episodes' cap, if the run set one
         max_episode_steps = (config.get("data") or {}).get("max_episode_steps")
     out = Path(output_dir) if output_dir is not None else None
@@ -457,8 +459,9 @@ class EvalCallback(pl.Callback):
             rank 0. Needs an env that renders ``rgb_array`` frames (``pygame`` for CartPole) and
             Pillow; frames are halved until at most 320 pixels wide.
         imports: modules to import before the env is built (``${env.imports}``).
-        wrappers: ``env -> env`` callables applied in order (``${env.wrappers}``, which ``train.run``
-            marks as partials), so evaluation sees the env as training does.
+        wrappers: ``env -> env`` callables applied in order, or ``env.wrappers`` config entries
+            (``${env.wrappers}``: the node is not instantiated recursively), so evaluation sees the
+            env as training does.
     """
 
     def __init__(
@@ -482,8 +485,8 @@ class EvalCallback(pl.Callback):
             raise ConfigError(f"{key}.{message}") from err
         self.env_id = env_id
         self.imports = tuple(imports or ())
-        self.wrappers = tuple(wrappers or ())
-        self.env_kwargs = dict(env_kwargs or {})
+        self.wrappers = as_wrappers(wrappers, f"{key}.wrappers")
+        self.env_kwargs = dict(OmegaConf.to_container(env_kwargs) if isinstance(env_kwargs, DictConfig) else env_kwargs or {})
         self.episodes = _check_int(f"{key}.episodes", episodes, 1)
         self.every_n_epochs = _check_int(f"{key}.every_n_epochs", every_n_epochs, 1)
         self.greedy = bool(greedy)

@@ -30,18 +30,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.errors import ConfigError, config_error_in
 from pg_lightning.factory import build_policy, build_value_network
 from pg_lightning.env_factory import reward_threshold
-from pg_lightning.validation import check_fits, probe_env, resolve_ckpt_path, validate, wrapper_specs
+from pg_lightning.validation import check_fits, load_checkpoint, probe_env, resolve_ckpt_path, validate, wrapper_specs
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ConfigError", "main", "make_baseline", "run", "validate"]  # ConfigError re-exported for convenience
 
-# conf/ ships inside the package (pyproject.toml maps it to pg_lightning.conf): found from any directory,
-# editable or not. A user's own config directory extends it: --config-dir DIR or hydra.searchpath.
-CONFIG_PATH = "pkg://pg_lightning.conf"
 
 
 def make_baseline(cfg: DictConfig, observation_space: gym.Space):
@@ -76,9 +74,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model: pl.LightningModule = instantiate(cfg.model, policy=policy, baseline=baseline)
     # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+    # Errors that Lightning would only meet inside fit(), after OnExceptionCheckpoint and the loggers
+    # had written files: the optimizer and scheduler are built once here (and dropped), and a resume
+    # is checked against the checkpoint's weights and schedule.
+    model.configure_optimizers()
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         check_fits(model, ckpt_path)
+        model.check_resumable(load_checkpoint(ckpt_path))
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]

@@ -25,7 +25,9 @@ from pg_lightning.errors import ConfigError
 __all__ = [
     "check_checkpoint",
     "check_env_config",
+    "as_wrappers",
     "check_fits",
+    "env_factory",
     "instantiate_wrappers",
     "load_checkpoint",
     "probe_env",
@@ -136,19 +138,38 @@ def instantiate_wrappers(specs: list[dict[str, Any]], key: str = "env.wrappers")
     return tuple(built)
 
 
+def env_factory(env: Any, max_episode_steps: int | None = None, render_mode: str | None = None) -> EnvFactory:
+    """The :class:`EnvFactory` of a run's ``env`` block and its ``data.max_episode_steps``: one env of the run.
+
+    ``env`` is the composed ``cfg.env`` or the plain dict a checkpoint saved
+    (``hyper_parameters.config["env"]``): the one recipe for training's probe, ``load_policy`` and
+    ``evaluate`` (the vector env applies the same :func:`episode_limit` rule to each copy).
+    """
+    env = _container(env)
+    imports = tuple(env.get("imports") or ())
+    kwargs, steps, _ = episode_limit(env["id"], env.get("kwargs"), max_episode_steps, imports)
+    return EnvFactory(env["id"], kwargs, imports, as_wrappers(env.get("wrappers")), steps, render_mode)
+
+
+def as_wrappers(wrappers: Any, key: str = "env.wrappers") -> tuple[Callable, ...]:
+    """``env.wrappers`` as ``env -> env`` callables: callables (built by Hydra, or given in Python) as
+    they are; config entries (``{_target_: ..., args}`` or a class path) checked and built."""
+    items = list(_container(wrappers) or [])
+    if all(callable(w) for w in items):
+        return tuple(items)
+    return instantiate_wrappers(wrapper_specs(items, key), key)
+
+
 def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
-    """Build one env exactly as training will (imports, id, kwargs, wrappers) and return its spaces.
+    """Build one env exactly as training will (imports, id, kwargs, time limit, wrappers); return its spaces.
 
     Every failure is a ConfigError naming ``env.imports[i]``, ``env.id``, ``env.kwargs[.<key>]`` or
     ``env.wrappers[i]``. Wrappers that keep running statistics are named in a warning: their
     state lives in each env copy and is not saved in checkpoints.
     """
-    env_id = cfg.env.id
-    kwargs, _, _ = episode_limit(env_id, _container(cfg.env.get("kwargs")), None, _imports(cfg))
-    wrappers = instantiate_wrappers(wrapper_specs(cfg.env.get("wrappers")))
-    env = EnvFactory(env_id, kwargs, tuple(_imports(cfg) or ()), wrappers)()
+    env = env_factory(cfg.env, OmegaConf.select(cfg, "data.max_episode_steps"))()
     try:
-        warn_stateful_wrappers(env, env_id)
+        warn_stateful_wrappers(env, cfg.env.id)
         return env.observation_space, env.action_space
     finally:
         env.close()

@@ -275,3 +275,49 @@ def test_plots_without_matplotlib_name_the_extra(tmp_path):
 def test_env_spec_is_what_gymnasium_make_finds():
     assert env_spec("tests.user_envs:Corridor-v0") is gym.registry["Corridor-v0"]
     assert env_spec("CartPole-v1").reward_threshold == 475.0
+
+
+# --- review fixes ------------------------------------------------------------------------------
+
+
+def test_the_probe_env_has_trainings_time_limit(make_cfg, tmp_path):
+    """A wrapper that needs a TimeLimit works on an env registered without one, given data.max_episode_steps,
+    in training (the probe and every copy) and in evaluate.py from the checkpoint."""
+    cfg = make_cfg(*FAST, "trainer.max_epochs=1", "env.id=Endless-v0", "data.max_episode_steps=7",
+                   "env.wrappers=[gymnasium.wrappers.TimeAwareObservation]")
+    import tests.envs  # noqa: F401  (registers Endless-v0)
+
+    run(cfg)
+    summary = evaluate(tmp_path / "checkpoints" / "last.ckpt", episodes=2)
+    assert summary["lengths"] == [7, 7]
+
+
+@pytest.mark.parametrize("entry", ["tests.user_envs.Tag", {"_target_": "tests.user_envs.Tag", "name": "x"}])
+def test_evaluate_refuses_a_foreign_wrapper_without_trust(make_cfg, tmp_path, entry):
+    """A bare class path is a target too: it cannot slip past trust_checkpoint_code."""
+    run(make_cfg(*FAST, "trainer.max_epochs=1"))
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["config"]["env"]["wrappers"] = [entry]
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(ConfigError, match=r"trust_checkpoint_code: .*env.wrappers\[0\]._target_=tests.user_envs.Tag"):
+        evaluate(ckpt, episodes=1)
+
+
+@pytest.mark.parametrize("wrappers", ["[gymnasium.wrappers.TimeAwareObservation]",
+                                      "[{_target_:gymnasium.wrappers.TimeAwareObservation}]"])
+def test_composed_configs_instantiate_without_run(make_cfg, wrappers):
+    """hydra.compose users instantiate cfg.data and the EvalCallback themselves: wrapper entries are built there."""
+    import hydra
+
+    cfg = make_cfg(f"env.wrappers={wrappers}", "callbacks=eval")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert len(datamodule.env_wrappers) == 1 and callable(datamodule.env_wrappers[0])
+    callback = hydra.utils.instantiate(cfg.callbacks.evaluation)
+    assert callback._env().observation_space.shape == (5,)  # CartPole's 4 features and the time
+
+
+def test_a_scheduler_error_writes_nothing(tmp_path):
+    proc = cli("train.py", *FAST, "scheduler=linear", "+model.scheduler.bogus=1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "Config error: model.scheduler" in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]
