@@ -71,9 +71,10 @@ def per_episode_gradients(
 ) -> Tensor:
     """``(K, E, P)``: ``g_e^k = sum_{t in e} weights[k, t] grad log pi(a_t | s_t)`` for every estimator and episode.
 
-    One forward of ``policy`` over the ``B`` steps, then one backward per episode, batched over
-    the ``K`` weight rows (``torch.autograd.grad(..., is_grads_batched=True)``, which vmaps the
-    backward; a plain loop over ``K`` where an op has no batching rule). Works for any policy
+    One forward and one backward of ``policy`` per episode, the backward batched over the ``K``
+    weight rows (``torch.autograd.grad(..., is_grads_batched=True)``, which vmaps the backward; a
+    plain loop over ``K`` where an op has no batching rule): ``O(B)`` work in all. (One forward of
+    the whole batch would make each episode's backward walk all ``B`` steps: ``O(E B)``.) Works for any policy
     whose ``forward(obs)`` is a ``Distribution`` with batch shape ``(B,)``; nothing is written
     to ``.grad`` and the graph is dropped afterwards.
 
@@ -102,13 +103,13 @@ def per_episode_gradients(
     if not bool(dones[-1]):
         raise ValueError("per-episode gradients need complete episodes: dones[-1] must be true")
     ends = torch.nonzero(dones).squeeze(-1).tolist()
+    weights = weights.detach()
+    rows = []
+    start = 0
     with torch.enable_grad():
-        log_probs = policy(obs).log_prob(actions)
-        weights = weights.detach().to(log_probs.dtype)
-        rows = []
-        start = 0
-        for end in ends:
-            rows.append(_batched_grad(log_probs[start : end + 1], params, weights[:, start : end + 1]))
+        for end in ends:  # a graph per episode: each backward walks only that episode's steps
+            log_probs = policy(obs[start : end + 1]).log_prob(actions[start : end + 1])
+            rows.append(_batched_grad(log_probs, params, weights[:, start : end + 1].to(log_probs.dtype)))
             start = end + 1
     return torch.stack(rows, dim=1)  # (K, E, P)
 
@@ -172,7 +173,10 @@ def estimator_weights(
     - ``reward_to_go_baseline``: ``Psi_t - b(s_t)``, with the run's ``Psi_t`` (``G_t``, bootstrapped
       where the run bootstraps truncated episodes) and its baseline ``b``;
     - ``..._gamma_t``: the same times ``gamma^t`` (``t`` from the episode's start), the exact
-      discounted theorem; without it the estimator is biased for ``gamma < 1``, with less variance.
+      discounted theorem. ``gamma^t`` shrinks the weights of late steps, so its raw variance is
+      smaller, and so is the gradient it estimates: compare the two by their signal-to-noise
+      ratio, not their raw variance. Without it (the usual practice) the estimator is biased for
+      ``gamma < 1``: it estimates a larger vector, with less noise relative to its size.
 
     Args:
         rewards, dones: ``(B,)``, complete episodes one after another.

@@ -568,3 +568,7 @@ def _add_gif(writer: Any, tag: str, gif: bytes, height: int, width: int, step: i
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
     writer.flush()
+
+
+if __name__ == "__main__":
+    main()

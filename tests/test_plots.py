@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pg_lightning.errors import ConfigError
-from pg_lightning.plots import find_runs, learning_curves, plot_runs
+from pg_lightning.plots import draw_curves, find_runs, learning_curves, plot_runs
 from pg_lightning.train import run
 from tests.conftest import ROOT
 
@@ -113,3 +113,129 @@ def test_cli_writes_the_png_and_prints_its_path(fake_multirun, tmp_path, monkeyp
         runpy.run_path(str(ROOT / "plot.py"), run_name="__main__")
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("Config error: --y: no column 'rollout/nope' in ")
+
+
+VARS = ["diag/var/total", "diag/var/reward_to_go", "diag/var/reward_to_go_baseline"]
+
+
+def fake_diag_run(run_dir, overrides, scale):
+    """A run with the diagnostics columns, measured in epochs 1 and 3 only (empty cells elsewhere)."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    (run_dir / "csv").mkdir()
+    with open(run_dir / "csv" / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", X, Y, *VARS, "diag/never", "step"])
+        writer.writeheader()
+        for epoch in range(5):
+            measured = epoch % 2 == 1
+            row = {"epoch": epoch, X: 100 * epoch, Y: float(epoch), "diag/never": "", "step": epoch}
+            # the three estimators a decade apart, growing over training
+            row |= {v: scale * 10.0 ** (2 - i) * (epoch + 1) if measured else "" for i, v in enumerate(VARS)}
+            writer.writerow(row)
+
+
+@pytest.fixture
+def fake_diag_multirun(tmp_path):
+    sweep = tmp_path / "diag"
+    for job, (seed, baseline, scale) in enumerate([(0, "value", 1.0), (0, "mean", 2.0), (1, "value", 3.0)]):
+        fake_diag_run(sweep / str(job), [f"seed={seed}", f"baseline={baseline}"], scale)
+    return sweep
+
+
+def test_several_y_columns_give_one_curve_per_column_and_group_without_empty_cells(fake_diag_multirun):
+    curves = learning_curves(fake_diag_multirun, x=X, y=VARS)
+    assert [(c.group, c.column) for c in curves] == [(g, v) for g in ("baseline=value", "baseline=mean") for v in VARS]
+    assert [c.label for c in curves] == [f"{g}: {v}" for g in ("baseline=value", "baseline=mean") for v in VARS]
+    for curve in curves:  # only the measured epochs 1 and 3: the empty cells are skipped, not read as 0 or NaN
+        assert curve.x.tolist() == [100.0, 300.0]
+    value_total, value_rtg, _, mean_total, _, mean_baseline = curves
+    assert value_total.mean.tolist() == [(200.0 + 600.0) / 2, (400.0 + 1200.0) / 2]  # seeds of scales 1 and 3
+    assert value_total.n.tolist() == [2, 2] and value_total.min.tolist() == [200.0, 400.0]
+    assert value_rtg.mean.tolist() == [40.0, 80.0]
+    assert mean_total.mean.tolist() == [400.0, 800.0] and mean_baseline.mean.tolist() == [4.0, 8.0]
+    # one group: each curve is labelled by its column alone
+    single = learning_curves(fake_diag_multirun / "1", x=X, y=VARS)
+    assert [c.label for c in single] == VARS and {c.group for c in single} == {"1"}
+
+
+def test_one_y_column_as_a_string_or_a_list_of_one_is_todays_curve(fake_diag_multirun):
+    (as_str,) = learning_curves(fake_diag_multirun / "1", x=X, y=VARS[0])
+    (as_list,) = learning_curves(fake_diag_multirun / "1", x=X, y=VARS[:1])
+    assert as_str.label == as_list.label == "1"  # the group's label, as with one --y before
+    assert as_str.x.tolist() == as_list.x.tolist() == [100.0, 300.0]
+    assert as_str.mean.tolist() == as_list.mean.tolist() == [400.0, 800.0]
+
+
+def test_the_figure_has_a_curve_per_column_named_in_the_legend_and_a_log_y_axis(fake_diag_multirun):
+    curves = learning_curves(fake_diag_multirun / "1", x=X, y=VARS)
+    fig = draw_curves(curves, x=X, y=VARS, log_y=True)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.get_lines()] == VARS
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == VARS
+    assert [line.get_ydata().tolist() for line in ax.get_lines()] == [c.mean.tolist() for c in curves]
+    assert ax.get_ylabel() == "diag/var/*" and ax.get_title() == "diag/var/* (1)"
+    (linear,) = draw_curves(curves, x=X, y=VARS).axes
+    assert linear.get_yscale() == "linear"
+    # two groups of three columns: six curves, each named by its group and column
+    both = draw_curves(learning_curves(fake_diag_multirun, x=X, y=VARS), x=X, y=VARS).axes[0]
+    labels = [line.get_label() for line in both.get_lines()]
+    assert len(labels) == 6 and labels[0] == "baseline=value: diag/var/total (2 seeds)"
+    assert labels[-1] == "baseline=mean: diag/var/reward_to_go_baseline"
+
+
+def test_several_y_columns_to_a_png_and_from_the_cli(fake_diag_multirun, tmp_path, monkeypatch, capsys):
+    out = plot_runs(fake_diag_multirun, out=tmp_path / "vars.png", x=X, y=VARS, log_y=True)
+    assert out.read_bytes()[:8] == PNG
+    drawn = []
+
+    def spy(curves, **kwargs):  # what the CLI asks to draw
+        drawn.append((curves, kwargs))
+        return draw_curves(curves, **kwargs)
+
+    monkeypatch.setattr("pg_lightning.plots.draw_curves", spy)
+    # --y with several columns (and repeated), --log-y
+    out = tmp_path / "cli.png"
+    argv = ["plot.py", str(fake_diag_multirun / "0"), "--out", str(out), "--y", *VARS[:2], "--y", VARS[2], "--log-y"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "plot.py"), run_name="__main__")
+    assert capsys.readouterr().out == f"{out}\n" and out.read_bytes()[:8] == PNG
+    ((curves, kw),) = drawn
+    assert [c.column for c in curves] == VARS and kw["log_y"] is True and list(kw["y"]) == VARS
+
+
+def test_unknown_or_never_logged_y_column_is_an_error_naming_y(fake_diag_multirun, monkeypatch, capsys):
+    with pytest.raises(ConfigError, match="^y: no column 'diag/nope' in "):
+        plot_runs(fake_diag_multirun, x=X, y=[VARS[0], "diag/nope"])
+    with pytest.raises(ConfigError, match="^y: nothing logged in column 'diag/never' of "):
+        learning_curves(fake_diag_multirun, x=X, y=[VARS[0], "diag/never"])
+    with pytest.raises(ConfigError, match="^y: give one or more column names"):
+        learning_curves(fake_diag_multirun, x=X, y=[])
+    monkeypatch.setattr(sys, "argv", ["plot.py", str(fake_diag_multirun), "--y", VARS[0], "diag/nope", "--log-y"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "plot.py"), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("Config error: --y: no column 'diag/nope' in ")
+
+
+def test_plot_the_variances_a_real_diagnostics_run_logs(make_cfg, tmp_path):
+    run(
+        make_cfg(
+            "trainer.max_epochs=4",
+            "data.episodes_per_epoch=4",
+            "data.num_envs=2",
+            "callbacks=diagnostics",
+            "callbacks.diagnostics.every_n_epochs=2",
+            "callbacks.progress_bar.refresh_rate=0",
+        )
+    )
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    measured = [float(r[X]) for r in rows if r[VARS[0]]]
+    assert len(rows) == 4 and len(measured) == 2  # epochs 1 and 3; the other cells are empty
+    curves = learning_curves(tmp_path, y=VARS)
+    assert [c.x.tolist() for c in curves] == [measured] * 3
+    assert all(np.all(c.mean > 0) for c in curves)
+    fig = draw_curves(curves, y=VARS, log_y=True)
+    assert len(fig.axes[0].get_lines()) == 3
+    assert plot_runs(tmp_path, y=VARS, log_y=True).read_bytes()[:8] == PNG
