@@ -11,6 +11,7 @@ import torch
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
 from pg_lightning.errors import ConfigError
+from pg_lightning.loss import ReinforceLoss
 from pg_lightning.tabular import optimal_values, policy_table, solve
 
 __all__ = ["ExactReturn", "GradientDiagnostics"]
@@ -101,9 +102,12 @@ class GradientDiagnostics(pl.Callback):
         batch = record.batch
         if batch.num_episodes < 2:
             return  # one episode has no spread to measure
-        alternatives = estimator_weights(
-            batch.rewards, batch.dones, pl_module.loss_fn.gamma, psi=record.psi, baseline=record.baseline
-        )
+        loss = pl_module.loss_fn
+        psi = record.psi
+        if loss.return_type != "reward_to_go":  # the run weighs by R(tau): the baseline rows use G_t, bootstrapped alike
+            bootstrap = batch.truncated & ~batch.terminated
+            psi = ReinforceLoss(gamma=loss.gamma).returns(batch.rewards, batch.dones, record.final_values, bootstrap)
+        alternatives = estimator_weights(batch.rewards, batch.dones, loss.gamma, psi=psi, baseline=record.baseline)
         weights = torch.stack([record.weights.to(torch.float64), *(alternatives[name] for name in ESTIMATORS)])
         with torch.random.fork_rng(devices=[]):  # a stochastic forward must not move the run's RNG
             per_episode = per_episode_gradients(pl_module.policy, batch.obs, batch.actions, batch.dones, weights)

@@ -38,13 +38,15 @@ class StepRecord(NamedTuple):
     - ``psi``: ``Psi_t`` before the baseline (bootstrapped where the baseline bootstraps);
     - ``baseline``: ``b(s_t)``;
     - ``weights``: the loss's per-step weights (after normalisation and ``gamma^t``): the
-      estimate is ``(1/E) sum_t weights_t grad log pi(a_t|s_t)``.
+      estimate is ``(1/E) sum_t weights_t grad log pi(a_t|s_t)``;
+    - ``final_values``: ``(E,)`` ``V(s_T)`` that bootstrapped truncated episodes, or None.
     """
 
     batch: EpisodeBatch
     psi: Tensor
     baseline: Tensor
     weights: Tensor
+    final_values: Tensor | None = None
 
 
 class ReinforceModule(pl.LightningModule):
@@ -116,13 +118,19 @@ class ReinforceModule(pl.LightningModule):
     def forward(self, obs: Tensor) -> torch.distributions.Distribution:
         return self.policy(obs)
 
-    def returns(self, batch: EpisodeBatch) -> Tensor:
-        """``(B,)`` ``Psi_t`` of the batch, truncated episodes bootstrapped when the baseline can."""
+    def returns(self, batch: EpisodeBatch, final_values: Tensor | None = None) -> Tensor:
+        """``(B,)`` ``Psi_t`` of the batch, truncated episodes bootstrapped when the baseline can.
+
+        ``final_values``: ``(E,)`` ``V(s_T)`` already computed (default: the baseline's ``final_values``).
+        """
+        if final_values is None:
+            final_values = self.baseline.final_values(batch)
         bootstrap = batch.truncated & ~batch.terminated  # a terminal state's future is zero, even at the time limit
-        return self.loss_fn.returns(batch.rewards, batch.dones, self.baseline.final_values(batch), bootstrap)
+        return self.loss_fn.returns(batch.rewards, batch.dones, final_values, bootstrap)
 
     def training_step(self, batch: EpisodeBatch, batch_idx: int) -> Tensor:
-        psi = self.returns(batch)
+        final_values = self.baseline.final_values(batch)
+        psi = self.returns(batch, final_values)
         if not torch.isfinite(psi).all():  # before the baseline sees them: its statistics stay finite
             raise NonFiniteError(self._diagnose(batch, psi))
         dist = self.policy(batch.obs)
@@ -134,7 +142,7 @@ class ReinforceModule(pl.LightningModule):
             raise NonFiniteError(self._diagnose(batch, psi, terms, baseline_terms))
         # what this update's estimator was made of, for callbacks that look at it before the optimizer
         # step (GradientDiagnostics): references only, dropped at the next step
-        self.last_step = StepRecord(batch, psi.detach(), baseline.detach(), terms.weights)
+        self.last_step = StepRecord(batch, psi.detach(), baseline.detach(), terms.weights, final_values)
         if self._current_fx_name == "training_step":  # called by a Trainer (not by hand, even after fit)
             moments = {"psi_sq": psi.pow(2).mean(), "advantage_sq": (psi - baseline).pow(2).mean()}
             diagnostics = self.baseline.metrics(batch, psi, baseline)
