@@ -575,3 +575,40 @@ def test_with_total_returns_the_baseline_rows_still_use_the_reward_to_go(make_cf
     for row in rows:
         assert float(row["diag/var/reward_to_go_baseline"]) == pytest.approx(float(row["diag/var/reward_to_go"]))
         assert float(row["diag/var/total"]) != pytest.approx(float(row["diag/var/reward_to_go"]))
+
+
+class _EpisodeGRU(nn.Module):
+    """A recurrent policy in the form a batch of one complete episode gives it: ``obs (T, 4)`` is one
+    sequence, from a zero hidden state; ``log pi(a_t | s_0..s_t)`` depends on the whole history."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru = nn.GRU(4, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, obs):
+        hidden, _ = self.gru(obs.unsqueeze(1))  # (T, 1, 8): one sequence
+        return torch.distributions.Categorical(logits=self.head(hidden.squeeze(1)))
+
+
+def test_per_episode_gradients_of_a_recurrent_policy_backpropagate_through_each_whole_episode():
+    """Each episode gets a forward of its own, so a policy whose forward reads the episode as one sequence
+    (exact backpropagation through the complete episode) gets its exact per-episode gradients; a forward
+    over the whole flat batch would carry the hidden state from one episode into the next."""
+    policy = _EpisodeGRU()
+    gen = torch.Generator().manual_seed(2)
+    lengths = (3, 1, 5, 2)
+    obs = torch.randn(sum(lengths), 4, generator=gen)
+    dones = torch.zeros(sum(lengths), dtype=torch.bool)
+    dones[torch.tensor(lengths).cumsum(0) - 1] = True
+    with torch.no_grad():
+        actions = policy(obs).sample()
+    weights = torch.randn(2, sum(lengths), generator=gen)
+    got = per_episode_gradients(policy, obs, actions, dones, weights)
+    torch.testing.assert_close(got, loop_reference(policy, obs, actions, dones, weights))
+    # the history matters: one pass over the flat batch (hidden state leaking across episodes) differs
+    params = list(policy.parameters())
+    leaked = torch.autograd.grad((weights[0] * policy(obs).log_prob(actions)).sum(), params)
+    leaked = torch.cat([g.flatten() for g in leaked]).to(torch.float64)
+    assert not torch.allclose(got[0].sum(0), leaked, atol=1e-6)
