@@ -32,14 +32,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.factory import build_policy, build_value_network
 from pg_lightning.env_factory import reward_threshold
+from pg_lightning.factory import build_policy, build_value_network
 from pg_lightning.validation import check_fits, load_checkpoint, probe_env, resolve_ckpt_path, validate, wrapper_specs
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ConfigError", "main", "make_baseline", "run", "validate"]  # ConfigError re-exported for convenience
-
 
 
 def make_baseline(cfg: DictConfig, observation_space: gym.Space):
@@ -132,7 +131,7 @@ def instantiate(node: DictConfig, **kwargs):
         text = str(err)
         key = re.search(r"^full_key: (\S+)", text, re.MULTILINE)
         first = re.sub(r",? set env var HYDRA_FULL_ERROR=1.*", "", text.splitlines()[0]).strip()
-        where = key.group(1) if key else (node._get_full_key(None) or "config")
+        where = key.group(1) if key else "config"
         raise ConfigError(f"{where}: {first}") from err
 
 
@@ -154,7 +153,8 @@ def _resolve_env(cfg: DictConfig) -> None:
     """Settle the env block in place, so that callbacks, checkpoints and loggers see the values in force.
 
     ``env.return_threshold: spec`` becomes the env's registered ``reward_threshold`` (or null), and
-    each ``env.wrappers`` entry is marked ``_partial_`` (Hydra then builds ``env -> env`` callables).
+    ``env.wrappers`` entries take their checked form (``{_target_: ..., _partial_: true, ...}``, a
+    bare class path included), as checkpoints save them and ``check_checkpoint`` compares them.
     """
     with open_dict(cfg):
         cfg.env.wrappers = wrapper_specs(cfg.env.get("wrappers"))

@@ -23,9 +23,9 @@ from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError
 
 __all__ = [
+    "as_wrappers",
     "check_checkpoint",
     "check_env_config",
-    "as_wrappers",
     "check_fits",
     "env_factory",
     "instantiate_wrappers",
@@ -102,9 +102,9 @@ def _imports(cfg: DictConfig) -> list[str]:
 def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, Any]]:
     """``env.wrappers`` checked: a list of ``{_target_: wrapper, **args}`` whose targets exist.
 
-    Returns plain dicts with ``_partial_: true``: Hydra instantiates each to an ``env -> env``
-    callable (what :class:`~pg_lightning.env_factory.EnvFactory` applies), whether or not the
-    user wrote ``_partial_``.
+    Returns plain dicts with ``_partial_: true``: :func:`instantiate_wrappers` makes each an
+    ``env -> env`` callable (what :class:`~pg_lightning.env_factory.EnvFactory` applies), whether
+    or not the user wrote ``_partial_``. A bare class path is the entry ``{_target_: path}``.
     """
     if wrappers is None:
         return []
