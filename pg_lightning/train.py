@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.conf import CONFIG_PATH
@@ -78,6 +79,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # is checked against the checkpoint's weights and schedule.
     model.configure_optimizers()
     ckpt_path = resolve_ckpt_path(cfg)
+    if cfg.get("ckpt_path") == "last":
+        log.info("ckpt_path=last: resuming from %s, the newest checkpoint of the earlier runs", ckpt_path)
     if ckpt_path is not None:
         check_fits(model, ckpt_path)
         model.check_resumable(load_checkpoint(ckpt_path))
@@ -259,6 +262,15 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with _ddp_ranks_join_this_job():
             metrics = run(cfg)
+    except SIGTERMException:
+        # Lightning ends fit with SystemExit() on SIGTERM (SLURM, Kubernetes): exit code 0, as if the
+        # run had finished. Exit 143 (128 + SIGTERM) instead, so schedulers see a stopped job.
+        print(
+            f"Stopped by SIGTERM; the last epoch is in checkpoints/last.ckpt (and on_exception.ckpt) under "
+            f"{cfg.paths.output_dir}: resume with ckpt_path=last",
+            file=sys.stderr,
+        )
+        sys.exit(143)
     except Exception as err:
         config_error = config_error_in(err)
         if config_error is None or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -23,6 +23,7 @@ from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError
 
 __all__ = [
+    "LAST_CHECKPOINTS",
     "as_wrappers",
     "check_checkpoint",
     "check_env_config",
@@ -69,6 +70,10 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "model.optimizer.lr", float)
     _number(cfg, "model.loss.entropy_coef", float, minimum=0.0)
     _number(cfg, "trainer.max_epochs", int, minimum=1, allow=(None, -1))
+    seed = OmegaConf.select(cfg, "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        # numpy's seeds (the envs') are unsigned 32-bit words; a negative one failed only at the first reset
+        raise ConfigError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
     optional = {"baseline.loss_coef": (float, 0.0), "baseline.lr": (float, None), "data.max_episode_steps": (int, 1)}
     for key, (kind, minimum) in optional.items():  # keys that only some configs have
         if OmegaConf.select(cfg, key) is not None:
@@ -76,8 +81,22 @@ def validate(cfg: DictConfig) -> None:
     ckpt = resolve_ckpt_path(cfg)
     if ckpt is not None:
         check_checkpoint(cfg, ckpt)
-    elif "LOCAL_RANK" not in os.environ:  # (a DDP rank started by rank 0 joins rank 0's fresh run)
+    elif _launched_as_rank_zero():  # (the other DDP ranks join rank 0's fresh run)
         _refuse_a_used_run_dir(cfg)
+
+
+def _launched_as_rank_zero() -> bool:
+    """Whether this process is rank 0 as its launcher announced it, before any process group exists.
+
+    torchrun sets ``RANK`` and ``LOCAL_RANK`` on every rank (rank 0 too), Lightning's DDP launcher
+    ``LOCAL_RANK`` (and ``NODE_RANK``) on the ranks it starts, SLURM ``SLURM_PROCID``: rank 0 is the
+    process where none of them is above 0 (a single process sets none).
+    """
+    for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"):
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return False
+    return True
 
 
 def check_env_config(cfg: DictConfig) -> None:
@@ -208,11 +227,18 @@ def _refuse_a_used_run_dir(cfg: DictConfig) -> None:
             )
 
 
+# What ckpt_path=last looks for in earlier runs: every epoch's last.ckpt, the checkpoint an exception
+# or SIGTERM wrote (OnExceptionCheckpoint), and Lightning's SLURM requeue checkpoints (SIGUSR1).
+LAST_CHECKPOINTS = ("*/*/checkpoints/last.ckpt", "*/*/checkpoints/on_exception.ckpt", "*/*/hpc_ckpt_*.ckpt")
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``cfg.ckpt_path``, with ``last`` resolved to the newest ``checkpoints/last.ckpt`` of earlier runs.
+    """``cfg.ckpt_path``, with ``last`` resolved to the newest checkpoint of earlier runs.
 
     "Earlier runs" are the run directories beside this one's grandparent: with the default
-    ``hydra.run.dir=outputs/<date>/<time>``, every ``outputs/*/*/checkpoints/last.ckpt``.
+    ``hydra.run.dir=outputs/<date>/<time>``, every ``outputs/*/*``; their checkpoints are those of
+    :data:`LAST_CHECKPOINTS` (``last.ckpt``, ``on_exception.ckpt``, ``hpc_ckpt_<n>.ckpt``), and the
+    newest by modification time wins: after a crash or a preemption, the one written last.
     """
     ckpt = cfg.get("ckpt_path")
     if ckpt != "last":
@@ -222,9 +248,11 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         raise ConfigError("ckpt_path=last is ambiguous in a multirun; give each job its checkpoint's path")
     here = Path(cfg.paths.output_dir).resolve()
     root = here.parent.parent
-    found = [p for p in root.glob("*/*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+    found = [p for pattern in LAST_CHECKPOINTS for p in root.glob(pattern) if here not in p.resolve().parents]
     if not found:
-        raise ConfigError(f"ckpt_path=last: no */*/checkpoints/last.ckpt under {root}; give the checkpoint's path")
+        raise ConfigError(
+            f"ckpt_path=last: no checkpoint ({', '.join(LAST_CHECKPOINTS)}) under {root}; give the checkpoint's path"
+        )
     return str(max(found, key=lambda p: p.stat().st_mtime))
 
 

@@ -1,0 +1,136 @@
+"""Preemption and launchers: SIGTERM writes a checkpoint, ckpt_path=last finds the newest of every kind,
+a torchrun rank 0 refuses a used run directory, and seeds outside numpy's range name `seed`."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pg_lightning.errors import ConfigError
+from pg_lightning.train import run, validate
+from pg_lightning.validation import resolve_ckpt_path
+from tests.conftest import ROOT
+
+FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def test_sigterm_writes_a_loadable_checkpoint_and_ckpt_path_last_resumes_from_it(tmp_path):
+    """SLURM and Kubernetes stop a job with SIGTERM: Lightning's signal handling ends fit with an exception,
+    OnExceptionCheckpoint writes on_exception.ckpt, and ckpt_path=last picks it (the newest checkpoint)."""
+    runs = tmp_path / "outputs" / "2026-12-01"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *FAST, "env.return_threshold=null", "trainer.max_epochs=100000",
+         f"hydra.run.dir={runs / '09-00-00'}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = runs / "09-00-00" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few more epochs
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-3000:]  # 128 + SIGTERM: a scheduler sees a stopped job, not a finished one
+    assert "Stopped by SIGTERM" in stderr and "resume with ckpt_path=last" in stderr
+    on_exception = runs / "09-00-00" / "checkpoints" / "on_exception.ckpt"
+    assert on_exception.is_file(), stderr[-3000:]
+    saved = torch.load(on_exception, weights_only=True)
+    assert saved["epoch"] >= torch.load(last, weights_only=True)["epoch"]
+    from tests.conftest import CONF  # noqa: F401  (the same configs as the CLI)
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={runs / '10-00-00'}", "ckpt_path=last", *FAST])
+    assert resolve_ckpt_path(cfg) == str(on_exception)  # written after last.ckpt: the newest
+
+
+@pytest.mark.parametrize("name", ["last.ckpt", "on_exception.ckpt", "hpc_ckpt_3.ckpt"])
+def test_ckpt_path_last_takes_the_newest_of_every_kind(make_cfg, tmp_path, name):
+    runs = tmp_path / "outputs" / "2026-12-01"
+    run(make_cfg(*FAST, "trainer.max_epochs=1", output_dir=runs / "09-00-00"))
+    source = runs / "09-00-00" / "checkpoints" / "last.ckpt"
+    newer = runs / "09-30-00" / ("" if name.startswith("hpc") else "checkpoints") / name  # Lightning's hpc folder: the run dir
+    newer.parent.mkdir(parents=True)
+    newer.write_bytes(source.read_bytes())
+    os.utime(newer, (time.time() + 10, time.time() + 10))
+    assert resolve_ckpt_path(make_cfg("ckpt_path=last", output_dir=runs / "10-00-00")) == str(newer)
+
+
+@pytest.mark.parametrize(
+    "variables, refused",
+    [
+        ({}, True),  # a single process
+        ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}, True),  # torchrun's rank 0: it must check too
+        ({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False),  # torchrun's rank 1 joins rank 0's run
+        ({"LOCAL_RANK": "1", "NODE_RANK": "0"}, False),  # a rank Lightning's launcher started
+        ({"SLURM_PROCID": "0"}, True),
+    ],
+)
+def test_a_used_run_directory_is_refused_on_rank_zero_whoever_launched_it(make_cfg, monkeypatch, variables, refused):
+    run(make_cfg(*FAST, "trainer.max_epochs=1"))
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    if refused:
+        with pytest.raises(ConfigError, match=r"already holds checkpoints of another run"):
+            validate(make_cfg(*FAST))
+    else:
+        validate(make_cfg(*FAST))
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "true"])
+def test_a_seed_outside_numpys_range_names_seed(make_cfg, seed):
+    with pytest.raises(ConfigError, match=r"^seed must be an integer in \[0, 2\*\*32 - 1\]"):
+        validate(make_cfg(f"seed={seed}"))
+    validate(make_cfg("seed=4294967295"))
+
+
+def test_slurm_auto_requeue_writes_an_hpc_checkpoint_that_ckpt_path_last_resumes(tmp_path):
+    """A simulated SLURM job (its variables set by hand, a stand-in scontrol on PATH): SIGUSR1 makes
+    Lightning's SLURMEnvironment write hpc_ckpt_1.ckpt and requeue the job; SIGTERM then stops it (143).
+    The requeued run resumes with ckpt_path=last from the newest checkpoint."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "scontrol_calls.txt"
+    (fake / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (fake / "scontrol").chmod(0o755)
+    runs = tmp_path / "outputs" / "2026-12-01"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_NTASKS": "1",
+           "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0",
+           "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    first = runs / "09-00-00"
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *FAST, "env.return_threshold=null", "trainer.max_epochs=100000",
+         f"hydra.run.dir={first}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (first / "checkpoints" / "last.ckpt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    while time.monotonic() < deadline and not (first / "hpc_ckpt_1.ckpt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert (first / "hpc_ckpt_1.ckpt").is_file() and calls.read_text().split() == ["requeue", "4242"], stderr[-3000:]
+    hpc = torch.load(first / "hpc_ckpt_1.ckpt", weights_only=True)
+    assert hpc["hyper_parameters"]["config"]["env"]["id"] == "CartPole-v1"
+    resumed = subprocess.run(
+        [sys.executable, "train.py", *FAST, "env.return_threshold=null", "ckpt_path=last",
+         f"trainer.max_epochs={torch.load(first / 'checkpoints' / 'on_exception.ckpt', weights_only=True)['epoch'] + 2}",
+         f"hydra.run.dir={runs / '10-00-00'}"],
+        cwd=ROOT, env={k: v for k, v in env.items() if not k.startswith("SLURM")}, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "ckpt_path=last: resuming from" in resumed.stderr + resumed.stdout
