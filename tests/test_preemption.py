@@ -134,3 +134,43 @@ def test_slurm_auto_requeue_writes_an_hpc_checkpoint_that_ckpt_path_last_resumes
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "ckpt_path=last: resuming from" in resumed.stderr + resumed.stdout
+
+
+KILL_MID_WRITE = r"""
+import os, signal, sys
+import fsspec.implementations.local as local
+
+writes = {"n": 0}
+original = local.LocalFileOpener.write
+
+def write(self, data):  # the third checkpoint write dies half way: kill -9 while a checkpoint is written
+    if str(self.path).endswith("last.ckpt"):
+        writes["n"] += 1
+        if writes["n"] == 3:
+            original(self, data[: len(data) // 2])
+            self.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, data)
+
+local.LocalFileOpener.write = write
+sys.argv = ["train.py", *sys.argv[1:]]
+from pg_lightning.train import main
+main()
+"""
+
+
+def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(tmp_path):
+    """Lightning writes checkpoints through an fsspec transaction (a temporary file, then a rename):
+    a process killed in the middle of the write leaves the previous last.ckpt whole."""
+    from pg_lightning.validation import load_checkpoint
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_WRITE, *FAST, "env.return_threshold=null", "trainer.max_epochs=10",
+         "~callbacks.best_checkpoint", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert checkpoint["epoch"] == 1  # the second write, whole; the third died half written
+    assert not (tmp_path / "checkpoints" / "on_exception.ckpt").exists()  # kill -9: no handler ran
