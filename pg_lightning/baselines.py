@@ -14,7 +14,11 @@ added:
 - ``final_values(batch) -> (E,) | None``: ``V(s_final)`` of each episode, to bootstrap the
   returns of truncated episodes (only a learned value function has them).
 
-State that must survive across epochs goes in buffers or parameters, so it is saved in checkpoints.
+State that must survive across epochs goes in buffers or parameters, so it is saved in checkpoints,
+and so that :class:`~pg_lightning.module.ReinforceModule` can put it back when a step fails: a
+baseline may move its state while the loss is built (``ema``'s average, ``value``'s PopArt
+statistics and rescaled output layer), and a step whose loss or gradient is not finite leaves the
+baseline's ``state_dict()`` exactly as it was before that step.
 
 Which are unbiased: ``none``, ``constant``, ``ema`` (built from earlier batches only),
 ``rloo`` (built from the *other* episodes of the batch) and ``value`` (a function of the state

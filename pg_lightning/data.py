@@ -115,7 +115,10 @@ class RolloutDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the collector's epoch, which fixes its seeds (see EpisodeCollector)."""
+        """Saved in checkpoints: the collector's epoch, which fixes its seeds (see EpisodeCollector).
+
+        Between two ``fit`` calls (the collector closed), the position the last one reached.
+        """
         return self.collector.state_dict() if self.collector is not None else dict(self._restored)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -124,7 +127,11 @@ class RolloutDataModule(pl.LightningDataModule):
             self.collector.load_state_dict(state)
 
     def teardown(self, stage: str) -> None:
+        """Close the envs, keeping the collector's position: a later ``fit`` with this datamodule
+        continues the data stream where this one stopped (new seeds), unless it resumes a checkpoint,
+        whose position Lightning loads after ``setup``."""
         if self.collector is not None:
+            self._restored = self.collector.state_dict()
             self.collector.close()
             self.collector = None
 

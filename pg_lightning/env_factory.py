@@ -105,31 +105,36 @@ def episode_limit(
     env_kwargs: dict[str, Any] | None,
     max_episode_steps: int | None,
     imports: Sequence[str] | None = (),
+    key: str = "data.max_episode_steps",
 ) -> tuple[dict[str, Any], int, str]:
     """The time limit in force: ``(env_kwargs without max_episode_steps, steps, where it comes from)``.
 
     ``max_episode_steps`` (``data.max_episode_steps``), or ``env.kwargs.max_episode_steps`` (the
     two must agree when both are set), else the env's registered limit, else :data:`EPISODE_CAP`.
-    Training and evaluation use this one rule.
+    Training and evaluation use this one rule. ``key``: the caller's name for
+    ``max_episode_steps``, used in the errors (``evaluate`` passes ``max_episode_steps``).
     """
     env_kwargs = dict(env_kwargs or {})
+    source = key
     if "max_episode_steps" in env_kwargs:  # gymnasium's own make() argument, given with the env's
         given = env_kwargs.pop("max_episode_steps")
         if max_episode_steps is not None and given != max_episode_steps:
             raise ConfigError(
-                f"env.kwargs.max_episode_steps={given} and data.max_episode_steps={max_episode_steps} disagree; set one"
+                f"env.kwargs.max_episode_steps={given} and {key}={max_episode_steps} disagree; set one"
             )
+        if max_episode_steps is None:
+            source = "env.kwargs.max_episode_steps"
         max_episode_steps = given
     if max_episode_steps is not None and (
         isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1
     ):
-        raise ConfigError(f"data.max_episode_steps must be a positive integer or null, got {max_episode_steps!r}")
+        raise ConfigError(f"{source} must be a positive integer or null, got {max_episode_steps!r}")
     registered = env_spec(env_id, imports).max_episode_steps
     if max_episode_steps is not None:
-        return env_kwargs, int(max_episode_steps), "data.max_episode_steps"
+        return env_kwargs, int(max_episode_steps), source
     if registered is not None:
         return env_kwargs, int(registered), "the env's registered time limit"
-    return env_kwargs, EPISODE_CAP, "the env registers no time limit: pg_lightning's cap; set data.max_episode_steps"
+    return env_kwargs, EPISODE_CAP, f"the env registers no time limit: pg_lightning's cap; set {key}"
 
 
 def _extra_hint(env_id: str, imports: Sequence[str] | None) -> str:

@@ -105,11 +105,16 @@ def make_eval_env(
     """One env as training builds each copy (:class:`~pg_lightning.env_factory.EnvFactory`), Box actions clipped.
 
     ``imports`` and ``wrappers`` are the run's ``env.imports`` and (built) ``env.wrappers``.
-    ``max_episode_steps`` adds (or replaces) the time limit; ``None`` keeps the env's registered
-    one, or, for an env registered without one, caps episodes at
+    ``max_episode_steps`` adds (or replaces) the time limit, an ``env_kwargs["max_episode_steps"]``
+    included (it is dropped); ``None`` keeps that kwarg's limit, else the env's registered one,
+    or, for an env registered without one, caps episodes at
     :data:`pg_lightning.env_factory.EPISODE_CAP` steps, as training does: no episode runs forever.
     """
-    kwargs, steps, _ = episode_limit(env_id, env_kwargs, max_episode_steps, imports)  # the rule training uses
+    env_kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:  # the evaluation's own limit wins over the training env's kwarg
+        env_kwargs.pop("max_episode_steps", None)
+    # the rule training uses
+    kwargs, steps, _ = episode_limit(env_id, env_kwargs, max_episode_steps, imports, key="max_episode_steps")
     env = EnvFactory(env_id, kwargs, tuple(imports), tuple(wrappers), steps, render_mode)()
     if isinstance(env.action_space, gym.spaces.Box):
         env = gym.wrappers.ClipAction(env)  # as make_vector_env: the env gets actions inside the bounds
@@ -272,9 +277,12 @@ def evaluate(
         video: record every episode to ``<output_dir>/videos/eval-episode-<i>.mp4``
             (gymnasium's ``RecordVideo``: needs ``moviepy``, and ``pygame`` for the classic-control envs).
         output_dir: where ``evaluation.json`` (this summary) and ``videos/`` go; ``None`` writes nothing.
-        max_episode_steps: cap on episode length; ``None``: the training run's
-            ``data.max_episode_steps`` if it set one, else the env's own time limit (or
-            pg_lightning's cap for an env registered without one, as in training).
+        max_episode_steps: cap on episode length; ``None``: the training run's limit, its
+            ``data.max_episode_steps`` or ``env.kwargs.max_episode_steps`` if it set one, else the
+            env's own time limit (or pg_lightning's cap for an env registered without one, as in
+            training). A value given here is this evaluation's explicit choice: it replaces the
+            training run's limit, ``env.kwargs.max_episode_steps`` included (dropped from the
+            kwargs the env is built with; the summary's ``env_kwargs`` still show the checkpoint's).
         trust_checkpoint_code: call ``_target_`` entries of the checkpoint's config that name code
             outside pg_lightning and gymnasium (a user's network or wrappers); see :func:`load_policy`.
 
@@ -454,6 +462,7 @@ class EvalCallback(pl.Callback):
         seed: first episode's env seed; also seeds the action sampler.
         max_episode_steps: cap on episode length (``None``: the env's own time limit, as in
             :func:`make_eval_env`; use the training run's ``data.max_episode_steps`` if it sets one).
+            A value replaces an ``env_kwargs`` ``max_episode_steps``, as in :func:`make_eval_env`.
         tensorboard_video: also log the first episode of each evaluation as an animated GIF to
             every ``TensorBoardLogger`` of the trainer (tag ``eval/video``, the Images tab), on
             rank 0. Needs an env that renders ``rgb_array`` frames (``pygame`` for CartPole) and

@@ -39,6 +39,8 @@ OBS_LIMIT = 1e9
 class FlattenFloat(nn.Module):
     """``(B, *shape)`` numeric observations to float features ``(B, prod(shape))``, clamped to ``±OBS_LIMIT``.
 
+    A 0-d ``Box`` (one number per observation, batched as ``(B,)``) is one feature: ``(B, 1)``.
+
     The clamp keeps the activations of any MLP finite for any finite (or infinite) observation:
     an overflow to ``inf`` in a hidden layer would become ``inf - inf = nan`` in the next one.
     No environment we know of produces values near ``1e9``; a NaN observation stays NaN (the
@@ -46,14 +48,15 @@ class FlattenFloat(nn.Module):
     """
 
     def forward(self, obs: Tensor) -> Tensor:
-        return obs.flatten(1).to(torch.get_default_dtype()).clamp(-OBS_LIMIT, OBS_LIMIT)
+        features = obs.unsqueeze(1) if obs.dim() == 1 else obs.flatten(1)  # (B,): 0-d observations
+        return features.to(torch.get_default_dtype()).clamp(-OBS_LIMIT, OBS_LIMIT)
 
 
 def _encoder(space: gym.Space) -> tuple[nn.Module, int]:
     if isinstance(space, gym.spaces.Discrete):
         return OneHot(int(space.n), int(space.start)), int(space.n)
     if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
-        return FlattenFloat(), int(np.prod(space.shape))
+        return FlattenFloat(), int(np.prod(space.shape))  # 1 for a 0-d Box (prod(()) == 1)
     raise UnsupportedSpaceError(
         f"env.id: unsupported observation space {space}: pg_lightning handles Box, Discrete and MultiBinary "
         "observations (flatten Dict/Tuple spaces with a gymnasium wrapper first)"
@@ -75,7 +78,8 @@ def make_policy(
     - ``Discrete(n)`` actions: :class:`CategoricalPolicy` over ``n`` logits.
     - 1-D ``Box`` actions: :class:`GaussianPolicy` (log-std free or state-dependent; clip or tanh bounds).
     - ``Discrete`` observations are one-hot encoded (tabular environments), ``Box`` and
-      ``MultiBinary`` observations are flattened to float vectors.
+      ``MultiBinary`` observations are flattened to float vectors (a 0-d ``Box``, one number, to
+      one feature).
 
     Args:
         observation_space: ``env.single_observation_space``.
@@ -152,7 +156,8 @@ def make_value_network(
 ) -> ValueNetwork:
     """The state-value network of ``baseline=value``, for an env's (single-env) observation space.
 
-    Observations are encoded as for the policy (one-hot for ``Discrete``, flattened for ``Box``).
+    Observations are encoded as for the policy (one-hot for ``Discrete``, flattened for ``Box``;
+    a 0-d ``Box`` is one feature).
     """
     encoder, in_features = _encoder(observation_space)
     return ValueNetwork(encoder, MLP(in_features, 1, hidden_sizes, activation))

@@ -114,6 +114,7 @@ class ReinforceModule(pl.LightningModule):
             metric.persistent(True)  # totals survive a resume from checkpoint
         self._epoch_start = time.perf_counter()
         self.last_step: StepRecord | None = None
+        self._baseline_before: dict[str, Tensor] | None = None  # see training_step
 
     def forward(self, obs: Tensor) -> torch.distributions.Distribution:
         return self.policy(obs)
@@ -129,17 +130,22 @@ class ReinforceModule(pl.LightningModule):
         return self.loss_fn.returns(batch.rewards, batch.dones, final_values, bootstrap)
 
     def training_step(self, batch: EpisodeBatch, batch_idx: int) -> Tensor:
+        # A baseline's state moves while the loss is built (the EMA takes the batch's mean; PopArt
+        # moves its statistics and rescales the value net's output layer, which the loss's gradient
+        # needs). It is kept as it was before this step, and put back if the step fails: on a
+        # non-finite loss here, or a non-finite gradient in on_before_optimizer_step.
+        self._baseline_before = _snapshot(self.baseline)
         final_values = self.baseline.final_values(batch)
         psi = self.returns(batch, final_values)
         if not torch.isfinite(psi).all():  # before the baseline sees them: its statistics stay finite
-            raise NonFiniteError(self._diagnose(batch, psi))
+            raise self._failed(self._diagnose(batch, psi))
         dist = self.policy(batch.obs)
         baseline = self.baseline(batch, psi)
         terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=dist.entropy())
         baseline_terms = self.baseline.loss(batch, psi)
         loss = terms.loss + sum(baseline_terms.values())
         if not torch.isfinite(loss):
-            raise NonFiniteError(self._diagnose(batch, psi, terms, baseline_terms))
+            raise self._failed(self._diagnose(batch, psi, terms, baseline_terms))
         # what this update's estimator was made of, for callbacks that look at it before the optimizer
         # step (GradientDiagnostics): references only, dropped at the next step
         self.last_step = StepRecord(batch, psi.detach(), baseline.detach(), terms.weights, final_values)
@@ -158,12 +164,22 @@ class ReinforceModule(pl.LightningModule):
         if total is not None and not torch.isfinite(torch.as_tensor(total)):
             # stop before the step: the parameters (and the last checkpoint) stay finite
             bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-            raise NonFiniteError(
+            raise self._failed(
                 f"non-finite gradient at epoch {self.current_epoch} in {', '.join(bad)} "
                 f"(the loss was finite); lower model.optimizer.lr or check the env's rewards"
             )
         if norms:
             self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+
+    def on_train_batch_end(self, outputs: object, batch: EpisodeBatch, batch_idx: int) -> None:
+        self._baseline_before = None  # the step is taken: the baseline's new state stands
+
+    def _failed(self, message: str) -> NonFiniteError:
+        """The error of a failing step, after putting the baseline's state back as it was before the step."""
+        if self._baseline_before is not None:
+            self.baseline.load_state_dict(self._baseline_before)  # in place: the optimizer keeps the same tensors
+            self._baseline_before = None
+        return NonFiniteError(message)
 
     def _log_epoch(self, batch: EpisodeBatch, terms: LossTerms, extra_terms: dict[str, Tensor], loss: Tensor) -> None:
         collect_seconds = time.perf_counter() - self._epoch_start  # the batch was collected since epoch start
@@ -291,6 +307,12 @@ class ReinforceModule(pl.LightningModule):
         own = {id(p) for p in baseline_params}
         rest = [p for p in self.parameters() if id(p) not in own]
         return self.optimizer_factory([{"params": rest}, {"params": baseline_params, "lr": baseline_lr}])
+
+
+def _snapshot(module: nn.Module) -> dict[str, Tensor] | None:
+    """A copy of ``module``'s parameters and buffers (None when it has none)."""
+    state = module.state_dict()
+    return {k: v.detach().clone() for k, v in state.items()} if state else None
 
 
 def _scheduler_horizon(scheduler: SchedulerFactory | None) -> dict[str, int]:
