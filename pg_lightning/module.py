@@ -141,7 +141,8 @@ class ReinforceModule(pl.LightningModule):
             raise self._failed(self._diagnose(batch, psi))
         dist = self.policy(batch.obs)
         baseline = self.baseline(batch, psi)
-        terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=dist.entropy())
+        entropy = self._entropy(dist)
+        terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=entropy)
         baseline_terms = self.baseline.loss(batch, psi)
         loss = terms.loss + sum(baseline_terms.values())
         if not torch.isfinite(loss):
@@ -157,6 +158,21 @@ class ReinforceModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
+
+    def on_fit_start(self) -> None:
+        self._stream_seed = torch.initial_seed()  # the run's seed (pl.seed_everything), the same on every rank
+
+    def _entropy(self, dist: torch.distributions.Distribution) -> Tensor:
+        """``dist.entropy()``, whose random draws (the squashed Gaussian's entropy is estimated from one
+        reparameterised sample) come from a stream of this rank and epoch, seeded by ``(seed, rank,
+        epoch)``, not from the global RNG: under DDP every rank's draws are then a function of the
+        checkpoint's epoch, so a resume replays them on every rank (a checkpoint holds one rank's RNG)."""
+        seed = getattr(self, "_stream_seed", None)
+        if seed is None:  # training_step called by hand, outside fit
+            return dist.entropy()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((seed * 1_000_003 + self.global_rank) * 1_000_003 + self.current_epoch) % 2**63)
+            return dist.entropy()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = grad_norm(self, norm_type=2)

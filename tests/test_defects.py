@@ -264,3 +264,64 @@ def test_a_non_finite_gradient_leaves_the_baseline_as_it_was(baseline):
         quiet_trainer(1).fit(model, datamodule=RolloutDataModule("CartPole-v1", 2, num_envs=2, seed=1))
     assert_unchanged(model, before)
     assert all(torch.equal(v, policy_before[k]) for k, v in model.policy.state_dict().items())
+
+
+def test_the_tanh_entropy_sample_is_a_function_of_seed_rank_and_epoch(monkeypatch):
+    """tanh policies under DDP: each rank draws its entropy sample from a stream seeded by (seed, rank, epoch),
+    not from the global RNG (a checkpoint saves one rank's), so a resume replays every rank's draws."""
+    import gymnasium as gym
+
+    from pg_lightning.factory import make_policy
+    from pg_lightning.module import ReinforceModule
+
+    torch.manual_seed(0)
+    module = ReinforceModule(make_policy(gym.spaces.Box(-1.0, 1.0, (3,)), gym.spaces.Box(-2.0, 2.0, (1,)),
+                                         action_bounds="tanh"))
+    module._stream_seed = 7  # what on_fit_start records: the run's seed
+    dist = module.policy(torch.zeros(4, 3))
+    where = {"rank": 0, "epoch": 0}
+    monkeypatch.setattr(ReinforceModule, "global_rank", property(lambda self: where["rank"]))
+    monkeypatch.setattr(ReinforceModule, "current_epoch", property(lambda self: where["epoch"]))
+
+    def entropy(rank: int, epoch: int, global_seed: int) -> torch.Tensor:
+        where.update(rank=rank, epoch=epoch)
+        torch.manual_seed(global_seed)  # whatever the global RNG holds
+        before = torch.get_rng_state()
+        value = module._entropy(dist)
+        assert torch.equal(torch.get_rng_state(), before)  # the global RNG is left alone
+        return value
+
+    assert torch.equal(entropy(0, 3, global_seed=1), entropy(0, 3, global_seed=2))
+    assert not torch.equal(entropy(0, 3, 1), entropy(1, 3, 1))  # another rank, another stream
+    assert not torch.equal(entropy(0, 3, 1), entropy(0, 4, 1))  # another epoch, another draw
+
+
+def test_a_ddp_resume_of_a_tanh_policy_with_an_entropy_bonus_is_exact(tmp_path):
+    """2 gloo ranks, a squashed Gaussian with an entropy bonus (its gradient uses the entropy sample) on an env
+    whose episodes have random lengths (so the ranks draw different numbers of samples): 2 epochs, then a
+    resume to 3, end with the parameters of 3 straight epochs."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    common = ["trainer=ddp_cpu", "trainer.devices=2", "env.id=tests.user_envs:BoxRandomLength-v0", "network.action_bounds=tanh",
+              "model.loss.entropy_coef=0.01", "data.episodes_per_epoch=2", "data.num_envs=1",
+              "callbacks.progress_bar.refresh_rate=0", "env.return_threshold=null"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+
+    def train(*args):
+        proc = subprocess.run([sys.executable, "train.py", *common, *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    train("trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'straight'}")
+    train("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'first'}")
+    train("trainer.max_epochs=3", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+          f"hydra.run.dir={tmp_path / 'resumed'}")
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key

@@ -520,8 +520,8 @@ def test_the_comparison_catches_a_callback_that_moves_the_baseline_or_the_rng(
     run(_compose(tmp_path, *RUNS[name], *DIAGNOSTICS, target))
     found = differences(plain_runs[name], _outcome(tmp_path))
     assert expected in found, found
-    if broken is DrawsFromTheRNG:  # the next epoch's entropy sample moved
-        assert "metrics[1][train/entropy]" in found, found
+    # (training itself draws its tanh entropy sample from a (seed, rank, epoch) stream, not from the
+    # global RNG, so a callback that moves the global RNG shows in the saved RNG state only)
 
 
 # ---------------------------------------------------------------------------------------------
