@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gymnasium as gym
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
@@ -14,7 +17,9 @@ from pg_lightning.errors import ConfigError
 from pg_lightning.loss import ReinforceLoss
 from pg_lightning.tabular import optimal_values, policy_table, solve
 
-__all__ = ["ExactReturn", "GradientDiagnostics"]
+__all__ = ["ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"]
+
+log = logging.getLogger(__name__)
 
 
 class ExactReturn(pl.Callback):
@@ -118,3 +123,42 @@ class GradientDiagnostics(pl.Callback):
         pl_module.log("diag/grad_norm_mean", stats.mean_norm[0], **log)
         for i, name in enumerate(ESTIMATORS, start=1):
             pl_module.log(f"diag/var/{name}", stats.var[i], **log)
+
+
+class ExceptionCheckpoint(OnExceptionCheckpoint):
+    """Lightning's ``OnExceptionCheckpoint`` (``on_exception.ckpt``), made safe under DDP.
+
+    Writing a checkpoint is a collective under DDP (the metrics' states are synchronised and every
+    rank waits in a barrier), and an exception usually stops one rank only: an env that raises on
+    one rank, or a non-finite return in that rank's batch. The failing rank would then wait in the
+    checkpoint's barrier while the others wait in another collective (DDP's gradient all-reduce),
+    every rank until the 30-minute collective timeout. So with more than one process this callback
+    writes nothing and logs why (``last.ckpt`` holds the last completed epoch); the failing rank
+    exits at once with its message, and the others fail fast: gloo and NCCL raise in the pending
+    collective when the peer's connection closes, and Lightning's launcher stops the other ranks
+    when one of its child processes exits with an error.
+
+    The one exception that every rank raises at the same point is Lightning's ``SIGTERMException``
+    (rank 0 broadcasts a received SIGTERM to all ranks before each batch): for it, as in a single
+    process, the checkpoint is written.
+
+    Args:
+        dirpath: the directory of the checkpoint.
+        filename: its name, without ``.ckpt``.
+    """
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.world_size <= 1 or isinstance(exception, SIGTERMException):
+            super().on_exception(trainer, pl_module, exception)
+            return
+        log.warning(
+            "[rank %d] %s not written: this rank stopped with %s under DDP (%d processes), and the other ranks may "
+            "be waiting in a collective, where writing a checkpoint would wait for them forever; resume from "
+            "last.ckpt (the last completed epoch)",
+            trainer.global_rank, self.ckpt_path, _one_line(exception), trainer.world_size,
+        )  # fmt: skip
+
+
+def _one_line(exception: BaseException) -> str:
+    text = str(exception).strip().splitlines()
+    return f"{type(exception).__name__}: {text[0]}" if text else type(exception).__name__

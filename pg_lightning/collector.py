@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing.connection
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -23,6 +25,7 @@ from pg_lightning.policies import draw
 __all__ = ["EPISODE_CAP", "EpisodeCollector", "episode_limit", "make_vector_env"]
 
 VECTORIZATION_MODES = ("sync", "async")
+REWARD_LIMIT = float(np.finfo(np.float32).max)  # rewards are stored as float32 (exact for integers up to 2**24)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,7 @@ class EpisodeCollector:
                     next_obs, reward, terminated, truncated, ends = self._step_active(
                         single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
                     )
+            self._check_rewards(reward, active)
             step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if not buffers:
                 buffers = {
@@ -188,22 +192,106 @@ class EpisodeCollector:
             t += 1
         self.epoch += 1
         batch = self._flatten(buffers, active_buf.data[:t], final_obs)
-        for name in ("obs", "rewards", "final_obs"):
+        # Observations may be +-inf (the network clamps them to +-1e9: factory.FlattenFloat); NaN is an
+        # env fault. Rewards must be finite (and within float32's range: _check_rewards).
+        for name in ("obs", "final_obs"):
             values = getattr(batch, name)
-            if values.is_floating_point() and not torch.isfinite(values).all():
+            if values.is_floating_point() and torch.isnan(values).any():
                 raise EnvError(
-                    f"env.id={self.env_id!r} returned non-finite {name} "
-                    f"({int((~torch.isfinite(values)).sum())} of {values.numel()} values)"
+                    f"env.id={self.env_id!r} returned non-finite {name}: {int(torch.isnan(values).sum())} NaN of "
+                    f"{values.numel()} values (+-inf is accepted: the network clamps it to +-1e9; NaN is not)"
                 )
+        if not torch.isfinite(batch.rewards).all():
+            raise EnvError(
+                f"env.id={self.env_id!r} returned non-finite rewards "
+                f"({int((~torch.isfinite(batch.rewards)).sum())} of {batch.rewards.numel()} values)"
+            )
         return batch
+
+    def _check_rewards(self, reward: np.ndarray, active: np.ndarray) -> None:
+        """A finite reward beyond float32's range (the collector stores rewards as float32) is named as such."""
+        reward = np.asarray(reward, dtype=np.float64)[active]
+        over = np.isfinite(reward) & (np.abs(reward) > REWARD_LIMIT)
+        if over.any():
+            raise EnvError(
+                f"env.id={self.env_id!r} returned a finite reward of {reward[over][0]:.6g}, beyond float32's range "
+                f"(+-{REWARD_LIMIT:.6g}): pg_lightning stores rewards as float32 (integers exactly up to 2**24); "
+                "scale the rewards down (e.g. gymnasium.wrappers.TransformReward in env.wrappers)"
+            )
 
     @contextlib.contextmanager
     def _env_errors(self) -> Iterator[None]:
-        """An exception from the envs (or an async worker) becomes an EnvError naming the env."""
+        """An exception from the envs (or an async worker) becomes an EnvError naming the env.
+
+        An async worker that died (killed by a signal, e.g. SIGKILL from the OOM killer, or exited)
+        shows in the parent as an ``EOFError`` or ``BrokenPipeError`` on its pipe: the error then
+        names the worker and how it died, and the other workers are stopped at once (none is left
+        behind, and a later ``close`` has nothing to wait for).
+        """
         try:
             yield
         except Exception as err:
+            dead = self._dead_workers() if isinstance(err, (EOFError, OSError)) else []
+            if dead:
+                self._stop_workers()
+                raise EnvError(
+                    f"env.id={self.env_id!r}: {'; '.join(dead)} during collection "
+                    f"({type(err).__name__} on its pipe); the other workers were stopped"
+                ) from err
             raise EnvError(f"env.id={self.env_id!r} raised {type(err).__name__} during collection: {err}") from err
+
+    def _async_env(self) -> gym.vector.AsyncVectorEnv | None:
+        envs = getattr(self.envs, "unwrapped", self.envs)
+        return envs if isinstance(envs, gym.vector.AsyncVectorEnv) else None
+
+    def _dead_workers(self, wait: float = 2.0) -> list[str]:
+        """``"async worker i of n (pid p) was killed by SIGKILL"`` for each worker that is gone, if any.
+
+        A worker's pipe closes a moment before the worker can be reaped: wait up to ``wait`` seconds
+        for one of the workers to end (its sentinel), then reap those that ended.
+        """
+        envs = self._async_env()
+        if envs is None or envs.closed:
+            return []
+        processes = list(envs.processes)
+        ended = multiprocessing.connection.wait([p.sentinel for p in processes], timeout=wait)
+        for p in processes:
+            if p.sentinel in ended:
+                p.join(timeout=5)  # its files are closed: it is exiting, and waitpid returns at once
+        dead = []
+        for i, p in enumerate(processes):
+            code = p.exitcode
+            if code is None or (code == 0 and envs.parent_pipes[i] is None):
+                continue  # alive, or ended after reporting its env's exception (gymnasium's own path)
+            if code < 0:
+                try:
+                    how = f"was killed by {signal.Signals(-code).name}"
+                except ValueError:
+                    how = f"was killed by signal {-code}"
+                if -code == signal.SIGKILL:
+                    how += " (as the out-of-memory killer does)"
+            else:
+                how = f"exited with code {code}"
+            dead.append(f"async worker {i} of {len(processes)} (pid {p.pid}) {how}")
+        return dead
+
+    def _stop_workers(self) -> None:
+        """Terminate every async worker still alive, close the pipes, and mark the vector env closed."""
+        envs = self._async_env()
+        if envs is None or envs.closed:
+            return
+        for p in envs.processes:
+            if p.is_alive():
+                p.terminate()
+        for pipe in envs.parent_pipes:
+            if pipe is not None:
+                pipe.close()
+        for p in envs.processes:
+            p.join(timeout=10)
+            if p.is_alive():  # pragma: no cover  (a worker that ignores SIGTERM)
+                p.kill()
+                p.join(timeout=10)
+        envs.closed = True  # gymnasium's close() would wait on the dead worker's pipe
 
     def _direct_envs(self) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
         """The single envs to step one by one, and the Box bounds to clip to, for a sync vector env.
@@ -274,7 +362,10 @@ class EpisodeCollector:
         )
 
     def close(self) -> None:
-        self.envs.close()
+        if self._dead_workers(wait=0):
+            self._stop_workers()
+        else:
+            self.envs.close()
 
 
 def _act_from_distribution(policy: nn.Module, generator: torch.Generator, obs: Tensor) -> tuple[Tensor, Tensor]:

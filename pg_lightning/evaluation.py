@@ -41,6 +41,7 @@ from pg_lightning.policies import TanhNormal, draw
 from pg_lightning.factory import build_policy
 from pg_lightning.validation import (
     as_wrappers,
+    check_evaluate_config,
     env_factory,
     load_checkpoint,
     warn_stateful_wrappers,
@@ -407,6 +408,7 @@ def main(cfg: DictConfig) -> float | None:
     exits with status 2, as in ``train.py``; in a multirun it is raised, failing that job only.
     """
     try:
+        check_evaluate_config(cfg)  # every key of conf/evaluate.yaml, before anything is built
         if cfg.get("torch_num_threads") is not None:
             torch.set_num_threads(int(cfg.torch_num_threads))
         summary = evaluate(

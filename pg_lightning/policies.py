@@ -7,6 +7,7 @@ right policy from an environment's spaces.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -54,6 +55,10 @@ class MLP(nn.Sequential):
     def __init__(self, in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str) -> None:
         if activation not in ACTIVATIONS:
             raise ConfigError(f"network.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not _positive_ints(hidden_sizes):
+            raise ConfigError(
+                f"network.hidden_sizes must be a list of positive integers (layer widths), got {_plain_list(hidden_sizes)!r}"
+            )
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden_sizes:
@@ -61,6 +66,19 @@ class MLP(nn.Sequential):
             width = int(size)
         layers.append(nn.Linear(width, out_features))
         super().__init__(*layers)
+
+
+def _positive_ints(sizes: object) -> bool:
+    """``sizes`` is a sequence (not a string) of integers >= 1 (bools are not widths)."""
+    return (
+        isinstance(sizes, Sequence)
+        and not isinstance(sizes, (str, bytes))
+        and all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes)
+    )
+
+
+def _plain_list(hidden_sizes: object) -> object:
+    return list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else hidden_sizes
 
 
 class CategoricalPolicy(nn.Module):
