@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import Tensor
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
@@ -17,7 +19,7 @@ from pg_lightning.errors import ConfigError
 from pg_lightning.loss import ReinforceLoss
 from pg_lightning.tabular import optimal_values, policy_table, solve
 
-__all__ = ["ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"]
+__all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +164,38 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
 def _one_line(exception: BaseException) -> str:
     text = str(exception).strip().splitlines()
     return f"{type(exception).__name__}: {text[0]}" if text else type(exception).__name__
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose best (``best.ckpt``) is the best so far of the whole run, across resumes.
+
+    A resume starts in a new run directory, and Lightning's ``ModelCheckpoint`` then restores only
+    ``best_model_path`` (it warns that the dirpath changed): the score to beat is lost, so the first
+    epochs after a resume would write a "best" checkpoint that is only the best of the resumed part.
+    This one restores the score as well: a checkpoint is written in the new directory only when an
+    epoch beats the best of the runs before, and until then ``best_model_path`` (saved in every
+    checkpoint, printed at resume) names the earlier run's file. Nothing of the earlier run is deleted.
+    Arguments: those of ``ModelCheckpoint``.
+    """
+
+    _score_to_beat: Tensor | None = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        moved = state_dict.get("dirpath", self.dirpath) != self.dirpath
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*The dirpath has changed")  # handled below
+            super().load_state_dict(state_dict)
+        score = state_dict.get("best_model_score")
+        if moved and score is not None:
+            self.best_model_score = self._score_to_beat = torch.as_tensor(score)
+            log.info(
+                "resumed: the best so far is %s (%s=%.6g); %s/%s.ckpt is written when an epoch beats it",
+                self.best_model_path, self.monitor, float(score), self.dirpath, self.filename,
+            )
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: Tensor | None = None) -> bool:
+        if self._score_to_beat is not None and current is not None and not self.best_k_models:
+            better = {"min": torch.lt, "max": torch.gt}[self.mode](current, self._score_to_beat.to(current.device))
+            if not trainer.strategy.reduce_boolean_decision(bool(better)):  # (every rank decides alike)
+                return False
+        return super().check_monitor_top_k(trainer, current)

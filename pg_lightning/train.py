@@ -101,6 +101,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             # Lightning 2.6's own use of a torch API that torch 2.10+ deprecated, on every run; nothing
             # for a user (or us) to change, and Lightning will follow torch
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            # a resume runs in a new run directory by design; BestCheckpoint restores what matters
+            warnings.filterwarnings("ignore", message=r".*The dirpath has changed from")
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 

@@ -174,3 +174,38 @@ def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(t
     checkpoint = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert checkpoint["epoch"] == 1  # the second write, whole; the third died half written
     assert not (tmp_path / "checkpoints" / "on_exception.ckpt").exists()  # kill -9: no handler ran
+
+
+def _best_state(ckpt):
+    callbacks = torch.load(ckpt, weights_only=True)["callbacks"]
+    (state,) = [v for k, v in callbacks.items() if k.startswith("BestCheckpoint") and "'monitor': 'rollout/return_mean_100'" in k]
+    return state
+
+
+def test_best_ckpt_after_a_resume_is_the_best_of_the_whole_run(make_cfg, tmp_path):
+    """Resumed into a new run directory, best.ckpt is written only by an epoch that beats every earlier one."""
+    import csv
+
+    from pg_lightning.callbacks import BestCheckpoint
+
+    run(make_cfg(*FAST, "env.return_threshold=null", "trainer.max_epochs=6", output_dir=tmp_path / "a"))
+    # the resumed part with a step size that wrecks the policy: its epochs do worse than the earlier best
+    run(make_cfg(*FAST, "env.return_threshold=null", "trainer.max_epochs=9", "model.optimizer.lr=1.0",
+                 f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}", output_dir=tmp_path / "b"))
+    scores = [float(r["rollout/return_mean_100"]) for d in "ab" for r in csv.DictReader(open(tmp_path / d / "csv" / "metrics.csv"))]
+    state = _best_state(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert float(state["best_model_score"]) == pytest.approx(max(scores), rel=1e-6)
+    assert max(scores[6:]) < max(scores[:6])  # (so Lightning's ModelCheckpoint would write a worse best.ckpt)
+    assert not (tmp_path / "b" / "checkpoints" / "best.ckpt").exists()
+    assert state["best_model_path"] == str(tmp_path / "a" / "checkpoints" / "best.ckpt")
+    # and the rule itself, on both sides of the restored score
+    callback = BestCheckpoint(dirpath=str(tmp_path / "c"), monitor="m", mode="max", save_top_k=1)
+    callback.load_state_dict({"dirpath": str(tmp_path / "a"), "best_model_score": torch.tensor(100.0),
+                              "best_model_path": "a/best.ckpt"})
+
+    class Strategy:
+        reduce_boolean_decision = staticmethod(lambda decision: decision)
+
+    trainer = type("T", (), {"strategy": Strategy()})()
+    assert not callback.check_monitor_top_k(trainer, torch.tensor(50.0))
+    assert callback.check_monitor_top_k(trainer, torch.tensor(150.0))
