@@ -180,6 +180,12 @@ class BestCheckpoint(ModelCheckpoint):
 
     _score_to_beat: Tensor | None = None
 
+    @property
+    def _legacy_state_key(self) -> str:
+        """The key Lightning's ``ModelCheckpoint`` saved its state under, so checkpoints written before
+        ``best_checkpoint`` became a BestCheckpoint still restore it."""
+        return self.state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         moved = state_dict.get("dirpath", self.dirpath) != self.dirpath
         with warnings.catch_warnings():

@@ -162,6 +162,10 @@ class ReinforceModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self._stream_seed = torch.initial_seed()  # the run's seed (pl.seed_everything), the same on every rank
 
+    def on_train_start(self) -> None:
+        if self.trainer.world_size > 1:
+            _sigterm_without_collective(self.trainer)
+
     def _entropy(self, dist: torch.distributions.Distribution) -> Tensor:
         """``dist.entropy()``, whose random draws (the squashed Gaussian's entropy is estimated from one
         reparameterised sample) come from a stream of this rank and epoch, seeded by ``(seed, rank,
@@ -170,7 +174,9 @@ class ReinforceModule(pl.LightningModule):
         seed = getattr(self, "_stream_seed", None)
         if seed is None:  # training_step called by hand, outside fit
             return dist.entropy()
-        with torch.random.fork_rng(devices=[]):
+        device = next(self.policy.parameters(), torch.empty(0)).device
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # manual_seed seeds CUDA too: restore it as well
             torch.manual_seed(((seed * 1_000_003 + self.global_rank) * 1_000_003 + self.current_epoch) % 2**63)
             return dist.entropy()
 
@@ -323,6 +329,31 @@ class ReinforceModule(pl.LightningModule):
         own = {id(p) for p in baseline_params}
         rest = [p for p in self.parameters() if id(p) not in own]
         return self.optimizer_factory([{"params": rest}, {"params": baseline_params, "lr": baseline_lr}])
+
+
+def _sigterm_without_collective(trainer: pl.Trainer) -> None:
+    """Replace Lightning's SIGTERM handler, under DDP, by one that only records the signal.
+
+    Lightning 2.6's handler broadcasts from inside the signal handler; when the signal lands while
+    this rank is in another collective (the epoch-end metric sync, the gradient all-reduce), the two
+    collectives never match and every rank hangs. The loop itself already broadcasts rank 0's
+    ``received_sigterm`` before each batch and stops every rank at the same point, so recording
+    the signal (and forwarding it to the ranks this process launched, as Lightning does) is enough.
+    An exception to Lightning's own signal handling, for that deadlock.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    connector = trainer._signal_connector
+
+    def record(signum: int, frame: object) -> None:
+        if not connector.received_sigterm and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+        connector.received_sigterm = True
+
+    signal.signal(signal.SIGTERM, record)
 
 
 def _snapshot(module: nn.Module) -> dict[str, Tensor] | None:

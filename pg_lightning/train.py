@@ -313,11 +313,11 @@ def main(cfg: DictConfig) -> float | None:
     except SIGTERMException:
         # Lightning ends fit with SystemExit() on SIGTERM (SLURM, Kubernetes): exit code 0, as if the
         # run had finished. Exit 143 (128 + SIGTERM) instead, so schedulers see a stopped job.
-        print(
-            f"Stopped by SIGTERM; the last epoch is in checkpoints/last.ckpt (and on_exception.ckpt) under "
-            f"{cfg.paths.output_dir}: resume with ckpt_path=last",
-            file=sys.stderr,
+        written = sorted(p.name for p in Path(cfg.paths.output_dir).glob("**/*.ckpt"))
+        where = f"{', '.join(written)} under {cfg.paths.output_dir}: resume with ckpt_path=last" if written else (
+            "no checkpoint was written (no checkpoint callback)"
         )
+        print(f"Stopped by SIGTERM; {where}", file=sys.stderr)
         sys.exit(143)
     except Exception as err:
         config_error = config_error_in(err)

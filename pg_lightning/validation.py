@@ -86,22 +86,8 @@ def validate(cfg: DictConfig) -> None:
     ckpt = resolve_ckpt_path(cfg)
     if ckpt is not None:
         check_checkpoint(cfg, ckpt)
-    elif _launched_as_rank_zero():  # (the other DDP ranks join rank 0's fresh run)
+    else:  # on every rank: no checkpoint can exist before all ranks joined, and each fails alike
         _refuse_a_used_run_dir(cfg)
-
-
-def _launched_as_rank_zero() -> bool:
-    """Whether this process is rank 0 as its launcher announced it, before any process group exists.
-
-    torchrun sets ``RANK`` and ``LOCAL_RANK`` on every rank (rank 0 too), Lightning's DDP launcher
-    ``LOCAL_RANK`` (and ``NODE_RANK``) on the ranks it starts, SLURM ``SLURM_PROCID``: rank 0 is the
-    process where none of them is above 0 (a single process sets none).
-    """
-    for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"):
-        value = os.environ.get(key, "")
-        if value.isdigit() and int(value) > 0:
-            return False
-    return True
 
 
 def check_env_config(cfg: DictConfig) -> None:
@@ -440,9 +426,10 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
         "profiler": Rule(lambda v: v is None or isinstance(v, DictConfig) or v in ("simple", "advanced", "pytorch", "xla", "passthrough"),
                          "null | simple | advanced | pytorch | xla | passthrough (or a profiler's _target_ node)"),
         "strategy": Rule(lambda v: isinstance(v, (str, DictConfig)), "a strategy name (auto, ddp, ddp_spawn, ...) or a _target_ node"),
-        "precision": Rule(lambda v: v is None or str(v) in ("64", "32", "16", "bf16", "64-true", "32-true", "16-mixed",
-                                                           "bf16-mixed", "16-true", "bf16-true", "transformer-engine"),
-                          "32 | 64 | 16-mixed | bf16-mixed | ... (Lightning's precision names)"),
+        # the collector feeds the policy float32 observations: a network cast to another dtype ("64",
+        # "16-true", ...) fails at the first collection; mixed precision keeps float32 weights
+        "precision": Rule(lambda v: v is None or str(v) in ("32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed"),
+                          "32 | 32-true | 16-mixed | bf16-mixed (float32 weights: the collector feeds float32 observations)"),
         "gradient_clip_val": NUMBER(nullable=True),
         "deterministic": Rule(lambda v: v in (True, False, None, "warn"), "true, false, warn or null"),
     },

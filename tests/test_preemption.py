@@ -63,25 +63,24 @@ def test_ckpt_path_last_takes_the_newest_of_every_kind(make_cfg, tmp_path, name)
 
 
 @pytest.mark.parametrize(
-    "variables, refused",
+    "variables",
     [
-        ({}, True),  # a single process
-        ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}, True),  # torchrun's rank 0: it must check too
-        ({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False),  # torchrun's rank 1 joins rank 0's run
-        ({"LOCAL_RANK": "1", "NODE_RANK": "0"}, False),  # a rank Lightning's launcher started
-        ({"SLURM_PROCID": "0"}, True),
+        {},  # a single process
+        {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"},  # torchrun's rank 0 (it sets LOCAL_RANK on rank 0 too)
+        {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"},  # torchrun's rank 1: every rank fails alike
+        {"LOCAL_RANK": "1", "NODE_RANK": "0"},  # a rank Lightning's launcher started
+        {"SLURM_PROCID": "1", "SLURM_NTASKS": "2"},  # srun's task 1 (srun does not stop the others)
     ],
 )
-def test_a_used_run_directory_is_refused_on_rank_zero_whoever_launched_it(make_cfg, monkeypatch, variables, refused):
+def test_a_used_run_directory_is_refused_on_every_rank_whoever_launched_it(make_cfg, monkeypatch, variables):
+    """No checkpoint can exist in a fresh run's directory before all its ranks joined, so every rank checks:
+    a rank that skipped the check would wait in the rendezvous for a rank 0 that stopped."""
     run(make_cfg(*FAST, "trainer.max_epochs=1"))
-    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID"):
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
     for key, value in variables.items():
         monkeypatch.setenv(key, value)
-    if refused:
-        with pytest.raises(ConfigError, match=r"already holds checkpoints of another run"):
-            validate(make_cfg(*FAST))
-    else:
+    with pytest.raises(ConfigError, match=r"already holds checkpoints of another run"):
         validate(make_cfg(*FAST))
 
 
@@ -209,3 +208,50 @@ def test_best_ckpt_after_a_resume_is_the_best_of_the_whole_run(make_cfg, tmp_pat
     trainer = type("T", (), {"strategy": Strategy()})()
     assert not callback.check_monitor_top_k(trainer, torch.tensor(50.0))
     assert callback.check_monitor_top_k(trainer, torch.tensor(150.0))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.37, 0.81])
+def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
+    """2 gloo ranks, SIGTERM to rank 0 at some moment of an epoch (Lightning's own handler broadcast
+    from inside the signal handler and could meet another collective: both ranks hung)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "trainer=ddp_cpu", "trainer.devices=2", "data.episodes_per_epoch=2",
+         "data.num_envs=1", "callbacks.progress_bar.refresh_rate=0", "env.return_threshold=null",
+         "trainer.max_epochs=100000", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "on_exception.ckpt").is_file()
+
+
+def test_best_checkpoint_restores_the_state_lightnings_modelcheckpoint_saved(tmp_path):
+    """Checkpoints written while best_checkpoint was Lightning's ModelCheckpoint keep their state key."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from pg_lightning.callbacks import BestCheckpoint
+
+    kwargs = {"dirpath": str(tmp_path), "filename": "best", "monitor": "rollout/return_mean_100", "mode": "max"}
+    assert BestCheckpoint(**kwargs)._legacy_state_key == ModelCheckpoint(**kwargs).state_key
+    assert BestCheckpoint(**kwargs).state_key != ModelCheckpoint(**kwargs).state_key
+
+
+def test_a_precision_that_casts_the_weights_names_the_key(make_cfg):
+    """The collector feeds float32 observations: 64 or 16-true would fail at the first collection."""
+    for value in ("64", "16-true", "bf16-true"):
+        with pytest.raises(ConfigError, match=r"^trainer.precision must be 32 \| 32-true \| 16-mixed \| bf16-mixed"):
+            validate(make_cfg(f"+trainer.precision={value}"))
+    validate(make_cfg("+trainer.precision=bf16-mixed"))
