@@ -8,14 +8,13 @@ from typing import Any
 
 import gymnasium as gym
 import pytorch_lightning as pl
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.errors import ConfigError
-from pg_lightning.validation import as_wrappers
+from pg_lightning.validation import as_wrappers, to_plain
 
 __all__ = ["EpisodeDataset", "RolloutDataModule"]
 
@@ -82,10 +81,10 @@ class RolloutDataModule(pl.LightningDataModule):
         self.episodes_per_epoch = episodes_per_epoch
         self.num_envs = num_envs
         self.vectorization_mode = vectorization_mode
-        self.env_kwargs = dict(_plain(env_kwargs) or {})
+        self.env_kwargs = dict(to_plain(env_kwargs) or {})
         self.seed = seed
         self.max_episode_steps = max_episode_steps
-        self.env_imports = tuple(_plain(env_imports) or ())
+        self.env_imports = tuple(to_plain(env_imports) or ())
         self.env_wrappers = as_wrappers(env_wrappers)
         self.collector: EpisodeCollector | None = None
         self._restored: dict[str, Any] = {}
@@ -135,7 +134,3 @@ class RolloutDataModule(pl.LightningDataModule):
             self.collector.close()
             self.collector = None
 
-
-def _plain(node: Any) -> Any:
-    """An OmegaConf node (``data`` is instantiated with ``_recursive_: false``) as plain containers."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node

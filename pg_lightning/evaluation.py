@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
@@ -44,6 +44,7 @@ from pg_lightning.validation import (
     check_evaluate_config,
     env_factory,
     load_checkpoint,
+    to_plain,
     warn_stateful_wrappers,
     wrapper_specs,
 )
@@ -497,7 +498,7 @@ class EvalCallback(pl.Callback):
         self.env_id = env_id
         self.imports = tuple(imports or ())
         self.wrappers = as_wrappers(wrappers, f"{key}.wrappers")
-        self.env_kwargs = dict(OmegaConf.to_container(env_kwargs) if isinstance(env_kwargs, DictConfig) else env_kwargs or {})
+        self.env_kwargs = dict(to_plain(env_kwargs) or {})
         self.episodes = _check_int(f"{key}.episodes", episodes, 1)
         self.every_n_epochs = _check_int(f"{key}.every_n_epochs", every_n_epochs, 1)
         self.greedy = bool(greedy)

@@ -224,6 +224,26 @@ def _probe(module: nn.Module) -> Iterator[None]:
             module.train(training)
 
 
+def _a_module(module: Any, key: str, factory: str, contract: str) -> str:
+    """``module``'s name, or a ConfigError naming ``key`` when the ``factory`` returned no ``nn.Module``."""
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"{key}: the {factory} returned a {_name(module)}, not a torch.nn.Module ({contract})")
+    return _name(module)
+
+
+def _forward(module: nn.Module, key: str, name: str, observation_space: gym.Space) -> tuple[Any, Tensor, str]:
+    """Run ``module`` on ``PROBE_BATCH`` sampled observations (inside :func:`_probe`): ``(output, observations,
+    their description)``; an exception of its forward is a ConfigError naming ``key``."""
+    obs = _probe_observations(observation_space, _device(module))
+    batch = f"a batch of {PROBE_BATCH} observations {_shape(obs)} {str(obs.dtype).removeprefix('torch.')}"
+    try:
+        return module(obs), obs, batch
+    except Exception as err:
+        raise ConfigError(
+            f"{key}: {name}.forward raised {type(err).__name__} on {batch}: {_one_line(err)} {_HINT_TRACEBACK}"
+        ) from err
+
+
 def check_policy(policy: Any, observation_space: gym.Space, action_space: gym.Space) -> None:
     """Check that ``policy`` keeps the contract of a pg_lightning policy, or raise a one-line
     :class:`ConfigError` naming ``network``.
@@ -239,26 +259,14 @@ def check_policy(policy: Any, observation_space: gym.Space, action_space: gym.Sp
     eval mode, without gradient; the global RNG and the module's mode are restored.
     """
     key = "network"
-    if not isinstance(policy, nn.Module):
-        raise ConfigError(
-            f"{key}: the network factory returned a {_name(policy)}, not a torch.nn.Module "
-            "(a policy is (observation_space, action_space, **kwargs) -> nn.Module)"
-        )
-    name = _name(policy)
+    name = _a_module(policy, key, "network factory", "a policy is (observation_space, action_space, **kwargs) -> nn.Module")
     if next(iter(policy.parameters()), None) is None:
         raise ConfigError(
             f"{key}: {name} has no parameters: the optimizer needs some (nn.Parameter or layers such as nn.Linear)"
         )
-    obs = _probe_observations(observation_space, _device(policy))
-    batch = f"a batch of {PROBE_BATCH} observations {_shape(obs)} {str(obs.dtype).removeprefix('torch.')}"
     generator = torch.Generator().manual_seed(0)
     with _probe(policy):
-        try:
-            dist = policy(obs)
-        except Exception as err:
-            raise ConfigError(
-                f"{key}: {name}.forward raised {type(err).__name__} on {batch}: {_one_line(err)} {_HINT_TRACEBACK}"
-            ) from err
+        dist, obs, batch = _forward(policy, key, name, observation_space)
         if not isinstance(dist, torch.distributions.Distribution):
             shape = f" of shape {_shape(dist)}" if isinstance(dist, Tensor) else ""
             raise ConfigError(
@@ -334,21 +342,9 @@ def check_value_network(value_net: Any, observation_space: gym.Space) -> None:
     :class:`ConfigError` naming ``baseline.value_net``: an ``nn.Module`` whose ``forward`` maps a batch of
     observations ``(B, *obs_shape)`` to ``(B,)`` floating-point values (run once, as :func:`check_policy`)."""
     key = "baseline.value_net"
-    if not isinstance(value_net, nn.Module):
-        raise ConfigError(
-            f"{key}: the value network factory returned a {_name(value_net)}, not a torch.nn.Module "
-            "(a value network is (observation_space, **kwargs) -> nn.Module)"
-        )
-    name = _name(value_net)
-    obs = _probe_observations(observation_space, _device(value_net))
-    batch = f"a batch of {PROBE_BATCH} observations {_shape(obs)} {str(obs.dtype).removeprefix('torch.')}"
+    name = _a_module(value_net, key, "value network factory", "a value network is (observation_space, **kwargs) -> nn.Module")
     with _probe(value_net):
-        try:
-            values = value_net(obs)
-        except Exception as err:
-            raise ConfigError(
-                f"{key}: {name}.forward raised {type(err).__name__} on {batch}: {_one_line(err)} {_HINT_TRACEBACK}"
-            ) from err
+        values, _, batch = _forward(value_net, key, name, observation_space)
     if not isinstance(values, Tensor) or not values.is_floating_point():
         what = f"a {values.dtype} tensor" if isinstance(values, Tensor) else f"a {_name(values)}"
         raise ConfigError(f"{key}: {name}.forward returned {what}, expected a ({PROBE_BATCH},) float tensor of values")

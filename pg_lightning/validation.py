@@ -37,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "probe_env",
     "resolve_ckpt_path",
+    "to_plain",
     "validate",
     "wrapper_specs",
 ]
@@ -92,7 +93,7 @@ def validate(cfg: DictConfig) -> None:
 
 def check_env_config(cfg: DictConfig) -> None:
     """The ``env`` block: imports importable, the id registered, kwargs a mapping, wrappers ``_target_`` entries."""
-    env_spec(OmegaConf.select(cfg, "env.id"), _imports(cfg))
+    env_spec(OmegaConf.select(cfg, "env.id"), to_plain(OmegaConf.select(cfg, "env.imports")))
     kwargs = OmegaConf.select(cfg, "env.kwargs")
     if kwargs is not None and not isinstance(kwargs, DictConfig):
         raise ConfigError(f"env.kwargs must be a mapping of constructor arguments, got {kwargs!r}")
@@ -102,11 +103,6 @@ def check_env_config(cfg: DictConfig) -> None:
     ):
         raise ConfigError(f"env.return_threshold must be a number, null or spec, got {threshold!r}")
     wrapper_specs(OmegaConf.select(cfg, "env.wrappers"))
-
-
-def _imports(cfg: DictConfig) -> list[str]:
-    imports = OmegaConf.select(cfg, "env.imports")
-    return list(imports) if isinstance(imports, ListConfig) else imports
 
 
 def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, Any]]:
@@ -155,7 +151,7 @@ def env_factory(env: Any, max_episode_steps: int | None = None, render_mode: str
     (``hyper_parameters.config["env"]``): the one recipe for training's probe, ``load_policy`` and
     ``evaluate`` (the vector env applies the same :func:`episode_limit` rule to each copy).
     """
-    env = _container(env)
+    env = to_plain(env)
     imports = tuple(env.get("imports") or ())
     kwargs, steps, _ = episode_limit(env["id"], env.get("kwargs"), max_episode_steps, imports)
     return EnvFactory(env["id"], kwargs, imports, as_wrappers(env.get("wrappers")), steps, render_mode)
@@ -164,7 +160,7 @@ def env_factory(env: Any, max_episode_steps: int | None = None, render_mode: str
 def as_wrappers(wrappers: Any, key: str = "env.wrappers") -> tuple[Callable, ...]:
     """``env.wrappers`` as ``env -> env`` callables: callables (built by Hydra, or given in Python) as
     they are; config entries (``{_target_: ..., args}`` or a class path) checked and built."""
-    items = list(_container(wrappers) or [])
+    items = list(to_plain(wrappers) or [])
     if all(callable(w) for w in items):
         return tuple(items)
     return instantiate_wrappers(wrapper_specs(items, key), key)
@@ -198,7 +194,8 @@ def warn_stateful_wrappers(env: gym.Env, env_id: str) -> None:
         env = env.env
 
 
-def _container(node: Any) -> Any:
+def to_plain(node: Any) -> Any:
+    """An OmegaConf node as plain Python containers (resolved); anything else as it is."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
@@ -584,8 +581,8 @@ def _check_follows(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is _MISSING or OmegaConf.select(cfg, source, default=_MISSING) is _MISSING:
             continue
-        if _container(value) != _container(OmegaConf.select(cfg, source)):
-            raise ConfigError(f"{key} must be ${{{source}}} (the env the policy is built for), got {_container(value)!r}; "
+        if to_plain(value) != to_plain(OmegaConf.select(cfg, source)):
+            raise ConfigError(f"{key} must be ${{{source}}} (the env the policy is built for), got {to_plain(value)!r}; "
                               f"set {source} instead")
 
 
