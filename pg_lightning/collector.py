@@ -175,11 +175,11 @@ class EpisodeCollector:
                     next_obs, reward, terminated, truncated, ends = self._step_active(
                         single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
                     )
-            self._check_rewards(reward, active)
             step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if not buffers:
                 buffers = {
-                    k: _Buffer(n, np.shape(v)[1:], np.float32 if k == "rewards" else np.asarray(v).dtype)
+                    # rewards as the env gives them (float64), checked and cast to float32 once, in the batch
+                    k: _Buffer(n, np.shape(v)[1:], np.float64 if k == "rewards" else np.asarray(v).dtype)
                     for k, v in step.items()
                 }
             for k, v in step.items():
@@ -206,16 +206,16 @@ class EpisodeCollector:
                 f"env.id={self.env_id!r} returned non-finite rewards "
                 f"({int((~torch.isfinite(batch.rewards)).sum())} of {batch.rewards.numel()} values)"
             )
-        return batch
+        self._check_rewards(batch.rewards)
+        return batch._replace(rewards=batch.rewards.float())
 
-    def _check_rewards(self, reward: np.ndarray, active: np.ndarray) -> None:
-        """A finite reward beyond float32's range (the collector stores rewards as float32) is named as such."""
-        reward = np.asarray(reward, dtype=np.float64)[active]
-        over = np.isfinite(reward) & (np.abs(reward) > REWARD_LIMIT)
+    def _check_rewards(self, rewards: Tensor) -> None:
+        """``(B,)`` float64 rewards: one beyond float32's range (the batch stores rewards as float32) is named as such."""
+        over = rewards.abs() > REWARD_LIMIT
         if over.any():
             raise EnvError(
-                f"env.id={self.env_id!r} returned a finite reward of {reward[over][0]:.6g}, beyond float32's range "
-                f"(+-{REWARD_LIMIT:.6g}): pg_lightning stores rewards as float32 (integers exactly up to 2**24); "
+                f"env.id={self.env_id!r} returned a finite reward of {float(rewards[over][0]):.6g}, beyond float32's "
+                f"range (+-{REWARD_LIMIT:.6g}): pg_lightning stores rewards as float32 (integers exactly up to 2**24); "
                 "scale the rewards down (e.g. gymnasium.wrappers.TransformReward in env.wrappers)"
             )
 
