@@ -364,6 +364,7 @@ def test_the_callbacks_variance_matches_the_variance_over_independent_batches(ch
     seeds 0-7 (other reference draws) |z| was at most 1.96."""
     per_batch = chain_measurements["per_batch"][_logged_name(option)]
     z = z_score(per_batch, chain_measurements["reference"][option])
+    print(f"{option}: z = {z:.2f}")  # pytest -s prints the z of every option
     assert abs(z) < Z_MAX, (option, z, float(per_batch.mean()), float(chain_measurements["reference"][option].mean()))
 
 
@@ -373,6 +374,7 @@ def test_dividing_by_E_twice_fails_the_same_check(chain_measurements, option):
     -38.2 (total), -38.5, -82.1, -55.5, -29.5; with seeds 0-7, -37 to -81."""
     broken = chain_measurements["per_batch"][_logged_name(option)] / EPISODES
     z = z_score(broken, chain_measurements["reference"][option])
+    print(f"{option}, divided by E twice: z = {z:.2f}")
     assert abs(z) > Z_MAX, (option, z)
 
 
