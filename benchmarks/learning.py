@@ -1,14 +1,20 @@
 """Learning results: shipped env configs over several seeds; the README's learning table.
 
-    python benchmarks/learning.py                                   # every suite, seeds 0 1 2
+    python benchmarks/learning.py                                   # the default suites, seeds 0 1 2
     python benchmarks/learning.py --suites cartpole_none cartpole_value --seeds 0 1 2 3 4
     python benchmarks/learning.py --suites acrobot -- model.optimizer.lr=1e-3
+    python benchmarks/learning.py --suites memory_gru memory_mlp minigrid_empty popgym_repeat_gru \
+        popgym_repeat_mlp popgym_minesweeper pong --seeds 0 1 2     # needs the minigrid, popgym, atari extras
 
 Each run is ``pg_lightning.train.run`` with the suite's overrides (``env=`` or ``experiment=``) (plus anything
 after ``--``); it stops at the env's threshold (EarlyStopping) or at ``trainer.max_epochs``. One line
 per run as it ends, then one row per suite: seeds solved, median env steps and wall-clock seconds
-(of ``trainer.fit``, over all seeds: an unsolved seed counts its whole budget) and the median final
-100-episode mean return. Not a test: these take minutes.
+(of ``trainer.fit``, over all seeds: an unsolved seed counts its whole budget), the median final
+100-episode mean return (of the episodes collected, if fewer) and, for scale, the mean return of a
+uniformly random policy (``action_space.sample()``) on the same env, wrappers and time limit
+(``--random-episodes`` episodes from seeds 0, 1, ...; 0 skips it). Suites whose env has no threshold
+(``solved``: "no threshold") run a fixed budget: the final return against the random policy's is
+their result. Not a test: these take minutes.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import importlib.util
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from pg_lightning.train import run
+from pg_lightning.validation import env_factory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -33,17 +42,67 @@ SUITES: dict[str, list[str]] = {
     "acrobot": ["experiment=acrobot"],
     "inverted_pendulum": ["experiment=inverted_pendulum"],
     "pendulum": ["experiment=pendulum"],
+    # memory: a GRU solves the cue task; a feedforward policy is at chance (its expected return is exactly 0)
+    "memory_gru": ["experiment=cue_memory"],
+    "memory_mlp": ["env=cue_memory", "env.return_threshold=null", "trainer.max_epochs=100"],
+    # every gymnasium space: a Dict observation (image -> CNN, direction -> one-hot, text dropped) ...
+    "minigrid_empty": ["experiment=minigrid_empty"],
+    # ... popgym's memory tasks: GRU against the feedforward MLP on the same budget ...
+    "popgym_repeat_gru": ["experiment=popgym_repeat_previous"],
+    "popgym_repeat_mlp": ["experiment=popgym_repeat_previous", "network=mlp"],
+    # ... a MultiDiscrete action ...
+    "popgym_minesweeper": ["experiment=popgym_minesweeper"],
+    # ... and pixels: (4, 84, 84) uint8 frames through the Nature CNN; a few epochs, not expected to learn
+    "pong": ["experiment=pong"],
 }
-NEEDS = {"inverted_pendulum": "mujoco"}
+DEFAULT = ["cartpole_none", "cartpole_mean", "cartpole_value", "acrobot", "inverted_pendulum", "pendulum",
+           "memory_gru", "memory_mlp"]
+# suite: (the module it imports, the extra that installs it)
+NEEDS = {
+    "inverted_pendulum": ("mujoco", "mujoco"),
+    "minigrid_empty": ("minigrid", "minigrid"),
+    "popgym_repeat_gru": ("popgym", "popgym"),
+    "popgym_repeat_mlp": ("popgym", "popgym"),
+    "popgym_minesweeper": ("popgym", "popgym"),
+    "pong": ("ale_py", "atari"),
+}
+RANDOM_EPISODES = {"pong": 5}  # a random Pong game is ~800 steps of 4 frames: a few are enough for its scale
 
 
-def run_seed(overrides: list[str], seed: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
+def make_cfg(overrides: list[str], seed: int, out: str) -> DictConfig:
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(
             "train",
             overrides=[f"seed={seed}", f"paths.output_dir={out}", "callbacks.progress_bar.refresh_rate=0", *overrides],
         )
+
+
+def run_seed(overrides: list[str], seed: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as out:
+        cfg = make_cfg(overrides, seed, out)
         return run(cfg) | {"env": cfg.env.id, "threshold": cfg.env.return_threshold}
+
+
+def random_return(overrides: list[str], episodes: int) -> float:
+    """Mean return of uniformly random actions over ``episodes`` episodes (seeds 0, 1, ...), with the env built
+    as the suite's training builds it: imports, kwargs, wrappers and time limit (``data.max_episode_steps``)."""
+    with tempfile.TemporaryDirectory() as out:
+        cfg = make_cfg(overrides, 0, out)
+    env = env_factory(cfg.env, OmegaConf.select(cfg, "data.max_episode_steps"))()
+    returns = []
+    try:
+        for episode in range(episodes):
+            env.reset(seed=episode)
+            env.action_space.seed(episode)
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+    finally:
+        env.close()
+    return statistics.fmean(returns)
 
 
 def solved(rows: list[dict]) -> str:
@@ -52,19 +111,29 @@ def solved(rows: list[dict]) -> str:
     return f"{sum(bool(r['solved']) for r in rows)}/{len(rows)} (at {rows[0]['threshold']:g})"
 
 
+def fmt(value: float | None) -> str:
+    """A return to 4 significant figures: 485.8, -702.1, 0.9512 (returns of order 1 keep their decimals)."""
+    return "-" if value is None else f"{value:.4g}"
+
+
 def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=list(SUITES))
+    parser.add_argument("--suites", nargs="+", default=DEFAULT, choices=list(SUITES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--random-episodes", type=int, default=100,
+                        help="episodes of the random policy per suite (0: skip it; RANDOM_EPISODES caps some suites)")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
     results: dict[str, list[dict[str, float]]] = {}
+    randoms: dict[str, float | None] = {}
     for suite in args.suites:
-        if suite in NEEDS and importlib.util.find_spec(NEEDS[suite]) is None:
-            print(f"{suite}: skipped, needs `pip install -e \".[{NEEDS[suite]}]\"`", flush=True)
+        module, extra_name = NEEDS.get(suite, (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            print(f"{suite}: skipped, needs `pip install -e \".[{extra_name}]\"`", flush=True)
             continue
+        start = time.perf_counter()
         results[suite] = []
         for seed in args.seeds:
             m = run_seed(SUITES[suite] + extra, seed)
@@ -72,19 +141,31 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
             print(
                 f"{suite} seed {seed}: solved={bool(m['solved'])} epochs={int(m['epochs'])} "
                 f"env_steps={int(m['rollout/env_steps'])} seconds={m['time/train_seconds']:.1f} "
-                f"return_mean_100={m['rollout/return_mean_100']:.1f}",
+                f"steps/s={m['rollout/env_steps'] / m['time/train_seconds']:.0f} "
+                f"(last epoch's collection {m.get('time/collect_fps', float('nan')):.0f}) "
+                f"return_mean_100={fmt(m['rollout/return_mean_100'])}",
                 flush=True,
             )
+        episodes = min(args.random_episodes, RANDOM_EPISODES.get(suite, args.random_episodes))
+        randoms[suite] = random_return(SUITES[suite] + extra, episodes) if episodes > 0 else None
+        print(
+            f"{suite}: random policy {fmt(randoms[suite])} over {episodes} episodes; "
+            f"{time.perf_counter() - start:.0f} s wall-clock for the suite",
+            flush=True,
+        )
 
     print(f"\nseeds {args.seeds}; extra overrides: {' '.join(extra) or 'none'}")
-    print("| suite | env | overrides | solved | median env steps | median wall-clock s | median final 100-ep mean |")
-    print("|---|---|---|:-:|--:|--:|--:|")
+    print(
+        "| suite | env | overrides | solved | median env steps | median wall-clock s | median final 100-ep mean "
+        "| random policy |"
+    )
+    print("|---|---|---|:-:|--:|--:|--:|--:|")
     for suite, rows in results.items():
         median = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
         print(
             f"| {suite} | {rows[0]['env']} | `{' '.join(SUITES[suite])}` | "
             f"{solved(rows)} | {median('rollout/env_steps'):.0f} | "
-            f"{median('time/train_seconds'):.1f} | {median('rollout/return_mean_100'):.1f} |"
+            f"{median('time/train_seconds'):.1f} | {fmt(median('rollout/return_mean_100'))} | {fmt(randoms[suite])} |"
         )
     return results
 

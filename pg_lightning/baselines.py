@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.errors import ConfigError
+from pg_lightning.recurrent import is_recurrent
 
 __all__ = [
     "Baseline",
@@ -230,14 +231,20 @@ class ValueBaseline(Baseline):
         self.register_buffer("target_std", torch.ones(()))
         self.register_buffer("stats_count", torch.zeros((), dtype=torch.long))
 
-    def value(self, obs: Tensor) -> Tensor:
-        """``(B,)`` ``V(s)`` on the returns' scale (with gradient)."""
-        out = self.value_net(obs)
+    def _net(self, batch: EpisodeBatch) -> Tensor:
+        """``(B,)`` the value net's output on the batch (a recurrent one runs over each episode)."""
+        return self.value_net(batch.obs, batch.dones) if is_recurrent(self.value_net) else self.value_net(batch.obs)
+
+    def _scaled(self, out: Tensor) -> Tensor:
         return self.target_mean + self.target_std * out if self.normalize_targets else out
+
+    def value(self, batch: EpisodeBatch) -> Tensor:
+        """``(B,)`` ``V(s_t)`` of the batch's steps, on the returns' scale (with gradient)."""
+        return self._scaled(self._net(batch))
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.value(batch.obs).to(psi.dtype)
+            return self.value(batch).to(psi.dtype)
 
     def loss(self, batch: EpisodeBatch, psi: Tensor) -> dict[str, Tensor]:
         target = psi.detach().float()
@@ -245,7 +252,7 @@ class ValueBaseline(Baseline):
             self._update_stats(target)
         if self.normalize_targets:
             target = (target - self.target_mean) / self.target_std
-        return {"value_loss": self.loss_coef * (self.value_net(batch.obs) - target).pow(2).mean()}
+        return {"value_loss": self.loss_coef * (self._net(batch) - target).pow(2).mean()}
 
     @torch.no_grad()
     def _update_stats(self, target: Tensor) -> None:
@@ -277,4 +284,6 @@ class ValueBaseline(Baseline):
         if not self.bootstrap_truncated:
             return None
         with torch.no_grad():
-            return self.value(batch.final_obs)
+            if is_recurrent(self.value_net):  # V(s_T) with the state each episode left
+                return self._scaled(self.value_net.final_values(batch.obs, batch.dones, batch.final_obs))
+            return self._scaled(self.value_net(batch.final_obs))

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from pg_lightning.returns import episode_index, episode_returns, step_in_episode
+from pg_lightning.tree import Obs, leaves
 
 
 class EpisodeBatch(NamedTuple):
@@ -20,7 +21,9 @@ class EpisodeBatch(NamedTuple):
 
     Fields:
         obs: ``(B, *obs_shape)`` observation ``s_t`` the action was chosen in (raw: integer
-            indices for Discrete spaces, the policy one-hot encodes them).
+            indices for Discrete spaces, the policy one-hot encodes them). For ``Dict`` and
+            ``Tuple`` spaces, a dict / tuple (nested as the space) of such tensors, one per
+            leaf (:mod:`pg_lightning.tree`).
         actions: ``(B, *action_shape)`` action ``a_t`` as sampled by the policy (for Box
             spaces, before any clipping to the bounds that the env receives; with
             ``action_bounds=tanh``, the pre-squash Gaussian sample ``u``).
@@ -29,15 +32,19 @@ class EpisodeBatch(NamedTuple):
         truncated: ``(B,)`` bool, the episode was cut (e.g. time limit) at this step; its
             future is unknown, not zero.
         final_obs: ``(E, *obs_shape)`` observation after each episode's last step (the one
-            gymnasium reports as ``final_obs``), for bootstrapping truncated episodes.
+            gymnasium reports as ``final_obs``), for bootstrapping truncated episodes (a tree
+            as ``obs`` for ``Dict`` / ``Tuple`` spaces).
+        log_probs: ``(B,)`` ``log pi(a_t|s_t)`` when the actions were drawn, if the collector was
+            asked to record them (``collect(..., record_log_probs=True)``), else None.
     """
 
-    obs: Tensor
+    obs: Obs
     actions: Tensor
     rewards: Tensor
     terminated: Tensor
     truncated: Tensor
-    final_obs: Tensor
+    final_obs: Obs
+    log_probs: Tensor | None = None
 
     @property
     def dones(self) -> Tensor:
@@ -50,7 +57,7 @@ class EpisodeBatch(NamedTuple):
 
     @property
     def num_episodes(self) -> int:
-        return self.final_obs.shape[0]
+        return leaves(self.final_obs)[0].shape[0]
 
     def episode_index(self) -> Tensor:
         """``(B,)`` long, the episode each step belongs to."""

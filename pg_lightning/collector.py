@@ -15,12 +15,15 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.env_factory import EPISODE_CAP, EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError, EnvError
 from pg_lightning.policies import draw
+from pg_lightning.recurrent import is_recurrent, reset_state
+from pg_lightning.tree import as_tensors, flatten, leaves, map_tree, map_trees, unflatten
 
 __all__ = ["EPISODE_CAP", "EpisodeCollector", "episode_limit", "make_vector_env"]
 
@@ -134,7 +137,7 @@ class EpisodeCollector:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
 
-    def collect(self, policy: nn.Module, num_episodes: int) -> EpisodeBatch:
+    def collect(self, policy: nn.Module, num_episodes: int, record_log_probs: bool = False) -> EpisodeBatch:
         """Run ``policy`` until ``num_episodes`` complete episodes are collected.
 
         Inference is batched over the envs, without gradient, on the policy's device with its
@@ -143,28 +146,37 @@ class EpisodeCollector:
         A policy with an ``actor(generator)`` method (ours) is sampled through the
         ``obs -> (batch_action, env_action)`` function it returns, built once per collection;
         any other ``obs -> Distribution`` module through :func:`~pg_lightning.policies.sample`
-        (and ``dist.env_action`` when the distribution has one).
+        (and ``dist.env_action`` when the distribution has one). A recurrent policy
+        (:func:`~pg_lightning.recurrent.is_recurrent`) carries one state per env copy, which
+        restarts from zero whenever that copy starts an episode: its actor is called as
+        ``act(obs, starts)``, or, without an actor, ``policy.step(obs, state)`` is.
+
+        ``record_log_probs``: the batch also keeps ``log_probs``, the log-probability of each
+        action under the policy at the moment it was drawn (for checks; it costs a distribution per step).
         """
         if num_episodes < 1:
             raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
         device = next(policy.parameters()).device
-        actor = getattr(policy, "actor", None)
-        act = actor(self.generator) if actor is not None else partial(_act_from_distribution, policy, self.generator)
+        recurrent = is_recurrent(policy)
+        act = self._actor(policy, recurrent, record_log_probs)
         with self._env_errors():
             obs, _ = self.envs.reset(seed=self._reseed())
         n = self.num_envs
         active = np.arange(n) < num_episodes
+        starts = np.ones(n, dtype=np.bool_)  # the copies whose obs is the first of an episode
         to_start = num_episodes - int(active.sum())
         single_envs, clip = self._direct_envs()
 
         buffers: dict[str, _Buffer] = {}
         active_buf = _Buffer(n, (), np.bool_)
-        final_obs: list[tuple[int, int, np.ndarray]] = []  # (env, t, obs) of every finished episode
+        final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
+        obs_spec = None
         t = 0
         while active.any():
             with torch.inference_mode():  # only here: the batch itself must be usable by autograd
-                sampled, env_action = act(torch.as_tensor(obs, device=device))
-            action, env_action = sampled.cpu().numpy(), env_action.cpu().numpy()
+                obs_t = as_tensors(obs, device)
+                out = act(obs_t, torch.from_numpy(starts)) if recurrent else act(obs_t)
+            action, env_action = out[0].cpu().numpy(), out[1].cpu().numpy()
             active_buf.put(t, active)
             with self._env_errors():
                 if single_envs is None:
@@ -175,7 +187,11 @@ class EpisodeCollector:
                     next_obs, reward, terminated, truncated, ends = self._step_active(
                         single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
                     )
-            step = {"obs": obs, "actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
+            obs_leaves, obs_spec = flatten(obs)
+            step = {f"obs/{i}": leaf for i, leaf in enumerate(obs_leaves)}
+            step |= {"actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
+            if record_log_probs:
+                step["log_probs"] = out[2].cpu().numpy()
             if not buffers:
                 buffers = {
                     # rewards as the env gives them (float64), checked and cast to float32 once, in the batch
@@ -188,19 +204,20 @@ class EpisodeCollector:
                 # the first `to_start` finished envs (in env order) go on; the rest go idle
                 active[ends[to_start:]] = False
                 to_start = max(0, to_start - ends.size)
+            starts = terminated | truncated
             obs = next_obs
             t += 1
         self.epoch += 1
-        batch = self._flatten(buffers, active_buf.data[:t], final_obs)
-        # Observations may be +-inf (the network clamps them to +-1e9: factory.FlattenFloat); NaN is an
+        batch = self._flatten(buffers, active_buf.data[:t], final_obs, obs_spec)
+        # Observations may be +-inf (the network clamps them to +-1e9: encoders.FlattenFloat); NaN is an
         # env fault. Rewards must be finite (and within float32's range: _check_rewards).
         for name in ("obs", "final_obs"):
-            values = getattr(batch, name)
-            if values.is_floating_point() and torch.isnan(values).any():
-                raise EnvError(
-                    f"env.id={self.env_id!r} returned non-finite {name}: {int(torch.isnan(values).sum())} NaN of "
-                    f"{values.numel()} values (+-inf is accepted: the network clamps it to +-1e9; NaN is not)"
-                )
+            for values in leaves(getattr(batch, name)):
+                if values.is_floating_point() and torch.isnan(values).any():
+                    raise EnvError(
+                        f"env.id={self.env_id!r} returned non-finite {name}: {int(torch.isnan(values).sum())} NaN of "
+                        f"{values.numel()} values (+-inf is accepted: the network clamps it to +-1e9; NaN is not)"
+                    )
         if not torch.isfinite(batch.rewards).all():
             raise EnvError(
                 f"env.id={self.env_id!r} returned non-finite rewards "
@@ -208,6 +225,24 @@ class EpisodeCollector:
             )
         self._check_rewards(batch.rewards)
         return batch._replace(rewards=batch.rewards.float())
+
+    def _actor(self, policy: nn.Module, recurrent: bool, with_log_prob: bool) -> Callable[..., tuple[Tensor, ...]]:
+        """The function that draws one vector step's actions: the policy's ``actor`` when it has one,
+        else one built on ``forward`` (feedforward) or ``step`` (recurrent)."""
+        actor = getattr(policy, "actor", None)
+        if actor is not None:
+            return actor(self.generator, with_log_prob=True) if with_log_prob else actor(self.generator)
+        if not recurrent:
+            return partial(_act_from_distribution, policy, self.generator, with_log_prob)
+        state: list[Any] = []
+
+        def act(obs: Any, starts: Tensor) -> tuple[Tensor, ...]:
+            initial = policy.initial_state(self.num_envs)
+            state[:] = [initial if not state else reset_state(state[0], initial, starts)]
+            dist, state[0] = policy.step(obs, state[0])
+            return _drawn(dist, self.generator, with_log_prob)
+
+        return act
 
     def _check_rewards(self, rewards: Tensor) -> None:
         """``(B,)`` float64 rewards: one beyond float32's range (the batch stores rewards as float32) is named as such."""
@@ -311,13 +346,13 @@ class EpisodeCollector:
     @staticmethod
     def _step_active(
         single_envs: list[gym.Env],
-        obs: np.ndarray,
+        obs: Any,
         actions: np.ndarray,
         active: np.ndarray,
         to_start: int,
         t: int,
-        final_obs: list[tuple[int, int, np.ndarray]],
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        final_obs: list[tuple[int, int, Any]],
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One vector step that steps only the active copies.
 
         Why not ``SyncVectorEnv.step`` (an exception to using gymnasium's vector API as is): it
@@ -328,7 +363,7 @@ class EpisodeCollector:
         the batch is identical (a test compares both paths).
         """
         n = len(single_envs)
-        next_obs = obs.copy()
+        next_leaves, spec = flatten(map_tree(np.copy, obs))
         reward = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=np.bool_)
         truncated = np.zeros(n, dtype=np.bool_)
@@ -340,25 +375,28 @@ class EpisodeCollector:
                 ends.append(i)
                 if len(ends) <= to_start:  # starts another episode (decided in env order, as in collect)
                     o, _ = single_envs[i].reset()
-            next_obs[i] = o
-        return next_obs, reward, terminated, truncated, np.asarray(ends, dtype=np.int64)
+            for leaf, value in zip(next_leaves, flatten(o)[0], strict=True):
+                leaf[i] = value
+        return unflatten(spec, next_leaves), reward, terminated, truncated, np.asarray(ends, dtype=np.int64)
 
     @staticmethod
     def _flatten(
-        buffers: dict[str, _Buffer], active: np.ndarray, final_obs: list[tuple[int, int, np.ndarray]]
+        buffers: dict[str, _Buffer], active: np.ndarray, final_obs: list[tuple[int, int, Any]], obs_spec: Any
     ) -> EpisodeBatch:
         """Time-major ``(T, N, ...)`` to flat ``(B, ...)``, env by env, so episodes are contiguous."""
         t = len(active)
         mask = active.T  # (N, T)
         flat = {k: torch.from_numpy(np.ascontiguousarray(np.swapaxes(b.data[:t], 0, 1)[mask])) for k, b in buffers.items()}
-        order = sorted(final_obs, key=lambda e: (e[0], e[1]))
+        obs = unflatten(obs_spec, [flat[f"obs/{i}"] for i in range(len(flatten(obs_spec)[0]))])
+        order = [o for _, _, o in sorted(final_obs, key=lambda e: (e[0], e[1]))]
         return EpisodeBatch(
-            obs=flat["obs"],
+            obs=obs,
             actions=flat["actions"],
             rewards=flat["rewards"],
             terminated=flat["terminated"],
             truncated=flat["truncated"],
-            final_obs=torch.from_numpy(np.stack([o for _, _, o in order])),
+            final_obs=map_trees(lambda *xs: torch.from_numpy(np.stack(xs)), *order),
+            log_probs=flat.get("log_probs"),
         )
 
     def close(self) -> None:
@@ -368,6 +406,11 @@ class EpisodeCollector:
             self.envs.close()
 
 
-def _act_from_distribution(policy: nn.Module, generator: torch.Generator, obs: Tensor) -> tuple[Tensor, Tensor]:
+def _act_from_distribution(policy: nn.Module, generator: torch.Generator, with_log_prob: bool, obs: Any) -> tuple[Tensor, ...]:
     """The actor of any ``obs -> Distribution`` policy: the sample, and what the env receives."""
-    return draw(policy(obs), generator)
+    return _drawn(policy(obs), generator, with_log_prob)
+
+
+def _drawn(dist: Distribution, generator: torch.Generator, with_log_prob: bool) -> tuple[Tensor, ...]:
+    sampled, env_action = draw(dist, generator)
+    return (sampled, env_action, dist.log_prob(sampled)) if with_log_prob else (sampled, env_action)

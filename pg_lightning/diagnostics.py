@@ -27,7 +27,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from pg_lightning.policies import distribution
 from pg_lightning.returns import discounted_returns, step_in_episode, total_returns
+from pg_lightning.tree import index
 
 __all__ = [
     "ESTIMATORS",
@@ -79,7 +81,7 @@ def per_episode_gradients(
     to ``.grad`` and the graph is dropped afterwards.
 
     Args:
-        policy: ``obs (B, ...) -> Distribution``.
+        policy: ``obs (B, ...) -> Distribution`` (a recurrent one: ``(obs, dones) -> Distribution``).
         obs, actions: ``(B, ...)``, complete episodes one after another.
         dones: ``(B,)`` bool, true at each episode's last step (``dones[-1]`` true).
         weights: ``(K, B)`` per-step weights (no gradient flows through them).
@@ -108,7 +110,8 @@ def per_episode_gradients(
     start = 0
     with torch.enable_grad():
         for end in ends:  # a graph per episode: each backward walks only that episode's steps
-            log_probs = policy(obs[start : end + 1]).log_prob(actions[start : end + 1])
+            steps = slice(start, end + 1)
+            log_probs = distribution(policy, index(obs, steps), dones[steps]).log_prob(actions[steps])
             rows.append(_batched_grad(log_probs, params, weights[:, start : end + 1].to(log_probs.dtype)))
             start = end + 1
     return torch.stack(rows, dim=1)  # (K, E, P)

@@ -28,6 +28,7 @@ import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
 from pg_lightning.errors import ConfigError
+from pg_lightning.spaces import DropText, text_paths
 
 __all__ = ["EPISODE_CAP", "EnvFactory", "env_spec", "episode_limit", "import_modules", "reward_threshold"]
 
@@ -206,4 +207,6 @@ class EnvFactory:
                 raise ConfigError(
                     f"env.wrappers[{i}]: {_wrapper_name(wrap)} could not wrap {self.env_id}: {type(err).__name__}: {err}"
                 ) from err
+        if text_paths(env.observation_space):  # e.g. MiniGrid's mission: no network reads text (logged once)
+            env = DropText(env)
         return env

@@ -3,7 +3,9 @@
 Importing this module registers (``pg_lightning.collector`` and ``pg_lightning.train`` import it):
 
 - ``pg_lightning/TwoArmedBandit-v0``: :func:`~pg_lightning.tabular.two_armed_bandit`;
-- ``pg_lightning/Chain-v0``: :func:`~pg_lightning.tabular.chain`, the slippery corridor.
+- ``pg_lightning/Chain-v0``: :func:`~pg_lightning.tabular.chain`, the slippery corridor;
+- ``pg_lightning/CueMemory-v0``: :class:`~pg_lightning.memory_env.CueMemoryEnv`, remember the cue
+  shown at the first step (a memory task: only a recurrent policy beats chance).
 
 Keyword arguments of ``gym.make`` go to those MDP constructors, e.g.
 ``gym.make("pg_lightning/Chain-v0", length=8, slip=0.1)``. Observations are ``Discrete(S)`` state
@@ -18,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+import pg_lightning.memory_env  # noqa: F401  (registers pg_lightning/CueMemory-v0)
 from pg_lightning.tabular import TabularMDP, chain, two_armed_bandit
 
 __all__ = ["TabularEnv", "make_bandit", "make_chain"]

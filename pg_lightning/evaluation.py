@@ -31,13 +31,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.policies import TanhNormal, draw
+from pg_lightning import distributions
+from pg_lightning.policies import draw
+from pg_lightning.recurrent import is_recurrent
+from pg_lightning.tree import map_tree
 from pg_lightning.factory import build_policy
 from pg_lightning.validation import (
     as_wrappers,
@@ -74,22 +77,12 @@ TRUSTED_TARGETS = ("pg_lightning.", "gymnasium.")
 
 
 def greedy_action(dist: Distribution) -> Tensor:
-    """The action the env receives from a deterministic policy: the mode of ``dist``, batched.
-
-    ``Categorical``: the argmax of the logits (the first on ties). A Gaussian
-    (``Independent(Normal)``, Box actions with ``action_bounds=clip``): its mean (the env clips it
-    to the box). :class:`~pg_lightning.policies.TanhNormal` (``action_bounds=tanh``):
-    ``env_action(mean)``, the squashed mean of the pre-squash Gaussian.
-    """
-    if isinstance(dist, Categorical):
-        return dist.logits.argmax(-1)
-    if isinstance(dist, TanhNormal):
-        return dist.env_action(dist.mean)
-    if isinstance(dist, Independent):
-        return greedy_action(dist.base_dist)
-    if isinstance(dist, Normal):
-        return dist.loc
-    raise ConfigError(f"greedy: no greedy action for a {type(dist).__name__} policy; use greedy=false")
+    """The action the env receives from a deterministic policy: :func:`pg_lightning.distributions.greedy_action`
+    (argmax, per-component argmax, ``p > 0.5``, the mean or the squashed mean), or a ConfigError naming ``greedy``."""
+    try:
+        return distributions.greedy_action(dist)
+    except TypeError:
+        raise ConfigError(f"greedy: no greedy action for a {type(dist).__name__} policy; use greedy=false") from None
 
 
 def _env_action(dist: Distribution, greedy: bool, generator: torch.Generator) -> Tensor:
@@ -135,12 +128,14 @@ def run_episodes(
 
     Episode ``i`` starts from ``env.reset(seed=seed + i)``. Greedy actions: :func:`greedy_action`;
     otherwise sampled as in training, from a private ``torch.Generator`` seeded with ``seed``
+    A recurrent policy acts through ``step``, its state restarting from zero with each episode;
     (the global RNG is not touched, so evaluating during training changes nothing else). The
     policy runs in eval mode, without gradient, on its own device, and is put back as it was.
     ``frames``: if a list, ``env.render()`` of the first episode (every step) is appended to it.
     """
     generator = torch.Generator().manual_seed(int(seed))
     device = next(policy.parameters()).device
+    recurrent = is_recurrent(policy)
     was_training = policy.training
     policy.eval()
     returns: list[float] = []
@@ -152,9 +147,14 @@ def run_episodes(
             if record:
                 frames.append(env.render())
             total, length, done = 0.0, 0, False
+            state = policy.initial_state(1) if recurrent else None  # a recurrent policy starts each episode at zero
             while not done:
                 with torch.inference_mode():
-                    dist = policy(torch.as_tensor(obs, device=device).unsqueeze(0))
+                    batch = map_tree(lambda x: torch.as_tensor(x, device=device).unsqueeze(0), obs)
+                    if recurrent:
+                        dist, state = policy.step(batch, state)
+                    else:
+                        dist = policy(batch)
                     action = _env_action(dist, greedy, generator)[0].cpu().numpy()
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)

@@ -13,8 +13,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pg_lightning.encoders import OBS_LIMIT, FlattenFloat
 from pg_lightning.errors import ConfigError
-from pg_lightning.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot, draw
+from pg_lightning.policies import (
+    MLP,
+    BernoulliPolicy,
+    CategoricalPolicy,
+    GaussianPolicy,
+    MultiCategoricalPolicy,
+    Policy,
+    draw,
+)
+from pg_lightning.recurrent import RecurrentCore, is_recurrent
+from pg_lightning.spaces import UnsupportedSpaceError, make_encoder, sample_batch
+from pg_lightning.tree import Obs, as_tensors, leaves
 
 __all__ = [
     "UnsupportedSpaceError",
@@ -28,41 +40,6 @@ __all__ = [
 ]
 
 
-class UnsupportedSpaceError(ConfigError):
-    """The environment has an observation or action space that no policy here can handle."""
-
-
-OBS_LIMIT = 1e9
-"""Observations are clamped to ``[-OBS_LIMIT, OBS_LIMIT]`` on their way into a network."""
-
-
-class FlattenFloat(nn.Module):
-    """``(B, *shape)`` numeric observations to float features ``(B, prod(shape))``, clamped to ``±OBS_LIMIT``.
-
-    A 0-d ``Box`` (one number per observation, batched as ``(B,)``) is one feature: ``(B, 1)``.
-
-    The clamp keeps the activations of any MLP finite for any finite (or infinite) observation:
-    an overflow to ``inf`` in a hidden layer would become ``inf - inf = nan`` in the next one.
-    No environment we know of produces values near ``1e9``; a NaN observation stays NaN (the
-    collector reports it as an env fault).
-    """
-
-    def forward(self, obs: Tensor) -> Tensor:
-        features = obs.unsqueeze(1) if obs.dim() == 1 else obs.flatten(1)  # (B,): 0-d observations
-        return features.to(torch.get_default_dtype()).clamp(-OBS_LIMIT, OBS_LIMIT)
-
-
-def _encoder(space: gym.Space) -> tuple[nn.Module, int]:
-    if isinstance(space, gym.spaces.Discrete):
-        return OneHot(int(space.n), int(space.start)), int(space.n)
-    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
-        return FlattenFloat(), int(np.prod(space.shape))  # 1 for a 0-d Box (prod(()) == 1)
-    raise UnsupportedSpaceError(
-        f"env.id: unsupported observation space {space}: pg_lightning handles Box, Discrete and MultiBinary "
-        "observations (flatten Dict/Tuple spaces with a gymnasium wrapper first)"
-    )
-
-
 def make_policy(
     observation_space: gym.Space,
     action_space: gym.Space,
@@ -72,14 +49,24 @@ def make_policy(
     state_dependent_std: bool = False,
     action_bounds: str = "clip",
     output_init_scale: float | None = None,
-) -> nn.Module:
-    """Build the policy for an environment's (single-env) spaces.
+    encoder: str | Mapping[str, str] = "auto",
+    core: str | None = None,
+    core_size: int = 64,
+) -> Policy:
+    """Build the policy for an environment's (single-env) spaces: ``encoder -> [core] -> MLP -> distribution``.
 
-    - ``Discrete(n)`` actions: :class:`CategoricalPolicy` over ``n`` logits.
-    - 1-D ``Box`` actions: :class:`GaussianPolicy` (log-std free or state-dependent; clip or tanh bounds).
-    - ``Discrete`` observations are one-hot encoded (tabular environments), ``Box`` and
-      ``MultiBinary`` observations are flattened to float vectors (a 0-d ``Box``, one number, to
-      one feature).
+    Actions (:mod:`pg_lightning.distributions`):
+
+    - ``Discrete(n, start)``: :class:`CategoricalPolicy` over ``n`` logits (the env gets ``+ start``);
+    - ``MultiDiscrete(nvec, start)``: :class:`MultiCategoricalPolicy`, independent categoricals;
+    - ``MultiBinary(shape)``: :class:`BernoulliPolicy`, independent Bernoullis;
+    - ``Box`` of any shape: :class:`GaussianPolicy` over the flattened components (log-std free
+      or state-dependent; clip or tanh bounds), samples reshaped to the Box's shape.
+
+    Observations (:func:`pg_lightning.spaces.make_encoder`): one encoder per leaf of (nested)
+    ``Dict``/``Tuple`` spaces, features concatenated: one-hot for ``Discrete`` and
+    ``MultiDiscrete``, a CNN for images (``Box`` of ``uint8`` with 3 dimensions), flattened
+    floats otherwise.
 
     Args:
         observation_space: ``env.single_observation_space``.
@@ -95,21 +82,39 @@ def make_policy(
             bias is zeroed, so that the initial policy is (nearly) the same in every state:
             uniform logits, or the Gaussian's mean near 0 (``0.01`` is the usual choice).
             None keeps PyTorch's default initialisation.
+        encoder: ``auto``, or one of ``flatten``, ``onehot``, ``cnn`` for every leaf, or a
+            mapping from leaf paths (``image``, ``0``, ``a/b``) to those names.
+        core: ``gru`` or ``lstm`` for a recurrent policy (``network=gru``), None for feedforward.
+        core_size: width of the recurrent state.
 
     Raises:
         UnsupportedSpaceError: for any other space, naming it.
     """
-    encoder, in_features = _encoder(observation_space)
+    encoder_module = make_encoder(observation_space, encoder)
+    width = int(encoder_module.out_features)
+    core_module = None if core is None else RecurrentCore(str(core), width, core_size)
+    if core_module is not None:
+        width = core_module.hidden_size
+
+    def mlp(outputs: int) -> MLP:
+        return MLP(width, outputs, hidden_sizes, activation)
+
     if isinstance(action_space, gym.spaces.Discrete):
-        if int(action_space.start) != 0:
-            raise UnsupportedSpaceError(f"env.id: unsupported action space {action_space}: Discrete actions must start at 0")
-        net = MLP(in_features, int(action_space.n), hidden_sizes, activation)
-        policy: nn.Module = CategoricalPolicy(encoder, net)
-    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        action_dim = int(action_space.shape[0])
-        net = MLP(in_features, action_dim * (2 if state_dependent_std else 1), hidden_sizes, activation)
+        net = mlp(int(action_space.n))
+        policy: Policy = CategoricalPolicy(encoder_module, net, start=int(action_space.start), core=core_module)
+    elif isinstance(action_space, gym.spaces.MultiDiscrete):
+        net = mlp(int(action_space.nvec.sum()))
+        policy = MultiCategoricalPolicy(encoder_module, net, action_space.nvec, action_space.start, core=core_module)
+    elif isinstance(action_space, gym.spaces.MultiBinary):
+        shape = tuple(int(n) for n in np.atleast_1d(action_space.shape))
+        net = mlp(int(np.prod(shape)))
+        policy = BernoulliPolicy(encoder_module, net, shape, core=core_module)
+    elif isinstance(action_space, gym.spaces.Box) and np.issubdtype(action_space.dtype, np.floating):
+        shape = tuple(action_space.shape)
+        action_dim = int(np.prod(shape))
+        net = mlp(action_dim * (2 if state_dependent_std else 1))
         policy = GaussianPolicy(
-            encoder,
+            encoder_module,
             net,
             action_dim,
             log_std_init=log_std_init,
@@ -117,10 +122,13 @@ def make_policy(
             action_bounds=action_bounds,
             low=action_space.low,
             high=action_space.high,
+            action_shape=shape,
+            core=core_module,
         )
     else:
         raise UnsupportedSpaceError(
-            f"env.id: unsupported action space {action_space}: pg_lightning handles Discrete and 1-D Box actions"
+            f"env.id: unsupported action space {action_space}: pg_lightning handles Discrete, MultiDiscrete, "
+            "MultiBinary and float Box actions"
         )
     if output_init_scale is not None:
         with torch.no_grad():
@@ -130,15 +138,39 @@ def make_policy(
 
 
 class ValueNetwork(nn.Module):
-    """``V(s)``: an encoder and an MLP with one output; ``forward(obs) -> (B,)``."""
+    """``V(s)``: an encoder, an optional recurrent core and an MLP with one output.
 
-    def __init__(self, encoder: nn.Module, net: nn.Module) -> None:
+    ``forward(obs) -> (B,)``; with a core (``baseline.value_net.core=gru``) it is recurrent:
+    ``forward(obs, dones)`` over complete episodes, as a recurrent policy, and
+    :meth:`final_values` continues each episode's state into its final observation.
+    """
+
+    def __init__(self, encoder: nn.Module, net: nn.Module, core: RecurrentCore | None = None) -> None:
         super().__init__()
         self.encoder = encoder
+        self.core = core
         self.net = net
 
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.net(self.encoder(obs)).squeeze(-1)
+    @property
+    def is_recurrent(self) -> bool:
+        return self.core is not None
+
+    def forward(self, obs: Obs, dones: Tensor | None = None) -> Tensor:
+        features = self.encoder(obs)
+        if self.core is not None:
+            if dones is None:
+                raise ValueError("a recurrent value network needs the episodes' dones: value_net(obs, dones)")
+            features, _ = self.core.sequences(features, dones)
+        return self.net(features).squeeze(-1)
+
+    def final_values(self, obs: Obs, dones: Tensor, final_obs: Obs) -> Tensor:
+        """``(E,)`` ``V`` of each episode's final observation, with the state the episode left
+        (recurrent), or of the final observation alone (feedforward)."""
+        if self.core is None:
+            return self(final_obs)
+        _, state = self.core.sequences(self.encoder(obs), dones)
+        out, _ = self.core.step(self.encoder(final_obs), state)
+        return self.net(out).squeeze(-1)
 
     @torch.no_grad()
     def rescale_output(self, scale: Tensor, shift: Tensor) -> None:
@@ -153,14 +185,21 @@ def make_value_network(
     observation_space: gym.Space,
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
+    encoder: str | Mapping[str, str] = "auto",
+    core: str | None = None,
+    core_size: int = 64,
 ) -> ValueNetwork:
     """The state-value network of ``baseline=value``, for an env's (single-env) observation space.
 
-    Observations are encoded as for the policy (one-hot for ``Discrete``, flattened for ``Box``;
-    a 0-d ``Box`` is one feature).
+    Observations are encoded as for the policy (:func:`make_policy`); ``core`` (``gru``,
+    ``lstm``) makes it recurrent, as the policy's.
     """
-    encoder, in_features = _encoder(observation_space)
-    return ValueNetwork(encoder, MLP(in_features, 1, hidden_sizes, activation))
+    encoder_module = make_encoder(observation_space, encoder, key="baseline.value_net.encoder")
+    width = int(encoder_module.out_features)
+    core_module = None if core is None else RecurrentCore(str(core), width, core_size, key="baseline.value_net")
+    if core_module is not None:
+        width = core_module.hidden_size
+    return ValueNetwork(encoder_module, MLP(width, 1, hidden_sizes, activation), core_module)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,20 +228,25 @@ def _shape(t: Any) -> str:
     return str(tuple(t.shape)) if hasattr(t, "shape") and t.shape is not None else "?"
 
 
-def _probe_observations(observation_space: gym.Space, device: torch.device) -> Tensor:
-    """A batch of ``PROBE_BATCH`` observations sampled from the space, stacked as the collector feeds them.
-
-    The space is copied and seeded, so its own RNG (and numpy's) is left alone.
-    """
-    space = copy.deepcopy(observation_space)
-    space.seed(0)
+def _probe_observations(observation_space: gym.Space, device: torch.device) -> Obs:
+    """A batch of ``PROBE_BATCH`` observations sampled from the space, batched as the collector feeds them
+    (a tensor, or a dict / tuple of them). The space is copied and seeded: its own RNG is left alone."""
     try:
-        return torch.as_tensor(np.stack([space.sample() for _ in range(PROBE_BATCH)]), device=device)
+        return as_tensors(sample_batch(observation_space, PROBE_BATCH), device)
     except (TypeError, ValueError, RuntimeError) as err:
         raise UnsupportedSpaceError(
-            f"env.id: observations of {observation_space} do not stack into one tensor ({_one_line(err)}); "
-            "the collector feeds networks (B, ...) tensors: flatten Dict/Tuple spaces with a gymnasium wrapper first"
+            f"env.id: observations of {observation_space} do not batch into tensors ({_one_line(err)})"
         ) from err
+
+
+PROBE_DONES = torch.tensor([False] * (PROBE_BATCH - 1) + [True])
+"""The probe batch as one episode, for recurrent networks: ``forward(obs, PROBE_DONES)``."""
+
+
+def _describe(obs: Obs) -> str:
+    if isinstance(obs, Tensor):
+        return f"{_shape(obs)} {str(obs.dtype).removeprefix('torch.')}"
+    return "{" + ", ".join(_describe(leaf) for leaf in leaves(obs)) + "}"
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -235,9 +279,10 @@ def _forward(module: nn.Module, key: str, name: str, observation_space: gym.Spac
     """Run ``module`` on ``PROBE_BATCH`` sampled observations (inside :func:`_probe`): ``(output, observations,
     their description)``; an exception of its forward is a ConfigError naming ``key``."""
     obs = _probe_observations(observation_space, _device(module))
-    batch = f"a batch of {PROBE_BATCH} observations {_shape(obs)} {str(obs.dtype).removeprefix('torch.')}"
+    recurrent = is_recurrent(module)
+    batch = f"a batch of {PROBE_BATCH} observations {_describe(obs)}" + (" (one episode)" if recurrent else "")
     try:
-        return module(obs), obs, batch
+        return (module(obs, PROBE_DONES.to(_device(module))) if recurrent else module(obs)), obs, batch
     except Exception as err:
         raise ConfigError(
             f"{key}: {name}.forward raised {type(err).__name__} on {batch}: {_one_line(err)} {_HINT_TRACEBACK}"
@@ -249,11 +294,15 @@ def check_policy(policy: Any, observation_space: gym.Space, action_space: gym.Sp
     :class:`ConfigError` naming ``network``.
 
     The contract: an ``nn.Module`` with parameters whose ``forward`` maps a batch of observations
-    ``(B, *obs_shape)`` (as the collector stacks them) to a ``torch.distributions.Distribution``
+    ``(B, *obs_shape)`` (as the collector stacks them; a dict / tuple of such tensors for
+    ``Dict`` / ``Tuple`` spaces) to a ``torch.distributions.Distribution``
     with batch shape ``(B,)``: ``log_prob(sample())`` and ``entropy()`` are ``(B,)`` (action
     dimensions belong in the event shape: ``Independent(Normal(mean, std), 1)``), and a sample
     holds one action of ``action_space``'s shape per observation. An optional
     ``actor(generator)`` must return ``obs -> (batch actions, env actions)`` of the same shapes.
+    A recurrent policy (``is_recurrent`` true) is called as ``forward(obs, dones)`` on complete
+    episodes (the probe is one episode), has ``initial_state(n)`` and ``step(obs, state) ->
+    (distribution, state)``, and its actor takes ``(obs, starts)``.
 
     The policy runs once on ``PROBE_BATCH`` observations sampled from ``observation_space``, in
     eval mode, without gradient; the global RNG and the module's mode are restored.
@@ -309,19 +358,42 @@ def check_policy(policy: Any, observation_space: gym.Space, action_space: gym.Sp
                 f"{PROBE_BATCH} observations; the env's action space {action_space} needs ({PROBE_BATCH}, "
                 f"{', '.join(map(str, expected))}{',' if len(expected) == 1 else ''})"
             )
+        recurrent = is_recurrent(policy)
+        if recurrent:
+            _check_step(policy, obs, name)
         actor = getattr(policy, "actor", None)
         if callable(actor):
-            _check_actor(actor, obs, sampled, env_action, name)
+            _check_actor(actor, obs, sampled, env_action, name, recurrent)
 
 
-def _check_actor(actor: Any, obs: Tensor, sampled: Tensor, env_action: Tensor, name: str) -> None:
-    """The optional fast path: ``actor(generator)(obs) -> (batch actions, env actions)``, shaped as the samples."""
-    key = "network"
+def _check_step(policy: Any, obs: Obs, name: str) -> None:
+    """A recurrent policy acts one step at a time: ``initial_state(n)``, then ``step(obs, state) -> (dist, state)``."""
+    call = f"{name}.step(obs, {name}.initial_state({PROBE_BATCH}))"
     try:
-        out = actor(torch.Generator().manual_seed(0))(obs)
+        out = policy.step(obs, policy.initial_state(PROBE_BATCH))
     except Exception as err:
         raise ConfigError(
-            f"{key}: {name}.actor(generator)(obs) raised {type(err).__name__}: {_one_line(err)} {_HINT_TRACEBACK}"
+            f"network: {name} is recurrent (is_recurrent is true); {call} raised {type(err).__name__}: "
+            f"{_one_line(err)} {_HINT_TRACEBACK}"
+        ) from err
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.distributions.Distribution)):
+        raise ConfigError(f"network: {call} must return (Distribution, next state), got {_name(out)}")
+    if tuple(out[0].batch_shape[:1]) != (PROBE_BATCH,):
+        raise ConfigError(
+            f"network: {call} returned a distribution of batch_shape {tuple(out[0].batch_shape)}, expected ({PROBE_BATCH},)"
+        )
+
+
+def _check_actor(actor: Any, obs: Obs, sampled: Tensor, env_action: Tensor, name: str, recurrent: bool) -> None:
+    """The optional fast path: ``actor(generator)(obs[, starts]) -> (batch actions, env actions)``, shaped as the samples."""
+    key = "network"
+    args = "(obs, starts)" if recurrent else "(obs)"
+    try:
+        act = actor(torch.Generator().manual_seed(0))
+        out = act(obs, torch.ones(PROBE_BATCH, dtype=torch.bool)) if recurrent else act(obs)
+    except Exception as err:
+        raise ConfigError(
+            f"{key}: {name}.actor(generator){args} raised {type(err).__name__}: {_one_line(err)} {_HINT_TRACEBACK}"
         ) from err
     shapes = (_shape(sampled), _shape(env_action))
     if (
@@ -332,7 +404,7 @@ def _check_actor(actor: Any, obs: Tensor, sampled: Tensor, env_action: Tensor, n
     ):
         got = f"({', '.join(_shape(t) for t in out)})" if isinstance(out, tuple) else _name(out)
         raise ConfigError(
-            f"{key}: {name}.actor(generator)(obs) must return (batch actions, env actions) shaped as forward's "
+            f"{key}: {name}.actor(generator){args} must return (batch actions, env actions) shaped as forward's "
             f"samples {shapes[0]}, {shapes[1]}; got {got} (actor is optional: delete it to sample from forward)"
         )
 
@@ -416,7 +488,7 @@ def _build(key: str, node: Any, spaces: dict[str, gym.Space], inherited: frozens
                 from_ours = [k for k in unexpected if k in inherited]
                 hint = (
                     f" (keys of pg_lightning's own {key} config, which a {key}._target_ override keeps): "
-                    f"{fix.format(target=target)}"
+                    f"{fix.format(target=target, drop=' '.join(f'~{key}.{k}' for k in from_ours))}"
                     if from_ours
                     else f": remove {' '.join(f'~{key}.{k}' for k in unexpected)}"
                 )
@@ -474,7 +546,7 @@ def build_value_network(value_net: Any, observation_space: gym.Space) -> nn.Modu
     and checked by :func:`check_value_network`; every failure is one :class:`ConfigError` line naming
     ``baseline.value_net``."""
     fix = (
-        "drop them with ~baseline.value_net.hidden_sizes ~baseline.value_net.activation "
+        "drop them with {drop} "
         "(your factory's own arguments: +baseline.value_net.<name>=...)"
     )
     value_net = _build("baseline.value_net", value_net, {"observation_space": observation_space}, _VALUE_KEYS, fix)

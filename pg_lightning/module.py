@@ -19,6 +19,8 @@ from pg_lightning.batch import EpisodeBatch
 from pg_lightning.errors import ConfigError, NonFiniteError
 from pg_lightning.loss import LossTerms, ReinforceLoss
 from pg_lightning.metrics import WindowMean
+from pg_lightning.policies import distribution
+from pg_lightning.tree import Obs, leaves
 
 __all__ = ["ReinforceModule", "StepRecord"]
 
@@ -116,8 +118,9 @@ class ReinforceModule(pl.LightningModule):
         self.last_step: StepRecord | None = None
         self._baseline_before: dict[str, Tensor] | None = None  # see training_step
 
-    def forward(self, obs: Tensor) -> torch.distributions.Distribution:
-        return self.policy(obs)
+    def forward(self, obs: Obs, dones: Tensor | None = None) -> torch.distributions.Distribution:
+        """The policy's distribution: ``policy(obs)``, or ``policy(obs, dones)`` for a recurrent policy."""
+        return self.policy(obs) if dones is None else distribution(self.policy, obs, dones)
 
     def returns(self, batch: EpisodeBatch, final_values: Tensor | None = None) -> Tensor:
         """``(B,)`` ``Psi_t`` of the batch, truncated episodes bootstrapped when the baseline can.
@@ -139,7 +142,7 @@ class ReinforceModule(pl.LightningModule):
         psi = self.returns(batch, final_values)
         if not torch.isfinite(psi).all():  # before the baseline sees them: its statistics stay finite
             raise self._failed(self._diagnose(batch, psi))
-        dist = self.policy(batch.obs)
+        dist = distribution(self.policy, batch.obs, batch.dones)
         baseline = self.baseline(batch, psi)
         entropy = self._entropy(dist)
         terms = self.loss_fn(dist.log_prob(batch.actions), psi, batch.dones, baseline=baseline, entropy=entropy)
@@ -261,7 +264,7 @@ class ReinforceModule(pl.LightningModule):
             bad = [k for k, v in named.items() if not torch.isfinite(v).all()] or ["loss"]
         lines = [
             f"non-finite loss at epoch {self.current_epoch}: {', '.join(bad)} is not finite",
-            f"  observations: {stats(batch.obs.float())}",
+            f"  observations: {stats(torch.cat([leaf.float().flatten() for leaf in leaves(batch.obs)]))}",
             f"  rewards: {stats(batch.rewards)}",
             f"  returns Psi: {stats(psi)}",
         ]

@@ -1,5 +1,14 @@
 """Policies: ``nn.Module``s that map a batch of observations to a ``torch.distributions`` object.
 
+Every policy here is ``encoder -> [recurrent core] -> net -> distribution``:
+
+- the encoder maps raw observations (a tensor, or a dict / tuple of them) to features ``(B, F)``
+  (:mod:`pg_lightning.encoders`);
+- the optional core (:class:`~pg_lightning.recurrent.RecurrentCore`, ``network=gru|lstm``) gives
+  the policy a memory of the episode so far;
+- ``net`` (an :class:`MLP`) maps features to the distribution's parameters, and the policy's
+  class to the distribution of its action space (:mod:`pg_lightning.distributions`).
+
 Plain torch: no Lightning, no gymnasium. :func:`pg_lightning.factory.make_policy` builds the
 right policy from an environment's spaces.
 """
@@ -13,11 +22,43 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal
 
+from pg_lightning.distributions import (
+    DiscreteCategorical,
+    MultiBernoulli,
+    MultiCategorical,
+    TanhNormal,
+    bernoulli_sample,
+    categorical_sample,
+    draw,
+    greedy_action,
+    normal_sample,
+    padded_logits,
+    sample,
+)
+from pg_lightning.encoders import OneHot
 from pg_lightning.errors import ConfigError
+from pg_lightning.recurrent import RecurrentCore, State, is_recurrent, reset_state
+from pg_lightning.tree import Obs
 
-__all__ = ["ACTION_BOUNDS", "MLP", "CategoricalPolicy", "GaussianPolicy", "OneHot", "TanhNormal", "draw", "sample", "snapshot"]
+__all__ = [
+    "ACTION_BOUNDS",
+    "MLP",
+    "BernoulliPolicy",
+    "CategoricalPolicy",
+    "GaussianPolicy",
+    "MultiCategoricalPolicy",
+    "OneHot",
+    "Policy",
+    "TanhNormal",
+    "distribution",
+    "draw",
+    "greedy_action",
+    "is_recurrent",
+    "sample",
+    "snapshot",
+]
 
 ACTION_BOUNDS = ("clip", "tanh")
 
@@ -28,18 +69,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "silu": nn.SiLU,
 }
-
-
-class OneHot(nn.Module):
-    """Encodes integer observations ``(B,)`` in ``start .. start+n-1`` as one-hot floats ``(B, n)``."""
-
-    def __init__(self, n: int, start: int = 0) -> None:
-        super().__init__()
-        self.n = n
-        self.start = start
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return nn.functional.one_hot(obs.long() - self.start, self.n).to(torch.get_default_dtype())
 
 
 class MLP(nn.Sequential):
@@ -81,113 +110,201 @@ def _plain_list(hidden_sizes: object) -> object:
     return list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else hidden_sizes
 
 
-class CategoricalPolicy(nn.Module):
-    """``pi(a|s) = softmax(net(encode(s)))`` for ``n`` discrete actions.
+
+
+class Policy(nn.Module):
+    """``encoder -> [core] -> net -> distribution``: the base of every policy here.
 
     Args:
-        encoder: maps raw observations ``(B, *obs_shape)`` to features ``(B, F)``
-            (``nn.Flatten`` for vectors, :class:`OneHot` for discrete observations).
-        net: maps features ``(B, F)`` to logits ``(B, n)``.
+        encoder: raw observations (``(B, *obs_shape)``, or a dict / tuple of them) -> features ``(B, F)``.
+        net: features (the core's output when there is one) -> the distribution's parameters.
+        core: a :class:`~pg_lightning.recurrent.RecurrentCore`, or None for a feedforward policy.
 
-    ``forward(obs)`` returns ``Categorical`` with batch shape ``(B,)``; actions are ``(B,)`` long.
+    ``forward(obs)`` (feedforward) or ``forward(obs, dones)`` (recurrent: ``obs`` holds complete
+    episodes one after another, ``dones`` ``(B,)`` marks their last steps) returns the
+    distribution of the ``B`` actions, batch shape ``(B,)``. A recurrent policy also acts one
+    step at a time: ``initial_state(n)`` and ``step(obs, state) -> (distribution, state)``.
+    Subclasses define :meth:`distribution` (and, for speed, :meth:`_draw`).
     """
 
-    def __init__(self, encoder: nn.Module, net: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, net: nn.Module, core: RecurrentCore | None = None) -> None:
         super().__init__()
         self.encoder = encoder
+        self.core = core
         self.net = net
 
-    def forward(self, obs: Tensor) -> Categorical:
-        return Categorical(logits=self.net(self.encoder(obs)), validate_args=False)
+    @property
+    def is_recurrent(self) -> bool:
+        return self.core is not None
 
-    def actor(self, generator: torch.Generator) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-        """``obs -> (batch actions, env actions)``, both ``(B,)`` long, for one collection.
+    def forward(self, obs: Obs, dones: Tensor | None = None) -> Distribution:
+        features = self.encoder(obs)
+        if self.core is not None:
+            if dones is None:
+                raise ValueError(f"{type(self).__name__} is recurrent: call it as policy(obs, dones) on complete episodes")
+            features, _ = self.core.sequences(features, dones)
+        return self.distribution(self.net(features))
 
-        The same draw as ``sample(self(obs), generator)``, without building a distribution, on a
-        :func:`snapshot` of the current parameters (the collector calls it once per vector step).
+    def initial_state(self, n: int) -> State:
+        """The core's state of ``n`` copies starting an episode (zeros), on the policy's device."""
+        return self._core().initial_state(n, self.net[-1].weight.device)
+
+    def step(self, obs: Obs, state: State) -> tuple[Distribution, State]:
+        """One step of ``N`` copies of a recurrent policy: ``(distribution (N,), next state)``."""
+        features, state = self._core().step(self.encoder(obs), state)
+        return self.distribution(self.net(features)), state
+
+    def _core(self) -> RecurrentCore:
+        if self.core is None:
+            raise ValueError(f"{type(self).__name__} is feedforward: it has no state")
+        return self.core
+
+    def distribution(self, out: Tensor) -> Distribution:
+        """The distribution of the actions for the net's output ``out`` ``(B, ...)``."""
+        raise NotImplementedError
+
+    def _draw(self, out: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``(sample, env action)`` for the net's output: the draw of ``draw(self.distribution(out), generator)``."""
+        return draw(self.distribution(out), generator)
+
+    def actor(self, generator: torch.Generator, with_log_prob: bool = False) -> Callable[..., tuple[Tensor, ...]]:
+        """The collector's fast path: a function that draws the actions of one vector step.
+
+        Feedforward: ``act(obs) -> (batch actions, env actions)``; recurrent: ``act(obs, starts)``,
+        ``starts`` ``(N,)`` bool marking the copies whose ``obs`` is the first of an episode
+        (their state restarts from zero; the first call must start every copy). The actor carries
+        the state of the ``N`` copies between calls. It runs on a :func:`snapshot` of the current
+        parameters (built once per collection) and draws exactly what
+        ``draw(policy(obs), generator)`` (or ``step``) would. ``with_log_prob``: also return the
+        log-probabilities of the drawn actions (for checks; slower).
         """
-        logits = snapshot(nn.Sequential(self.encoder, self.net))
+        encode, net = snapshot(self.encoder), snapshot(self.net)
 
-        def act(obs: Tensor) -> tuple[Tensor, Tensor]:
-            action = _categorical_sample(logits(obs), generator)
-            return action, action
+        def finish(out: Tensor) -> tuple[Tensor, ...]:
+            sampled, env_action = self._draw(out, generator)
+            if with_log_prob:
+                return sampled, env_action, self.distribution(out).log_prob(sampled.to(out.device))
+            return sampled, env_action
+
+        if self.core is None:
+            return lambda obs: finish(net(encode(obs)))
+        core = self.core
+        state: list[State] = []
+
+        def act(obs: Obs, starts: Tensor) -> tuple[Tensor, ...]:
+            features = encode(obs)
+            initial = core.initial_state(features.shape[0], features.device)
+            if not state:
+                if not bool(starts.all()):
+                    raise ValueError("the first step of a recurrent actor must start every copy")
+                state.append(initial)
+            out, state[0] = core.step(features, reset_state(state[0], initial, starts))
+            return finish(net(out))
 
         return act
 
 
-class TanhNormal(Distribution):
-    """A diagonal Gaussian squashed into a box: the env receives ``a = low + (tanh(u) + 1) * (high - low) / 2``, ``u ~ N(loc, scale)``.
-
-    Samples are the pre-squash ``u`` (what the batch stores and ``log_prob`` takes);
-    :meth:`env_action` maps them into the box for the env. ``log_prob(u)`` is the log-density of
-    the action ``a`` that ``u`` gives, by the exact change of variables,
-    ``log N(u) - sum_i [log(1 - tanh(u_i)^2) + log((high_i - low_i) / 2)]``, computed stably
-    (``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``): no inverse ``atanh`` is ever taken,
-    so it is exact and finite even for samples that saturate on the bounds. Batch shape ``(B,)``,
-    event shape ``(action_dim,)`` (log-probs sum over action dimensions).
-
-    ``entropy()`` (of ``a``) has no closed form: it returns the one-sample estimate
-    ``-log_prob(u)`` with ``u`` reparameterised, unbiased and differentiable. ``mean`` is ``loc``
-    (pre-squash: ``env_action(mean)`` is the deterministic action).
-    """
-
-    arg_constraints: dict = {}
-    has_rsample = True
-
-    def __init__(self, loc: Tensor, scale: Tensor, low: Tensor, high: Tensor) -> None:
-        self.base = Normal(loc, scale, validate_args=False)
-        self.low = low.to(loc)
-        self.half_range = ((high - low) / 2).to(loc)
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
-
-    def env_action(self, u: Tensor) -> Tensor:
-        """The action in ``[low, high]`` that the env receives for the sample ``u`` (on ``u``'s device)."""
-        squashed = self.low + (torch.tanh(u.to(self.low.device)) + 1) * self.half_range
-        return squashed.to(u.device)
-
-    @staticmethod
-    def _log_dtanh(u: Tensor) -> Tensor:
-        return 2 * (math.log(2.0) - u - nn.functional.softplus(-2 * u))
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        return self.base.rsample(sample_shape)
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        return (self.base.log_prob(value) - self._log_dtanh(value) - self.half_range.log()).sum(-1)
-
-    def entropy(self) -> Tensor:
-        return -self.log_prob(self.base.rsample())
-
-    @property
-    def mean(self) -> Tensor:
-        return self.base.loc
-
-    @property
-    def stddev(self) -> Tensor:
-        return self.base.scale
-
-
-class GaussianPolicy(nn.Module):
-    """Diagonal Gaussian policy for ``Box`` actions, with the log-std clamped to a sane range.
+class CategoricalPolicy(Policy):
+    """``pi(a|s) = softmax(net(features(s)))`` for ``Discrete(n, start)`` actions.
 
     Args:
-        encoder: maps raw observations to features ``(B, F)``.
-        net: maps features to the mean ``(B, action_dim)``, or to the mean and the log-std
-            ``(B, 2 * action_dim)`` when ``state_dependent_std``.
-        action_dim: number of action dimensions.
+        encoder, net, core: see :class:`Policy`; ``net`` outputs ``n`` logits.
+        start: the env's first action (gymnasium's ``Discrete(n, start)``): the batch keeps
+            ``0 .. n-1`` and the env receives ``sample + start``.
+
+    Returns :class:`~pg_lightning.distributions.DiscreteCategorical`; actions are ``(B,)`` long.
+    """
+
+    def __init__(self, encoder: nn.Module, net: nn.Module, start: int = 0, core: RecurrentCore | None = None) -> None:
+        super().__init__(encoder, net, core)
+        self.start = int(start)
+
+    def distribution(self, out: Tensor) -> Distribution:
+        return DiscreteCategorical(out, self.start)
+
+    def _draw(self, out: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        action = categorical_sample(out, generator)
+        return action, action + self.start if self.start else action
+
+
+class MultiCategoricalPolicy(Policy):
+    """Independent categoricals for ``MultiDiscrete(nvec, start)`` actions (any shape of ``nvec``).
+
+    ``net`` outputs ``sum(nvec)`` logits, component by component (``nvec`` flattened in C order).
+    Returns :class:`~pg_lightning.distributions.MultiCategorical`: actions ``(B, *nvec.shape)``
+    long from 0, log-probs summed over the components, the env receives ``sample + start``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        net: nn.Module,
+        nvec: Sequence[int] | Tensor,
+        start: Sequence[int] | Tensor | None = None,
+        core: RecurrentCore | None = None,
+    ) -> None:
+        super().__init__(encoder, net, core)
+        nvec_t = torch.as_tensor(nvec, dtype=torch.long)
+        self.nvec = [int(n) for n in nvec_t.flatten()]
+        self.shape = tuple(nvec_t.shape)
+        width = max(self.nvec)
+        slots = torch.cat([torch.arange(n) + i * width for i, n in enumerate(self.nvec)])
+        self.register_buffer("slots", slots, persistent=False)
+        start_t = torch.zeros_like(nvec_t) if start is None else torch.as_tensor(start, dtype=torch.long)
+        self.register_buffer("start", start_t.expand(self.shape).clone(), persistent=False)
+
+    def _logits(self, out: Tensor) -> Tensor:
+        return padded_logits(out, self.nvec, self.slots).view(out.shape[0], *self.shape, max(self.nvec))
+
+    def distribution(self, out: Tensor) -> Distribution:
+        return MultiCategorical(self._logits(out), self.start)
+
+    def _draw(self, out: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        action = categorical_sample(self._logits(out), generator)
+        return action, action + self.start.to(action.device)
+
+
+class BernoulliPolicy(Policy):
+    """Independent Bernoullis for ``MultiBinary(shape)`` actions: ``net`` outputs one logit per component.
+
+    Returns :class:`~pg_lightning.distributions.MultiBernoulli`: actions ``(B, *shape)`` float 0/1,
+    the env receives them as ``int8``.
+    """
+
+    def __init__(self, encoder: nn.Module, net: nn.Module, shape: Sequence[int], core: RecurrentCore | None = None) -> None:
+        super().__init__(encoder, net, core)
+        self.shape = tuple(int(n) for n in shape)
+
+    def distribution(self, out: Tensor) -> Distribution:
+        return MultiBernoulli(out.view(out.shape[0], *self.shape))
+
+    def _draw(self, out: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        action = bernoulli_sample(out.view(out.shape[0], *self.shape), generator)
+        return action, action.to(torch.int8)
+
+
+class GaussianPolicy(Policy):
+    """Diagonal Gaussian policy for ``Box`` actions of any shape, with the log-std clamped to a sane range.
+
+    Args:
+        encoder, net, core: see :class:`Policy`; ``net`` outputs the mean ``(B, action_dim)``, or the
+            mean and the log-std ``(B, 2 * action_dim)`` when ``state_dependent_std``.
+        action_dim: number of action components (``prod(action_shape)``).
         log_std_init: initial log-std (state-dependent: an offset added to the net's output).
         log_std_bounds: the log-std is clamped to this range, so the scale can neither vanish
             nor explode.
         state_dependent_std: the log-std is an output of ``net`` (else a free parameter vector).
-        action_bounds: ``"clip"``: ``Independent(Normal, 1)``, unbounded samples, the collector
+        action_bounds: ``"clip"``: ``Independent(Normal)``, unbounded samples, the collector
             clips what the env receives (gymnasium's ``ClipAction``) and the batch keeps the
             unclipped sample, whose log-probability this distribution gives. ``"tanh"``: a
-            :class:`TanhNormal` squashed into ``[low, high]``: the batch keeps the pre-squash
-            sample and every action the env receives is inside the bounds.
-        low, high: the Box bounds (needed for ``"tanh"``), ``(action_dim,)``.
+            :class:`~pg_lightning.distributions.TanhNormal` squashed into ``[low, high]``: the
+            batch keeps the pre-squash sample and every action the env receives is inside the bounds.
+        low, high: the Box bounds (needed for ``"tanh"``), broadcastable to ``action_shape``.
+        action_shape: the Box's shape (default ``(action_dim,)``); the Gaussian is over the
+            flattened components and its samples have this shape.
 
     ``forward(obs)`` returns a distribution with batch shape ``(B,)`` and event shape
-    ``(action_dim,)``; ``log_prob`` sums over action dimensions.
+    ``action_shape``; ``log_prob`` sums over the action's components.
     """
 
     def __init__(
@@ -201,13 +318,16 @@ class GaussianPolicy(nn.Module):
         action_bounds: str = "clip",
         low: Sequence[float] | Tensor | None = None,
         high: Sequence[float] | Tensor | None = None,
+        action_shape: Sequence[int] | None = None,
+        core: RecurrentCore | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(encoder, net, core)
         if action_bounds not in ACTION_BOUNDS:
             raise ConfigError(f"network.action_bounds must be one of {ACTION_BOUNDS}, got {action_bounds!r}")
-        self.encoder = encoder
-        self.net = net
         self.action_dim = int(action_dim)
+        self.action_shape = (self.action_dim,) if action_shape is None else tuple(int(n) for n in action_shape)
+        if math.prod(self.action_shape) != self.action_dim:
+            raise ValueError(f"action_shape {self.action_shape} does not hold action_dim={action_dim} components")
         self.state_dependent_std = bool(state_dependent_std)
         self.log_std_init = float(log_std_init)
         self.log_std = None if state_dependent_std else nn.Parameter(torch.full((action_dim,), float(log_std_init)))
@@ -222,47 +342,31 @@ class GaussianPolicy(nn.Module):
                     f"network.action_bounds=tanh needs finite bounds with high > low, got low={low.tolist()}, "
                     f"high={high.tolist()}; use network.action_bounds=clip"
                 )
-            self.register_buffer("low", low.expand(action_dim).clone())
-            self.register_buffer("high", high.expand(action_dim).clone())
+            self.register_buffer("low", low.expand(self.action_shape).clone())
+            self.register_buffer("high", high.expand(self.action_shape).clone())
 
-    def mean_std(self, obs: Tensor, net: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """The Gaussian's (pre-squash) mean and standard deviation, each ``(B, action_dim)``.
-
-        ``net``: the encoder and network as one function (default: the modules themselves).
-        """
-        out = net(obs) if net is not None else self.net(self.encoder(obs))
+    def mean_std(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """The Gaussian's (pre-squash) mean and standard deviation, each ``(B, *action_shape)``, from the net's output."""
         if self.state_dependent_std:
             mean, log_std = out.split(self.action_dim, dim=-1)
             log_std = log_std + self.log_std_init
         else:
             mean, log_std = out, self.log_std.expand_as(out)
-        return mean, log_std.clamp(*self.log_std_bounds).exp()
+        shape = (out.shape[0], *self.action_shape)
+        return mean.reshape(shape), log_std.clamp(*self.log_std_bounds).exp().reshape(shape)
 
-    def forward(self, obs: Tensor) -> Distribution:
-        mean, std = self.mean_std(obs)
+    def distribution(self, out: Tensor) -> Distribution:
+        mean, std = self.mean_std(out)
         if self.action_bounds == "tanh":
-            return TanhNormal(mean, std, self.low, self.high)
-        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+            return TanhNormal(mean, std, self.low, self.high, event_dims=len(self.action_shape))
+        return Independent(Normal(mean, std, validate_args=False), len(self.action_shape), validate_args=False)
 
-    def actor(self, generator: torch.Generator) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-        """``obs -> (batch actions, env actions)``, each ``(B, action_dim)``, for one collection.
-
-        The same draw as ``sample(self(obs), generator)``, without building a distribution, on a
-        :func:`snapshot` of the current parameters. The batch keeps the Gaussian sample ``u``;
-        the env gets ``u`` (``clip``: gymnasium's ``ClipAction`` clips it) or
-        ``TanhNormal.env_action(u)`` (``tanh``).
-        """
-        net = snapshot(nn.Sequential(self.encoder, self.net))
-
-        def act(obs: Tensor) -> tuple[Tensor, Tensor]:
-            mean, std = self.mean_std(obs, net)
-            u = _normal_sample(mean, std, generator)
-            if self.action_bounds == "tanh":
-                return u, TanhNormal(mean, std, self.low, self.high).env_action(u)
-            return u, u
-
-        return act
-
+    def _draw(self, out: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        mean, std = self.mean_std(out)
+        u = normal_sample(mean, std, generator)
+        if self.action_bounds == "tanh":
+            return u, TanhNormal(mean, std, self.low, self.high, event_dims=len(self.action_shape)).env_action(u)
+        return u, u
 
 _ELEMENTWISE = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
 
@@ -299,51 +403,7 @@ def _detach(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
 
 
-@torch.no_grad()
-def sample(dist: Distribution, generator: torch.Generator | None = None) -> Tensor:
-    """Draw ``dist.sample()`` from a private ``generator`` (``torch.distributions`` has no such argument).
-
-    A generator of its own gives every collector (and every DDP rank) an independent,
-    reproducible stream without touching the global torch RNG. The draw happens on the
-    generator's device (the CPU for the collector's), so the actions of a seed are the same
-    whether the policy runs on a CPU or a GPU. Supports the distributions our policies produce;
-    anything else falls back to ``dist.sample()``.
-    """
-    if generator is None:
-        return dist.sample()
-    if isinstance(dist, Categorical):
-        return _categorical_sample(dist.logits, generator)
-    if isinstance(dist, Normal):
-        return _normal_sample(dist.loc, dist.scale, generator)
-    if isinstance(dist, Independent):
-        return sample(dist.base_dist, generator)
-    if isinstance(dist, TanhNormal):
-        return sample(dist.base, generator)  # pre-squash u; the env gets dist.env_action(u)
-    return dist.sample()
-
-
-def draw(dist: Distribution, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``(sample, what the env receives)``: a squashing distribution (``env_action``) maps its sample
-    into the box, and the batch keeps the sample itself."""
-    sampled = sample(dist, generator)
-    return sampled, dist.env_action(sampled) if hasattr(dist, "env_action") else sampled
-
-
-def _categorical_sample(logits: Tensor, generator: torch.Generator) -> Tensor:
-    """``argmax_a (logits_a - log E_a)`` with ``E_a ~ Exp(1)`` i.i.d.: exactly a draw from ``softmax(logits)``.
-
-    (The "exponential race": ``E_a / p_a ~ Exp(p_a)`` and the smallest of independent exponential
-    clocks is clock ``a`` with probability ``p_a / sum p``; it is the Gumbel-max trick, with
-    ``-log E`` a Gumbel variable.) Unnormalised logits give the same draw: the argmax does not
-    see a shift. One ``exponential_`` and an ``argmax``: cheaper than ``softmax`` + ``multinomial``.
-    """
-    device = generator.device
-    # float64 clocks: a clock of exactly 0 (probability ~2**-53 instead of float32's ~2**-24) would win outright
-    clocks = torch.empty(logits.shape, dtype=torch.float64, device=device).exponential_(generator=generator)
-    return (logits.to(device) - clocks.log_()).argmax(-1)  # float32 logits are promoted to float64
-
-
-def _normal_sample(mean: Tensor, std: Tensor, generator: torch.Generator) -> Tensor:
-    device = generator.device
-    mean, std = mean.to(device), std.to(device)
-    return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=device)
+def distribution(policy: nn.Module, obs: Obs, dones: Tensor) -> Distribution:
+    """``policy``'s distribution of the actions of a batch of complete episodes: ``policy(obs, dones)``
+    for a recurrent policy (:func:`~pg_lightning.recurrent.is_recurrent`), ``policy(obs)`` otherwise."""
+    return policy(obs, dones) if is_recurrent(policy) else policy(obs)

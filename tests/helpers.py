@@ -19,3 +19,16 @@ def make_batch(obs, actions, rewards, dones, truncated=None) -> EpisodeBatch:
         truncated=truncated,
         final_obs=obs[dones | truncated],
     )
+
+
+def same_batch(a: EpisodeBatch, b: EpisodeBatch) -> bool:
+    """Every field equal (observation trees leaf by leaf; an unrecorded ``log_probs`` is None in both)."""
+    from pg_lightning.tree import flatten
+
+    def equal(x, y) -> bool:
+        if x is None or y is None:
+            return x is None and y is None
+        (xs, xspec), (ys, yspec) = flatten(x), flatten(y)
+        return xspec == yspec and all(torch.equal(u, v) for u, v in zip(xs, ys, strict=True))
+
+    return all(equal(x, y) for x, y in zip(a, b, strict=True))

@@ -11,6 +11,7 @@ import torch
 import tests.envs  # noqa: F401  (registers the test envs)
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.factory import make_policy
+from tests.helpers import same_batch
 
 MAX_LEN = 40
 TRUE_MEAN = (MAX_LEN + 1) / 2
@@ -99,9 +100,7 @@ def test_reproducible_from_seed_and_distinct_across_seeds_and_ranks():
         return [collector.collect(policy, 6) for _ in range(2)]
 
     a, b = first_batches(0, 0), first_batches(0, 0)
-    for x, y in zip(a, b, strict=True):
-        for fx, fy in zip(x, y, strict=True):
-            assert torch.equal(fx, fy)
+    assert all(same_batch(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0].obs, a[1].obs)  # the stream goes on between epochs
     assert not torch.equal(a[0].obs[:20], first_batches(1, 0)[0].obs[:20])
     assert not torch.equal(a[0].obs[:20], first_batches(0, 1)[0].obs[:20])
@@ -113,8 +112,7 @@ def test_a_restored_epoch_counter_replays_the_stream():
     second = collector.collect(policy, 6)
     restored, _ = collector_and_policy("CartPole-v1", num_envs=4)
     restored.load_state_dict(collector.state_dict() | {"epoch": 1})
-    for x, y in zip(second, restored.collect(policy, 6), strict=True):
-        assert torch.equal(x, y)
+    assert same_batch(second, restored.collect(policy, 6))
     assert collector.state_dict() == {"epoch": 2}
 
 
@@ -131,8 +129,7 @@ def test_async_matches_sync():
     sync_collector, policy = collector_and_policy("CartPole-v1", num_envs=2, mode="sync")
     async_collector, _ = collector_and_policy("CartPole-v1", num_envs=2, mode="async")
     try:
-        for x, y in zip(sync_collector.collect(policy, 4), async_collector.collect(policy, 4), strict=True):
-            assert torch.equal(x, y)
+        assert same_batch(sync_collector.collect(policy, 4), async_collector.collect(policy, 4))
     finally:
         async_collector.close()
 
@@ -153,8 +150,7 @@ def test_stepping_only_the_active_copies_gives_the_batch_of_the_whole_vector_env
     for _ in range(3):  # 7 episodes on 3 copies: copies restart, go idle, and end at different times
         a, b = direct.collect(policy, 7), whole.collect(policy, 7)
         assert a.num_episodes == 7
-        for name, x, y in zip(a._fields, a, b, strict=True):
-            assert torch.equal(x, y), name
+        assert same_batch(a, b)
 
 
 def test_box_actions_are_clipped_for_the_env_only():

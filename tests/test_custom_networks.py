@@ -172,7 +172,7 @@ def test_checks_leave_the_rng_the_mode_and_batchnorm_statistics_alone():
     [
         ([f"network._target_={NET}.TinyCategorical"],
          f"network: {NET}.TinyCategorical does not take hidden_sizes, activation, log_std_init, state_dependent_std, "
-         f"action_bounds, output_init_scale (keys of pg_lightning's own network config, which a network._target_ "
+         f"action_bounds, output_init_scale, encoder, core, core_size (keys of pg_lightning's own network config, which a network._target_ "
          f"override keeps): replace the whole group with network=custom network._target_={NET}.TinyCategorical"),
         ([*CUSTOM, "+network.depth=2"], f"network: {NET}.TinyCategorical does not take depth: remove ~network.depth"),
         (["network=custom"],
@@ -224,7 +224,7 @@ def test_user_gaussian_trains_on_a_box_action_env(tmp_path):
     assert "policy.log_std" in policy_weights(tmp_path / "checkpoints" / "last.ckpt")
 
 
-VALUE = ["baseline=value", "~baseline.value_net.hidden_sizes", "~baseline.value_net.activation"]
+VALUE = ["baseline=value", *(f"~baseline.value_net.{k}" for k in ("hidden_sizes", "activation", "encoder"))]
 
 
 @pytest.mark.parametrize(
@@ -247,9 +247,9 @@ def test_user_value_network_trains_with_baseline_value(tmp_path, overrides):
     ("overrides", "key", "message"),
     [
         (["baseline=value", f"baseline.value_net._target_={NET}.make_value"], "baseline.value_net",
-         f"baseline.value_net: {NET}.make_value does not take hidden_sizes, activation (keys of pg_lightning's own "
-         "baseline.value_net config, which a baseline.value_net._target_ override keeps): drop them with "
-         "~baseline.value_net.hidden_sizes ~baseline.value_net.activation"),
+         f"baseline.value_net: {NET}.make_value does not take hidden_sizes, activation, encoder (keys of pg_lightning's "
+         "own baseline.value_net config, which a baseline.value_net._target_ override keeps): drop them with "
+         "~baseline.value_net.hidden_sizes ~baseline.value_net.activation ~baseline.value_net.encoder"),
         ([*VALUE, f"baseline.value_net._target_={NET}.ValueColumn"], "baseline.value_net",
          f"ValueColumn.forward returned shape ({PROBE_BATCH}, 1) for a batch of {PROBE_BATCH} observations "
          f"({PROBE_BATCH}, 4) float32, expected ({PROBE_BATCH},)"),

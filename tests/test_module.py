@@ -117,7 +117,8 @@ def test_window_mean_keeps_the_last_values_and_survives_state_dict():
 def test_math_modules_import_neither_lightning_nor_gymnasium():
     code = (
         "import sys; import pg_lightning, pg_lightning.returns, pg_lightning.loss, pg_lightning.baselines, "
-        "pg_lightning.policies, pg_lightning.batch, pg_lightning.tabular; "
+        "pg_lightning.policies, pg_lightning.batch, pg_lightning.tabular, pg_lightning.distributions, "
+        "pg_lightning.recurrent, pg_lightning.encoders, pg_lightning.tree, pg_lightning.diagnostics; "
         "bad = [m for m in ('pytorch_lightning', 'lightning', 'gymnasium') if m in sys.modules]; "
         "assert not bad, bad; print(pg_lightning.discounted_returns)"
     )

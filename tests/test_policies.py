@@ -58,10 +58,11 @@ def test_mlp_shape_and_activation():
 @pytest.mark.parametrize(
     ("obs_space", "act_space", "named"),
     [
-        (gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), gym.spaces.Discrete(2), "observation space Dict"),
-        (gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([2, 3]), "action space MultiDiscrete"),
-        (gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-1, 1, (2, 2)), "action space Box"),
-        (gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2, start=1), "action space Discrete"),
+        (gym.spaces.Graph(gym.spaces.Box(-1, 1, (2,)), None), gym.spaces.Discrete(2), "observation space Graph"),
+        (gym.spaces.Sequence(gym.spaces.Discrete(3)), gym.spaces.Discrete(2), "observation space Sequence"),
+        (gym.spaces.Dict({"a": gym.spaces.Sequence(gym.spaces.Discrete(3))}), gym.spaces.Discrete(2), "at 'a'"),
+        (gym.spaces.Box(-1, 1, (2,)), gym.spaces.Tuple([gym.spaces.Discrete(2)]), "action space Tuple"),
+        (gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(0, 5, (2,), np.int64), "action space Box"),
     ],
 )
 def test_unsupported_spaces_are_named(obs_space, act_space, named):

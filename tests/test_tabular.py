@@ -6,6 +6,7 @@ import torch
 
 import pg_lightning.envs  # noqa: F401
 from benchmarks.estimator_check import random_softmax_policy
+from tests.helpers import same_batch
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.tabular import (
     TabularMDP,
@@ -180,7 +181,7 @@ def test_sampled_episodes_are_well_formed_and_match_the_exact_values():
     assert z.abs().max() < 4.5
     again = sample_episodes(mdp, policy, 5, torch.Generator().manual_seed(7))
     same = sample_episodes(mdp, policy, 5, torch.Generator().manual_seed(7))
-    assert all(torch.equal(a, b) for a, b in zip(again, same, strict=True))
+    assert same_batch(again, same)
 
 
 def test_a_policy_that_never_terminates():

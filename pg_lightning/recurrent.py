@@ -1,0 +1,108 @@
+"""The recurrent core of ``network=gru`` / ``network=lstm``: one step at a time when acting, whole episodes when learning.
+
+REINFORCE's batches hold complete episodes, so a recurrent policy is trained by exact
+backpropagation through each whole episode: :meth:`RecurrentCore.sequences` runs the RNN over
+every episode of a flat batch from a zero state (no truncated BPTT, no stored hidden states).
+:meth:`RecurrentCore.step` is the same computation one step at a time, for the collector and
+for evaluation, which carry one state per env copy and start it at zero with every episode.
+
+Plain torch: no Lightning, no gymnasium.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from pg_lightning.errors import ConfigError
+from pg_lightning.returns import episode_index, step_in_episode
+
+__all__ = ["CORES", "RecurrentCore", "State", "is_recurrent", "reset_state"]
+
+CORES = ("gru", "lstm")
+
+State = Union[Tensor, tuple[Tensor, Tensor]]
+"""A core's state, batch first: ``(N, H)`` for a GRU, ``(h, c)`` each ``(N, H)`` for an LSTM."""
+
+
+def is_recurrent(module: object) -> bool:
+    """Whether ``module`` (a policy or value network) is recurrent: its ``is_recurrent`` attribute.
+
+    A recurrent module's ``forward(obs, dones)`` takes the batch's episode ends besides the
+    observations, and it has ``initial_state(n)`` and ``step(obs, state)`` (see :class:`~pg_lightning.policies.Policy`).
+    """
+    return bool(getattr(module, "is_recurrent", False))
+
+
+def reset_state(state: State, initial: State, starts: Tensor) -> State:
+    """``state`` with the rows of ``starts`` (``(N,)`` bool) replaced by ``initial``'s: those copies start an episode."""
+    if isinstance(state, tuple):
+        return tuple(reset_state(s, i, starts) for s, i in zip(state, initial, strict=True))
+    return torch.where(starts.to(state.device).view(-1, *([1] * (state.dim() - 1))), initial, state)
+
+
+class RecurrentCore(nn.Module):
+    """A one-layer GRU or LSTM over features ``(B, input_size)`` -> ``(B, hidden_size)``.
+
+    Args:
+        kind: ``"gru"`` or ``"lstm"``.
+        input_size: width of the encoder's features.
+        hidden_size: width of the state (and of the output).
+        key: the config group that errors name (``network``, ``baseline.value_net``).
+    """
+
+    def __init__(self, kind: str, input_size: int, hidden_size: int = 64, key: str = "network") -> None:
+        super().__init__()
+        if kind not in CORES:
+            raise ConfigError(f"{key}.core must be one of {', '.join(CORES)} (or null: feedforward), got {kind!r}")
+        if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
+            raise ConfigError(f"{key}.core_size must be a positive integer, got {hidden_size!r}")
+        self.kind = kind
+        self.hidden_size = hidden_size
+        self.rnn = (nn.GRU if kind == "gru" else nn.LSTM)(input_size, hidden_size, batch_first=True)
+
+    def initial_state(self, n: int, device: torch.device | str | None = None) -> State:
+        """The state of ``n`` copies at the start of an episode: zeros."""
+        zeros = torch.zeros(n, self.hidden_size, device=device)
+        return zeros if self.kind == "gru" else (zeros, zeros.clone())
+
+    def step(self, features: Tensor, state: State) -> tuple[Tensor, State]:
+        """One step of ``N`` copies: features ``(N, F)`` and state -> output ``(N, H)`` and the next state."""
+        out, new = self.rnn(features.unsqueeze(1), _layered(state))
+        return out.squeeze(1), _batch_first(new)
+
+    def sequences(self, features: Tensor, dones: Tensor) -> tuple[Tensor, State]:
+        """Every episode of a flat batch from a zero state: ``(B, F)`` -> ``(B, H)``, and each episode's last state.
+
+        Args:
+            features: ``(B, F)``, complete episodes one after another.
+            dones: ``(B,)`` bool, true at each episode's last step (``dones[-1]`` true).
+
+        Returns:
+            The outputs ``(B, H)`` (step ``t`` of episode ``e`` saw steps ``0..t`` of ``e`` only)
+            and the state after each episode's last step, ``(E, H)`` (GRU) or a pair of them
+            (LSTM). Episodes are padded to the longest and packed
+            (``pack_padded_sequence``), so no step is computed twice and padding never
+            reaches an output; the gradient is the exact gradient through every episode.
+        """
+        if dones.numel() == 0 or not bool(dones[-1]):
+            raise ValueError("a recurrent policy needs complete episodes: dones[-1] must be true")
+        episode, t = episode_index(dones), step_in_episode(dones)
+        lengths = torch.bincount(episode)
+        padded = features.new_zeros(len(lengths), int(lengths.max()), features.shape[-1])
+        padded = padded.index_put((episode, t), features)
+        packed = pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, last = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=padded.shape[1])
+        return out[episode, t], _batch_first(last)
+
+
+def _layered(state: State) -> State:
+    return tuple(s.unsqueeze(0) for s in state) if isinstance(state, tuple) else state.unsqueeze(0)
+
+
+def _batch_first(state: State) -> State:
+    return tuple(s.squeeze(0) for s in state) if isinstance(state, tuple) else state.squeeze(0)

@@ -1,0 +1,180 @@
+"""Recurrent policies: exact backpropagation through whole episodes, and a memory task that only they solve.
+
+- ``RecurrentCore.sequences`` (packed, all episodes at once) equals a step-by-step loop from a zero
+  state per episode: outputs, final states and gradients; no episode sees another one's steps.
+- A recurrent value net bootstraps from the state its episode left.
+- On ``pg_lightning/CueMemory-v0`` a GRU policy solves the task in a few seconds while the
+  feedforward policy stays at chance; the GRU checkpoint evaluates, resumes bit for bit, and
+  trains under 2-rank DDP; Dict observations and Blackjack's Tuple train end to end.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pg_lightning.evaluation import evaluate
+from pg_lightning.factory import ValueNetwork, make_value_network
+from pg_lightning.policies import MLP
+from pg_lightning.recurrent import RecurrentCore
+from pg_lightning.train import run
+from tests.conftest import ROOT
+from tests.helpers import same_batch
+
+DONES = torch.tensor([False, False, True, True, False, False, False, False, True, False, True])  # lengths 3, 1, 5, 2
+QUIET = ["callbacks.progress_bar.refresh_rate=0"]
+VARYING = {"time/collect_fps"}
+
+
+def loop(core: RecurrentCore, features: torch.Tensor, dones: torch.Tensor):
+    """The reference: one step at a time, the state zeroed at every episode start."""
+    outs, finals, state = [], [], None
+    for t in range(len(dones)):
+        if state is None:
+            state = core.initial_state(1)
+        out, state = core.step(features[t : t + 1], state)
+        outs.append(out)
+        if dones[t]:
+            finals.append(state)
+            state = None
+    final = tuple(torch.cat(s) for s in zip(*finals)) if core.kind == "lstm" else torch.cat(finals)
+    return torch.cat(outs), final
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_whole_episode_sequences_equal_the_step_loop(kind):
+    torch.manual_seed(0)
+    core = RecurrentCore(kind, 4, 6)
+    x = torch.randn(len(DONES), 4, requires_grad=True)
+    out, final = core.sequences(x, DONES)
+    ref_out, ref_final = loop(core, x, DONES)
+    assert out.shape == (11, 6) and torch.allclose(out, ref_out, atol=1e-6)
+    for a, b in zip(final if kind == "lstm" else (final,), ref_final if kind == "lstm" else (ref_final,), strict=True):
+        assert a.shape == (4, 6) and torch.allclose(a, b, atol=1e-6)
+    weights = torch.randn(11, 6)
+    grads = torch.autograd.grad((out * weights).sum(), [x, *core.parameters()])
+    ref_grads = torch.autograd.grad((ref_out * weights).sum(), [x, *core.parameters()])
+    assert all(torch.allclose(g, r, atol=1e-5) for g, r in zip(grads, ref_grads, strict=True))
+
+
+def test_no_episode_sees_another_ones_steps():
+    torch.manual_seed(0)
+    core = RecurrentCore("gru", 4, 6)
+    x = torch.randn(len(DONES), 4)
+    changed = x.clone()
+    changed[3:] += 5.0  # every episode but the first
+    a, _ = core.sequences(x, DONES)
+    b, _ = core.sequences(changed, DONES)
+    assert torch.equal(a[:3], b[:3]) and not torch.allclose(a[3:], b[3:])
+    # a "broken" variant that runs the batch as one sequence leaks the first episode into the next
+    whole, _ = core.rnn(x.unsqueeze(0))
+    assert not torch.allclose(whole[0, 3:4], a[3:4])
+
+
+def test_a_batch_must_end_an_episode():
+    core = RecurrentCore("gru", 2, 3)
+    with pytest.raises(ValueError, match="complete episodes"):
+        core.sequences(torch.zeros(3, 2), torch.tensor([True, False, False]))
+
+
+def test_a_recurrent_value_net_bootstraps_from_the_state_its_episode_left():
+    import gymnasium as gym
+
+    torch.manual_seed(0)
+    net = make_value_network(gym.spaces.Box(-1, 1, (4,)), hidden_sizes=[8], core="gru", core_size=5)
+    assert isinstance(net, ValueNetwork) and net.is_recurrent
+    obs, final_obs = torch.randn(len(DONES), 4), torch.randn(4, 4)
+    values, finals = net(obs, DONES), net.final_values(obs, DONES, final_obs)
+    ends = torch.nonzero(DONES).squeeze(-1).tolist()
+    start = 0
+    for e, end in enumerate(ends):  # the episode followed by its final observation, as one sequence
+        seq = torch.cat([obs[start : end + 1], final_obs[e : e + 1]])
+        ref = net(seq, torch.tensor([False] * (end - start + 1) + [True]))
+        assert torch.allclose(values[start : end + 1], ref[:-1], atol=1e-6)
+        assert torch.allclose(finals[e], ref[-1], atol=1e-6)
+        start = end + 1
+    assert isinstance(net.net, MLP)
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory task, end to end
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def gru_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gru")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={out}", "env=cue_memory", "network=gru",
+                                          "trainer.max_epochs=80", *QUIET])  # fmt: skip
+    return run(cfg), out
+
+
+def test_a_gru_policy_solves_the_memory_task(gru_run):
+    metrics, out = gru_run
+    assert metrics["rollout/return_mean_100"] >= 0.9  # EarlyStopping at the env's reward_threshold
+    assert len(rows(out)) < 80
+    summary = evaluate(out / "checkpoints" / "last.ckpt", episodes=20)
+    assert summary["return_mean"] == 1.0  # greedy, the state restarting with every episode: always right
+
+
+def test_a_feedforward_policy_stays_at_chance(make_cfg, tmp_path):
+    run(make_cfg("env=cue_memory", "trainer.max_epochs=40", "env.return_threshold=null", *QUIET))
+    returns = [float(r["rollout/return_mean"]) for r in rows(tmp_path)[20:]]
+    # 20 epochs x 16 episodes of +-1: the mean's standard error is 1/sqrt(320) = 0.056
+    assert abs(sum(returns) / len(returns)) < 0.25
+
+
+@pytest.mark.filterwarnings("ignore:The dirpath has changed from:UserWarning")  # a resume into a new run dir
+def test_a_recurrent_run_resumes_bit_for_bit(make_cfg, tmp_path):
+    common = ["env=cue_memory", "network=gru", "baseline=value", "+baseline.value_net.core=lstm", "trainer.max_epochs=5",
+              "env.return_threshold=null", *QUIET]  # fmt: skip
+    run(make_cfg(*common, "+trainer.max_steps=3", output_dir=tmp_path / "first"))
+    run(make_cfg(*common, f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}", output_dir=tmp_path / "resumed"))
+    run(make_cfg(*common, output_dir=tmp_path / "straight"))
+    first, resumed, straight = (rows(tmp_path / name) for name in ("first", "resumed", "straight"))
+    assert len(first) == 3 and len(resumed) == 2 and "train/value_loss" in straight[0]
+    for x, y in zip(straight, first + resumed, strict=True):
+        assert {k: v for k, v in x.items() if k not in VARYING} == {k: v for k, v in y.items() if k not in VARYING}
+
+
+def train_cli(*args, cwd, timeout=240):
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    for key in ("HYDRA_FULL_ERROR", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "NODE_RANK"):
+        env.pop(key, None)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "hydra.run.dir=run"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_ddp_two_ranks_train_a_recurrent_policy_on_dict_observations(tmp_path):
+    rank_dump = "+callbacks.rank_dump._target_=tests.scaling_helpers.RankDump"
+    proc = train_cli("trainer=ddp_cpu", "trainer.devices=2", "env.id=tests.space_envs:Spaces-v0", "+env.kwargs.obs=dict",
+                     "+env.kwargs.action=multidiscrete", "network=gru", "trainer.max_epochs=2", "data.num_envs=2",
+                     "data.episodes_per_epoch=4", rank_dump, *QUIET, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    d0, d1 = (torch.load(tmp_path / "run" / "ranks" / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert set(d0["batches"][0].obs) == {"image", "direction", "inner"}
+    assert not same_batch(d0["batches"][0], d1["batches"][0])  # each rank its own episodes
+    keys = [k for k in d0["final"] if k.startswith("policy.core.")]
+    assert keys and all(torch.equal(d0["final"][k], d1["final"][k]) for k in keys)  # DDP kept the copies equal
+    assert any(not torch.equal(d0["initial"][k], d0["final"][k]) for k in keys)
+
+
+def test_blackjack_tuple_observations_train_and_evaluate(make_cfg, tmp_path):
+    metrics = run(make_cfg("env.id=Blackjack-v1", "trainer.max_epochs=3", "network=lstm", *QUIET))
+    assert metrics["rollout/episodes"] == 48
+    summary = evaluate(tmp_path / "checkpoints" / "last.ckpt", episodes=5)
+    assert summary["episodes"] == 5 and -1.0 <= summary["return_mean"] <= 1.0
