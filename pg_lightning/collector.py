@@ -170,11 +170,12 @@ class EpisodeCollector:
         buffers: dict[str, _Buffer] = {}
         active_buf = _Buffer(n, (), np.bool_)
         final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
-        obs_spec = None
+        obs_spec = flatten(obs)[1]  # None: one array (the common case, kept cheap); else a Dict/Tuple observation
+        plain = obs_spec is None
         t = 0
         while active.any():
             with torch.inference_mode():  # only here: the batch itself must be usable by autograd
-                obs_t = as_tensors(obs, device)
+                obs_t = torch.as_tensor(obs, device=device) if plain else as_tensors(obs, device)
                 out = act(obs_t, torch.from_numpy(starts)) if recurrent else act(obs_t)
             action, env_action = out[0].cpu().numpy(), out[1].cpu().numpy()
             active_buf.put(t, active)
@@ -187,8 +188,7 @@ class EpisodeCollector:
                     next_obs, reward, terminated, truncated, ends = self._step_active(
                         single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
                     )
-            obs_leaves, obs_spec = flatten(obs)
-            step = {f"obs/{i}": leaf for i, leaf in enumerate(obs_leaves)}
+            step = {"obs/0": obs} if plain else {f"obs/{i}": leaf for i, leaf in enumerate(flatten(obs)[0])}
             step |= {"actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if record_log_probs:
                 step["log_probs"] = out[2].cpu().numpy()

@@ -178,3 +178,16 @@ def test_blackjack_tuple_observations_train_and_evaluate(make_cfg, tmp_path):
     assert metrics["rollout/episodes"] == 48
     summary = evaluate(tmp_path / "checkpoints" / "last.ckpt", episodes=5)
     assert summary["episodes"] == 5 and -1.0 <= summary["return_mean"] <= 1.0
+
+
+@pytest.mark.parametrize(("action", "network"), [("multidiscrete", "gru"), ("multibinary", "mlp"), ("box2d", "lstm")])
+def test_every_action_space_trains_diagnoses_and_evaluates_greedily(make_cfg, tmp_path, action, network):
+    metrics = run(make_cfg("env.id=tests.space_envs:Spaces-v0", "+env.kwargs.obs=dict", f"+env.kwargs.action={action}",
+                           f"network={network}", "callbacks=diagnostics", "callbacks.diagnostics.every_n_epochs=1", "trainer.max_epochs=2", "data.num_envs=2",
+                           "data.episodes_per_epoch=4", *QUIET))  # fmt: skip
+    assert metrics["rollout/episodes"] == 8
+    first = rows(tmp_path)[0]  # GradientDiagnostics at epoch 0: per-episode gradients of the recurrent policy too
+    assert float(first["diag/grad_var"]) > 0 and float(first["diag/var/reward_to_go"]) > 0
+    for greedy in (True, False):  # the env raises on an action outside its space
+        summary = evaluate(tmp_path / "checkpoints" / "last.ckpt", episodes=3, greedy=greedy)
+        assert summary["episodes"] == 3
