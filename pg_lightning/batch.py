@@ -36,6 +36,9 @@ class EpisodeBatch(NamedTuple):
             as ``obs`` for ``Dict`` / ``Tuple`` spaces).
         log_probs: ``(B,)`` ``log pi(a_t|s_t)`` when the actions were drawn, if the collector was
             asked to record them (``collect(..., record_log_probs=True)``), else None.
+        stepped: ``()`` long, the copy-steps the vector env ran to collect the batch (idle copies of a
+            vector env stepped as a whole, and ``NEXT_STEP`` reset steps, included), or None;
+            ``num_steps / stepped`` is the fraction kept.
     """
 
     obs: Obs
@@ -45,6 +48,7 @@ class EpisodeBatch(NamedTuple):
     truncated: Tensor
     final_obs: Obs
     log_probs: Tensor | None = None
+    stepped: Tensor | None = None
 
     @property
     def dones(self) -> Tensor:

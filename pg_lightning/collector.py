@@ -19,64 +19,18 @@ from torch.distributions import Distribution
 
 import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.batch import EpisodeBatch
-from pg_lightning.env_factory import EPISODE_CAP, EnvFactory, env_spec, episode_limit
+from pg_lightning.env_factory import EPISODE_CAP, episode_limit
 from pg_lightning.errors import ConfigError, EnvError
 from pg_lightning.policies import draw
 from pg_lightning.recurrent import is_recurrent, reset_state
 from pg_lightning.tree import as_tensors, flatten, leaves, map_tree, map_trees, unflatten
+from pg_lightning.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
 
 __all__ = ["EPISODE_CAP", "EpisodeCollector", "episode_limit", "make_vector_env"]
 
-VECTORIZATION_MODES = ("sync", "async")
 REWARD_LIMIT = float(np.finfo(np.float32).max)  # rewards are stored as float32 (exact for integers up to 2**24)
 
 log = logging.getLogger(__name__)
-
-
-def make_vector_env(
-    env_id: str,
-    num_envs: int = 8,
-    vectorization_mode: str = "sync",
-    env_kwargs: dict[str, Any] | None = None,
-    max_episode_steps: int | None = None,
-    imports: Sequence[str] = (),
-    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
-) -> gym.vector.VectorEnv:
-    """A sync or async vector env of ``num_envs`` copies of :class:`EnvFactory`, as the collector needs it.
-
-    Autoreset is ``SAME_STEP``: when an episode ends, ``step`` returns the first observation of
-    the next episode and reports the real last one as ``info["final_obs"]``, so every step the
-    collector records is a real transition. Box actions are clipped to their bounds on the way
-    into the env (gymnasium's ``ClipAction``); the policy's unclipped sample is what the batch keeps.
-
-    Args:
-        env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``, or ``"module:EnvId"``.
-        num_envs: number of parallel copies.
-        vectorization_mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per copy).
-        env_kwargs: keyword arguments for the env's constructor.
-        max_episode_steps: truncate episodes after this many steps (gymnasium's ``TimeLimit``);
-            ``None`` keeps the env's registered limit, or, for an env registered without one,
-            caps episodes at :data:`EPISODE_CAP` steps (with a warning), so that no epoch can run
-            forever. The limit in force is logged.
-        imports: modules imported before any env is built, here and in every async worker.
-        wrappers: ``env -> env`` callables applied in order to every copy (picklable for async).
-    """
-    if num_envs < 1:
-        raise ConfigError(f"data.num_envs must be >= 1, got {num_envs}")
-    if vectorization_mode not in VECTORIZATION_MODES:
-        raise ConfigError(f"data.vectorization_mode must be one of {VECTORIZATION_MODES}, got {vectorization_mode!r}")
-    env_kwargs, steps, source = episode_limit(env_id, env_kwargs, max_episode_steps, imports)
-    if source.startswith("the env registers no time limit"):
-        log.warning("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
-    else:
-        log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
-    factory = EnvFactory(env_id, env_kwargs, tuple(imports), tuple(wrappers), steps)
-    vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
-    envs = vector_env([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    envs.spec = env_spec(env_id, imports)  # as gym.make_vec sets it: the collector names the env by it
-    if isinstance(envs.single_action_space, gym.spaces.Box):
-        envs = gym.wrappers.vector.ClipAction(envs)
-    return envs
 
 
 class _Buffer:
@@ -102,8 +56,19 @@ class EpisodeCollector:
     (Stopping at the first ``num_episodes`` *finished* episodes of parallel envs would drop
     the long ones in flight: a bias toward short episodes.)
 
+    How the envs are stepped:
+
+    - the sync vector env of :func:`make_vector_env`: copy by copy, only the active ones (an idle
+      copy costs nothing; see :meth:`_step_active`);
+    - any other vector env (async, a native batched env, ``data.vector_env``, any vector wrapper):
+      as a whole, idle copies included. ``SAME_STEP`` autoreset gives each episode's last
+      observation in ``info["final_obs"]``; ``NEXT_STEP`` returns it as the observation and spends
+      the copy's next step on the reset (no transition; the action is ignored). Observations,
+      rewards and flags may be numpy arrays or torch tensors (``NumpyToTorch``); actions are
+      then handed over as tensors. The batch's ``stepped`` counts every copy-step the env ran.
+
     Args:
-        envs: a vector env from :func:`make_vector_env` (``SAME_STEP`` autoreset).
+        envs: a vector env, e.g. from :func:`make_vector_env` (autoreset ``SAME_STEP`` or ``NEXT_STEP``).
         seed: the run's seed.
         rank: global rank of the process (DDP), so ranks get different streams.
 
@@ -114,8 +79,7 @@ class EpisodeCollector:
     """
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int = 0, rank: int = 0) -> None:
-        if envs.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
-            raise ValueError("EpisodeCollector needs a vector env with autoreset_mode=SAME_STEP (see make_vector_env)")
+        self.autoreset = autoreset_mode(envs)
         self.envs = envs
         self.num_envs = envs.num_envs
         self.seed = int(seed)
@@ -125,11 +89,14 @@ class EpisodeCollector:
         self.env_id = spec.id if spec is not None else type(envs.unwrapped).__name__
         self.generator = torch.Generator()  # actions are drawn on the CPU, whatever the policy's device
 
-    def _reseed(self) -> list[int]:
-        """Seed the sampler for this epoch; return the envs' seeds."""
+    def _reseed(self) -> list[int] | int:
+        """Seed the sampler for this epoch; return the envs' seeds (one per copy; one int for a batched env,
+        whose ``reset`` takes one seed for all its copies, as gymnasium's ``VectorEnv.reset`` does)."""
         words = np.random.SeedSequence([self.seed, self.rank, self.epoch]).generate_state(self.num_envs + 2)
         self.generator.manual_seed(int(words[-2]) << 32 | int(words[-1]))
-        return [int(w) for w in words[: self.num_envs]]
+        seeds = [int(w) for w in words[: self.num_envs]]
+        per_copy = isinstance(self.envs.unwrapped, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
+        return seeds if per_copy else seeds[0]
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch}
@@ -161,33 +128,51 @@ class EpisodeCollector:
         act = self._actor(policy, recurrent, record_log_probs)
         with self._env_errors():
             obs, _ = self.envs.reset(seed=self._reseed())
+        torch_env = any(isinstance(leaf, Tensor) for leaf in leaves(obs))  # NumpyToTorch & co: tensors in and out
+        obs = _numpy(obs) if torch_env else obs
         n = self.num_envs
         active = np.arange(n) < num_episodes
         starts = np.ones(n, dtype=np.bool_)  # the copies whose obs is the first of an episode
+        resetting = np.zeros(n, dtype=np.bool_)  # NEXT_STEP: the copies whose next step is a reset
+        next_step = self.autoreset == AutoresetMode.NEXT_STEP
         to_start = num_episodes - int(active.sum())
         single_envs, clip = self._direct_envs()
 
         buffers: dict[str, _Buffer] = {}
-        active_buf = _Buffer(n, (), np.bool_)
+        kept_buf = _Buffer(n, (), np.bool_)
         final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
         obs_spec = flatten(obs)[1]  # None: one array (the common case, kept cheap); else a Dict/Tuple observation
         plain = obs_spec is None
-        t = 0
+        stepped = t = 0
         while active.any():
             with torch.inference_mode():  # only here: the batch itself must be usable by autograd
                 obs_t = torch.as_tensor(obs, device=device) if plain else as_tensors(obs, device)
                 out = act(obs_t, torch.from_numpy(starts)) if recurrent else act(obs_t)
             action, env_action = out[0].cpu().numpy(), out[1].cpu().numpy()
-            active_buf.put(t, active)
+            kept_buf.put(t, active & ~resetting if next_step else active)
             with self._env_errors():
-                if single_envs is None:
-                    next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
-                    ends = np.flatnonzero((terminated | truncated) & active)
-                    final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
-                else:
+                if single_envs is not None:
                     next_obs, reward, terminated, truncated, ends = self._step_active(
                         single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
                     )
+                    stepped += int(active.sum())
+                    starts = terminated | truncated
+                else:
+                    next_obs, reward, terminated, truncated, info = self.envs.step(
+                        torch.from_numpy(env_action) if torch_env else env_action
+                    )
+                    if torch_env:
+                        next_obs, reward, terminated, truncated = _numpy((next_obs, reward, terminated, truncated))
+                    stepped += n
+                    real = ~resetting  # NEXT_STEP: a reset step is no transition
+                    done = (terminated | truncated) & real
+                    ends = np.flatnonzero(done & active)
+                    if next_step:  # the last observation is the one returned; the copy resets at its next step
+                        final_obs.extend((i, t, map_tree(lambda x, i=i: np.array(x[i]), next_obs)) for i in ends)
+                        starts, resetting = resetting, done
+                    else:
+                        final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
+                        starts = done
             step = {"obs/0": obs} if plain else {f"obs/{i}": leaf for i, leaf in enumerate(flatten(obs)[0])}
             step |= {"actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
             if record_log_probs:
@@ -204,11 +189,10 @@ class EpisodeCollector:
                 # the first `to_start` finished envs (in env order) go on; the rest go idle
                 active[ends[to_start:]] = False
                 to_start = max(0, to_start - ends.size)
-            starts = terminated | truncated
             obs = next_obs
             t += 1
         self.epoch += 1
-        batch = self._flatten(buffers, active_buf.data[:t], final_obs, obs_spec)
+        batch = self._flatten(buffers, kept_buf.data[:t], final_obs, obs_spec)._replace(stepped=torch.tensor(stepped))
         # Observations may be +-inf (the network clamps them to +-1e9: encoders.FlattenFloat); NaN is an
         # env fault. Rewards must be finite (and within float32's range: _check_rewards).
         for name in ("obs", "final_obs"):
@@ -363,7 +347,7 @@ class EpisodeCollector:
         the batch is identical (a test compares both paths).
         """
         n = len(single_envs)
-        next_leaves, spec = flatten(map_tree(np.copy, obs))
+        next_leaves, spec = flatten(map_tree(np.copy, obs))  # one array for plain observations
         reward = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=np.bool_)
         truncated = np.zeros(n, dtype=np.bool_)
@@ -375,8 +359,11 @@ class EpisodeCollector:
                 ends.append(i)
                 if len(ends) <= to_start:  # starts another episode (decided in env order, as in collect)
                     o, _ = single_envs[i].reset()
-            for leaf, value in zip(next_leaves, flatten(o)[0], strict=True):
-                leaf[i] = value
+            if spec is None:
+                next_leaves[0][i] = o
+            else:
+                for leaf, value in zip(next_leaves, flatten(o)[0], strict=True):
+                    leaf[i] = value
         return unflatten(spec, next_leaves), reward, terminated, truncated, np.asarray(ends, dtype=np.int64)
 
     @staticmethod
@@ -404,6 +391,11 @@ class EpisodeCollector:
             self._stop_workers()
         else:
             self.envs.close()
+
+
+def _numpy(tree: Any) -> Any:
+    """Tensors (a torch vector env's observations, rewards, flags) as numpy arrays, on the CPU."""
+    return map_tree(lambda x: x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x), tree)
 
 
 def _act_from_distribution(policy: nn.Module, generator: torch.Generator, with_log_prob: bool, obs: Any) -> tuple[Tensor, ...]:

@@ -14,7 +14,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from pg_lightning.batch import EpisodeBatch
 from pg_lightning.collector import EpisodeCollector, make_vector_env
 from pg_lightning.errors import ConfigError
+from pg_lightning.env_factory import import_modules
 from pg_lightning.validation import as_wrappers, to_plain
+from pg_lightning.vector_envs import check_vector_env
 
 __all__ = ["EpisodeDataset", "RolloutDataModule"]
 
@@ -50,7 +52,8 @@ class RolloutDataModule(pl.LightningDataModule):
         env_id: registered gymnasium id.
         episodes_per_epoch: complete episodes collected per epoch (per rank); one gradient step each.
         num_envs: parallel env copies.
-        vectorization_mode: ``"sync"`` or ``"async"``.
+        vectorization_mode: ``"sync"``, ``"async"`` or ``"vector_entry_point"`` (the env's own batched
+            implementation, e.g. CartPole-v1's ``CartPoleVectorEnv``; see :func:`make_vector_env`).
         env_kwargs: keyword arguments of the env constructor.
         seed: the run's seed.
         max_episode_steps: truncate episodes after this many steps; ``None``: the env's registered
@@ -60,6 +63,9 @@ class RolloutDataModule(pl.LightningDataModule):
             config entries (``{_target_: ..., args}``), built here: ``conf/train.yaml`` passes them
             as they are (``data._recursive_: false``), so composing and instantiating ``cfg.data``
             works without :func:`pg_lightning.train.run`.
+        vector_env: your own ``gymnasium.vector.VectorEnv`` instead of one built from ``env_id``: an
+            instance, a ``() -> VectorEnv`` callable, or a config entry (``{_target_: ..., args}``), built
+            on each process. Its single spaces must be ``env_id``'s (checked); ``num_envs`` is its own.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class RolloutDataModule(pl.LightningDataModule):
         max_episode_steps: int | None = None,
         env_imports: Sequence[str] = (),
         env_wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
+        vector_env: Any = None,
     ) -> None:
         super().__init__()
         if episodes_per_epoch < 1:
@@ -86,23 +93,59 @@ class RolloutDataModule(pl.LightningDataModule):
         self.max_episode_steps = max_episode_steps
         self.env_imports = tuple(to_plain(env_imports) or ())
         self.env_wrappers = as_wrappers(env_wrappers)
+        self.vector_env = vector_env
+        self._envs: gym.vector.VectorEnv | None = None
         self.collector: EpisodeCollector | None = None
         self._restored: dict[str, Any] = {}
 
+    def build_envs(self) -> gym.vector.VectorEnv:
+        """Build this process's vector env now, so that a mistake in it is a ConfigError before ``fit``
+        (``pg_lightning.train.run`` calls it); ``setup`` then uses it rather than building another."""
+        if self._envs is None:
+            self._envs = self._make_envs()
+        return self._envs
+
     def setup(self, stage: str) -> None:
         if self.collector is None:
-            envs = make_vector_env(
-                self.env_id,
-                self.num_envs,
-                self.vectorization_mode,
-                self.env_kwargs,
-                self.max_episode_steps,
-                imports=self.env_imports,
-                wrappers=self.env_wrappers,
-            )
+            envs, self._envs = (self._envs if self._envs is not None else self._make_envs()), None
             self.collector = EpisodeCollector(envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0)
             if self._restored:
                 self.collector.load_state_dict(self._restored)
+
+    def _make_envs(self) -> gym.vector.VectorEnv:
+        if self.vector_env is not None:
+            return self._user_vector_env()
+        return make_vector_env(
+            self.env_id,
+            self.num_envs,
+            self.vectorization_mode,
+            self.env_kwargs,
+            self.max_episode_steps,
+            imports=self.env_imports,
+            wrappers=self.env_wrappers,
+        )
+
+    def _user_vector_env(self) -> gym.vector.VectorEnv:
+        """``data.vector_env``, built and checked against ``env.id`` (a ConfigError naming ``data.vector_env``)."""
+        import_modules(self.env_imports)
+        spec = self.vector_env
+        try:
+            if isinstance(spec, gym.vector.VectorEnv):
+                envs = spec
+            elif callable(spec):
+                envs = spec()
+            else:
+                from hydra.utils import instantiate
+
+                envs = instantiate(spec, _convert_="all")
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise ConfigError(f"data.vector_env: building it raised {type(err).__name__}: {err}") from err
+        check_vector_env(envs, self.env_id, self.env_kwargs, self.env_imports)
+        if isinstance(envs.single_action_space, gym.spaces.Box):
+            envs = gym.wrappers.vector.ClipAction(envs)
+        return envs
 
     def train_dataloader(self) -> DataLoader:
         dataset = EpisodeDataset(self.collector, self.trainer.lightning_module.policy, self.episodes_per_epoch)

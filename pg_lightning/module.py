@@ -84,7 +84,9 @@ class ReinforceModule(pl.LightningModule):
       how much the baseline removes;
     - ``train/lr``: the learning rate this epoch's update used (of the policy's param group), and
       ``train/lr_baseline`` when the baseline has a param group of its own;
-    - ``time/collect_fps``: env steps per second of this epoch's collection.
+    - ``time/collect_fps``: env steps per second of this epoch's collection;
+    - ``rollout/kept_fraction``: the batch's steps over the copy-steps the vector env ran for it
+      (below 1 where idle copies are stepped with the others: async and batched envs).
     """
 
     def __init__(
@@ -227,6 +229,8 @@ class ReinforceModule(pl.LightningModule):
         log("rollout/episodes", self.episodes.compute(), sync_dist=True)
         log = partial(log, sync_dist=True)
         log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
+        if batch.stepped is not None:  # idle copies of a whole-vector env, and NEXT_STEP resets, are stepped too
+            log("rollout/kept_fraction", batch.num_steps / max(int(batch.stepped), 1))
         # the lr of this update: the scheduler steps after it. (Logged here, in the epoch's row of
         # metrics.csv; Lightning's LearningRateMonitor would write rows of its own, without an epoch.)
         # float64 and reduced by max (the same value on every rank): logged exactly as the optimizer has it

@@ -69,6 +69,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # The policy needs the env's spaces: read them from one env built as training builds them.
     observation_space, action_space = probe_env(cfg)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    if OmegaConf.select(cfg, "data.vector_env") is not None or OmegaConf.select(cfg, "data.vectorization_mode") == (
+        "vector_entry_point"
+    ):
+        datamodule.build_envs()  # a batched env is checked here, before fit (sync/async copies: by probe_env above)
     policy = build_policy(cfg.network, observation_space, action_space)  # checked: one line naming network
     baseline = make_baseline(cfg, observation_space)
     model: pl.LightningModule = instantiate(cfg.model, policy=policy, baseline=baseline)

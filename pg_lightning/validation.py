@@ -468,7 +468,7 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
         "return_type": ONE_OF("reward_to_go", "total"), "discount_weight": BOOL, "normalize_advantages": BOOL,
     },
     "pg_lightning.module.ReinforceModule": {"return_window": INT(1)},
-    "pg_lightning.data.RolloutDataModule": {"vectorization_mode": ONE_OF("sync", "async"), "seed": SEED},
+    "pg_lightning.data.RolloutDataModule": {"vectorization_mode": ONE_OF("sync", "async", "vector_entry_point"), "seed": SEED},
     "torch.optim.lr_scheduler.LinearLR": {
         "start_factor": Rule(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
         "end_factor": Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),

@@ -22,7 +22,8 @@ def make_batch(obs, actions, rewards, dones, truncated=None) -> EpisodeBatch:
 
 
 def same_batch(a: EpisodeBatch, b: EpisodeBatch) -> bool:
-    """Every field equal (observation trees leaf by leaf; an unrecorded ``log_probs`` is None in both)."""
+    """Every field of the data equal (observation trees leaf by leaf; an unrecorded ``log_probs`` is None in
+    both). ``stepped`` (how many copy-steps it took: fewer when only the active copies are stepped) is not data."""
     from pg_lightning.tree import flatten
 
     def equal(x, y) -> bool:
@@ -31,4 +32,4 @@ def same_batch(a: EpisodeBatch, b: EpisodeBatch) -> bool:
         (xs, xspec), (ys, yspec) = flatten(x), flatten(y)
         return xspec == yspec and all(torch.equal(u, v) for u, v in zip(xs, ys, strict=True))
 
-    return all(equal(x, y) for x, y in zip(a, b, strict=True))
+    return all(equal(getattr(a, f), getattr(b, f)) for f in a._fields if f != "stepped")

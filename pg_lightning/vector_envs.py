@@ -1,0 +1,147 @@
+"""The vector envs the collector steps: gymnasium's sync and async vectorisation, native batched envs, your own.
+
+- ``data.vectorization_mode=sync|async``: ``num_envs`` copies of one :class:`~pg_lightning.env_factory.EnvFactory`
+  in gymnasium's ``SyncVectorEnv`` / ``AsyncVectorEnv`` (``SAME_STEP`` autoreset);
+- ``data.vectorization_mode=vector_entry_point``: the env's own batched implementation, registered by its
+  ``vector_entry_point`` (CartPole-v1's numpy ``CartPoleVectorEnv`` steps millions of env steps per second);
+- ``data.vector_env``: any ``gymnasium.vector.VectorEnv`` from a Hydra ``_target_`` (a batched env of your own,
+  a GPU simulator's wrapper), checked against ``env.id``'s single spaces.
+
+Gymnasium only; no Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+
+from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
+from pg_lightning.errors import ConfigError
+
+__all__ = ["AUTORESET_MODES", "VECTORIZATION_MODES", "autoreset_mode", "check_vector_env", "make_vector_env"]
+
+VECTORIZATION_MODES = ("sync", "async", "vector_entry_point")
+AUTORESET_MODES = (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP)
+"""The autoreset modes the collector handles (``DISABLED`` would need a reset of its own per episode)."""
+
+log = logging.getLogger(__name__)
+
+
+def make_vector_env(
+    env_id: str,
+    num_envs: int = 8,
+    vectorization_mode: str = "sync",
+    env_kwargs: dict[str, Any] | None = None,
+    max_episode_steps: int | None = None,
+    imports: Sequence[str] = (),
+    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
+) -> gym.vector.VectorEnv:
+    """A vector env of ``num_envs`` copies of ``env_id``, as the collector needs it.
+
+    ``sync`` / ``async``: copies of :class:`EnvFactory` with ``SAME_STEP`` autoreset (when an
+    episode ends, ``step`` returns the first observation of the next episode and reports the real
+    last one as ``info["final_obs"]``). ``vector_entry_point``: the env's native batched
+    implementation (``gym.make_vec``), with its own autoreset mode (CartPole's is ``NEXT_STEP``);
+    single-env ``wrappers`` cannot wrap it. Box actions are clipped to their bounds on the way
+    into the env (gymnasium's ``ClipAction``); the policy's unclipped sample is what the batch keeps.
+
+    Args:
+        env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``, or ``"module:EnvId"``.
+        num_envs: number of parallel copies.
+        vectorization_mode: ``"sync"`` (one process), ``"async"`` (one subprocess per copy) or
+            ``"vector_entry_point"`` (the env's own batched implementation).
+        env_kwargs: keyword arguments for the env's constructor.
+        max_episode_steps: truncate episodes after this many steps (gymnasium's ``TimeLimit``, or the
+            batched env's ``max_episode_steps``); ``None`` keeps the env's registered limit, or, for an
+            env registered without one, caps episodes at :data:`~pg_lightning.env_factory.EPISODE_CAP`
+            steps (with a warning), so that no epoch can run forever. The limit in force is logged.
+        imports: modules imported before any env is built, here and in every async worker.
+        wrappers: ``env -> env`` callables applied in order to every copy (picklable for async).
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ConfigError(f"data.num_envs must be an integer >= 1, got {num_envs!r}")
+    if vectorization_mode not in VECTORIZATION_MODES:
+        raise ConfigError(f"data.vectorization_mode must be one of {', '.join(VECTORIZATION_MODES)}, got {vectorization_mode!r}")
+    env_kwargs, steps, source = episode_limit(env_id, env_kwargs, max_episode_steps, imports)
+    if source.startswith("the env registers no time limit"):
+        log.warning("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
+    else:
+        log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
+    spec = env_spec(env_id, imports)
+    if vectorization_mode == "vector_entry_point":
+        envs = _batched(env_id, spec, num_envs, env_kwargs, steps, wrappers)
+    else:
+        factory = EnvFactory(env_id, env_kwargs, tuple(imports), tuple(wrappers), steps)
+        vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
+        envs = vector_env([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        envs.spec = spec  # as gym.make_vec sets it: the collector names the env by it
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        envs = gym.wrappers.vector.ClipAction(envs)
+    return envs
+
+
+def _batched(
+    env_id: str, spec: Any, num_envs: int, env_kwargs: dict[str, Any], steps: int, wrappers: Sequence[Any]
+) -> gym.vector.VectorEnv:
+    if spec.vector_entry_point is None:
+        raise ConfigError(
+            f"data.vectorization_mode=vector_entry_point: {env_id} registers no vector entry point (a native "
+            "batched implementation); use data.vectorization_mode=sync or async, or your own batched env in data.vector_env"
+        )
+    if wrappers:
+        raise ConfigError(
+            f"env.wrappers: single-env wrappers cannot wrap {env_id}'s batched implementation "
+            "(data.vectorization_mode=vector_entry_point); use data.vectorization_mode=sync or async"
+        )
+    try:
+        return gym.make_vec(spec, num_envs, vectorization_mode="vector_entry_point", max_episode_steps=steps, **env_kwargs)
+    except TypeError as err:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if unexpected and unexpected.group(1) == "max_episode_steps":
+            raise ConfigError(
+                f"data.vectorization_mode=vector_entry_point: {env_id}'s vector entry point takes no max_episode_steps, "
+                "so its episodes could not be capped; use data.vectorization_mode=sync or async"
+            ) from err
+        if unexpected:
+            raise ConfigError(f"env.kwargs.{unexpected.group(1)}: {env_id}'s vector entry point takes no such argument") from err
+        raise ConfigError(f"env.kwargs: {env_id}'s vector entry point raised TypeError: {err}") from err
+
+
+def autoreset_mode(envs: gym.vector.VectorEnv, key: str = "data.vector_env") -> AutoresetMode:
+    """The vector env's autoreset mode (gymnasium's default, ``NEXT_STEP``, when its metadata names none);
+    a mode the collector cannot handle is a ConfigError naming ``key``."""
+    mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if isinstance(mode, str):
+        mode = next((m for m in AutoresetMode if mode in (m.value, m.name)), mode)
+    if mode not in AUTORESET_MODES:
+        raise ConfigError(
+            f"{key}: autoreset mode {mode!r} is not supported; the collector handles "
+            f"{', '.join(m.name for m in AUTORESET_MODES)} (gymnasium's metadata['autoreset_mode'])"
+        )
+    return mode
+
+
+def check_vector_env(
+    envs: Any, env_id: str, env_kwargs: dict[str, Any] | None = None, imports: Sequence[str] = (), key: str = "data.vector_env"
+) -> None:
+    """``data.vector_env`` must be a ``gymnasium.vector.VectorEnv`` whose single spaces are ``env_id``'s,
+    with an autoreset mode the collector handles; else a one-line ConfigError naming ``key``."""
+    if not isinstance(envs, gym.vector.VectorEnv):
+        raise ConfigError(f"{key}: instantiating it gave a {type(envs).__name__}, not a gymnasium.vector.VectorEnv")
+    probe = EnvFactory(env_id, dict(env_kwargs or {}), tuple(imports))()
+    try:
+        for name in ("observation", "action"):
+            ours, theirs = getattr(probe, f"{name}_space"), getattr(envs, f"single_{name}_space")
+            if ours != theirs:
+                raise ConfigError(
+                    f"{key}: its single_{name}_space {theirs} is not env.id={env_id}'s {name} space {ours} "
+                    "(the policy, evaluation and checkpoints are built from env.id)"
+                )
+    finally:
+        probe.close()
+    autoreset_mode(envs, key)
