@@ -1,22 +1,25 @@
-"""Collection throughput: our collector against a random-action loop on the very same vector env.
+"""Collection throughput: our collector against the minimal loop on the very same vector env and policy.
 
-    python benchmarks/throughput.py                              # CartPole-v1 and Acrobot-v1
+    python benchmarks/throughput.py                                        # every table below
     python benchmarks/throughput.py --envs CartPole-v1 --num-envs 16 --modes sync
+    python benchmarks/throughput.py --envs CartPole-v1 --modes vector_entry_point --num-envs 64 256 1024
 
 For each env, vectorization mode and number of copies, on one ``make_vector_env`` (same wrappers,
 same autoreset), measured in one process, interleaved for ``--rounds`` rounds (medians printed):
 
 - ``raw``: ``envs.step(envs.action_space.sample())`` in a loop: the environment's own limit;
-- ``collector``: ``EpisodeCollector.collect`` with a fresh ``[64, 64]`` MLP policy (batched
-  inference in inference mode, complete episodes, ``2 * num_envs`` (at least 16) per collect),
-  counting the steps that enter the batch. With sync envs the collector steps only the copies
-  whose episodes are still running (see ``EpisodeCollector._step_active``); async envs are
-  stepped as a whole, idle copies included.
+- ``minimal``: the limit of on-policy collection without overlap: the same policy's actor draws the
+  actions of every copy, the env steps them, nothing is stored (env steps/s counts every copy-step);
+- ``collector``: ``EpisodeCollector.collect`` with the same fresh ``[64, 64]`` MLP policy (batched
+  inference in inference mode, complete episodes, ``--episodes-per-copy`` per copy per collect,
+  at least 16), counting the steps that enter the batch (``kept``). With sync envs the collector steps
+  only the copies whose episodes are still running (``EpisodeCollector._step_active``); async and
+  batched envs are stepped as a whole, idle copies (and ``NEXT_STEP`` reset steps) included: the
+  ``kept`` column is the fraction of the copy-steps that entered the batch.
 
-Prints env steps per second and the median over rounds of ``collector / raw`` (the issue's target
-is >= 0.6 at 16 sync envs), then (``--breakdown N``) what one env step and one draw of the
-policy for N copies cost. torch uses one thread, as in training. Not a test: timings vary run
-to run.
+Prints env steps per second, the median over rounds of ``collector / minimal`` and of
+``collector / raw``, then (``--breakdown N``) what one env step and one draw of the policy for N
+copies cost. torch uses one thread, as in training. Not a test: timings vary run to run.
 """
 
 from __future__ import annotations
@@ -48,13 +51,28 @@ def raw_rate(envs: gym.vector.VectorEnv, min_steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def collector_rate(collector: EpisodeCollector, policy: torch.nn.Module, min_steps: int) -> float:
-    """Env steps per second that enter the batch (complete episodes, current policy)."""
-    episodes = max(16, 2 * collector.num_envs)  # at least two episodes per copy, as in training
-    kept, start = 0, time.perf_counter()
+def minimal_rate(envs: gym.vector.VectorEnv, policy: torch.nn.Module, min_steps: int) -> float:
+    """Env steps per second of the minimal on-policy loop: draw (the same actor), step, nothing stored."""
+    obs, _ = envs.reset(seed=0)
+    act = policy.actor(torch.Generator().manual_seed(0))
+    steps, start = 0, time.perf_counter()
+    with torch.inference_mode():  # once for the whole loop, as the collector does
+        while steps < min_steps:
+            _, env_action = act(torch.as_tensor(obs))
+            obs, _, _, _, _ = envs.step(env_action.numpy())
+            steps += envs.num_envs
+    return steps / (time.perf_counter() - start)
+
+
+def collector_rate(collector: EpisodeCollector, policy: torch.nn.Module, min_steps: int, per_copy: int) -> tuple[float, float]:
+    """Env steps per second that enter the batch (complete episodes, current policy), and the kept fraction."""
+    episodes = max(16, per_copy * collector.num_envs)
+    kept = stepped = 0
+    start = time.perf_counter()
     while kept < min_steps:
-        kept += collector.collect(policy, episodes).num_steps
-    return kept / (time.perf_counter() - start)
+        batch = collector.collect(policy, episodes)
+        kept, stepped = kept + batch.num_steps, stepped + int(batch.stepped)
+    return kept / (time.perf_counter() - start), kept / stepped
 
 
 def microseconds(fn, calls: int = 3000) -> float:
@@ -105,39 +123,52 @@ def breakdown(env_id: str, policy: torch.nn.Module, n: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"])
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 16, 32])
-    parser.add_argument("--modes", nargs="+", default=["sync", "async"], choices=["sync", "async"])
-    parser.add_argument("--min-steps", type=int, default=10_000, help="env steps per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved raw/collector rounds; medians are printed")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=None,
+                        help="copies (default: 1 8 16 32 for sync/async, 64 256 1024 for vector_entry_point)")
+    parser.add_argument("--modes", nargs="+", default=["sync", "async", "vector_entry_point"],
+                        choices=["sync", "async", "vector_entry_point"])
+    parser.add_argument("--min-steps", type=int, default=20_000, help="env steps per measurement (x num_envs / 64 for batched)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved raw/minimal/collector rounds; medians are printed")
+    parser.add_argument("--episodes-per-copy", type=int, default=2, help="episodes per copy in each collect")
     parser.add_argument("--breakdown", type=int, default=16, help="after the table: per-call costs at this num_envs (0: skip)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # fmt: skip
     torch.set_num_threads(1)
     print(machine())
-
-    print("| env | mode | num_envs | raw steps/s | collector steps/s | collector / raw |")
-    print("|---|---|--:|--:|--:|--:|")
+    print(f"rounds {args.rounds} (interleaved; medians), {args.episodes_per_copy} episodes per copy per collect")
+    print("| env | mode | num_envs | raw steps/s | minimal loop steps/s | collector kept steps/s | kept / stepped "
+          "| collector / minimal | collector / raw |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for env_id in args.envs:
         probe = gym.make(env_id)
         torch.manual_seed(0)
         policy = make_policy(probe.observation_space, probe.action_space)
+        batched = gym.spec(env_id).vector_entry_point is not None
         probe.close()
         for mode in args.modes:
-            for n in args.num_envs:
+            if mode == "vector_entry_point" and not batched:
+                continue
+            for n in args.num_envs or ([64, 256, 1024] if mode == "vector_entry_point" else [1, 8, 16, 32]):
+                min_steps = args.min_steps * max(1, n // 64)
                 envs = make_vector_env(env_id, n, mode)
                 try:
                     collector = EpisodeCollector(envs, seed=0)
                     raw_rate(envs, 2_000)  # warm-up (async workers, caches)
-                    collector_rate(collector, policy, 2_000)
-                    raws, ours = [], []
-                    for _ in range(args.rounds):  # interleaved, so a slow moment hits both
-                        raws.append(raw_rate(envs, args.min_steps))
-                        ours.append(collector_rate(collector, policy, args.min_steps))
+                    minimal_rate(envs, policy, 2_000)
+                    collector_rate(collector, policy, 2_000, args.episodes_per_copy)
+                    raws, minimals, ours, kept = [], [], [], []
+                    for _ in range(args.rounds):  # interleaved, so a slow moment hits all three
+                        raws.append(raw_rate(envs, min_steps))
+                        minimals.append(minimal_rate(envs, policy, min_steps))
+                        rate, fraction = collector_rate(collector, policy, min_steps, args.episodes_per_copy)
+                        ours.append(rate)
+                        kept.append(fraction)
                 finally:
                     envs.close()
-                ratio = statistics.median(o / r for o, r in zip(ours, raws, strict=True))
+                to_minimal = statistics.median(o / m for o, m in zip(ours, minimals, strict=True))
+                to_raw = statistics.median(o / r for o, r in zip(ours, raws, strict=True))
                 print(
-                    f"| {env_id} | {mode} | {n} | {statistics.median(raws):,.0f} | {statistics.median(ours):,.0f} "
-                    f"| {ratio:.2f} |",
+                    f"| {env_id} | {mode} | {n} | {statistics.median(raws):,.0f} | {statistics.median(minimals):,.0f} "
+                    f"| {statistics.median(ours):,.0f} | {statistics.median(kept):.2f} | {to_minimal:.2f} | {to_raw:.2f} |",
                     flush=True,
                 )
     for env_id in args.envs if args.breakdown else []:

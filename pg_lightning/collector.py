@@ -33,16 +33,29 @@ REWARD_LIMIT = float(np.finfo(np.float32).max)  # rewards are stored as float32 
 log = logging.getLogger(__name__)
 
 
-class _Buffer:
-    """Preallocated time-major storage ``(capacity, num_envs, *shape)`` that doubles when full."""
+class _Storage:
+    """Preallocated time-major arrays ``(capacity, num_envs, *shape)``, one per field, that double when full.
 
-    def __init__(self, num_envs: int, shape: tuple[int, ...], dtype: np.dtype, capacity: int = 256) -> None:
-        self.data = np.zeros((capacity, num_envs, *shape), dtype=dtype)
+    The collector writes each vector step straight into row ``t`` (and the next observations into
+    row ``t + 1``): no per-step allocation or copy beyond the env's own.
+    """
 
-    def put(self, t: int, value: np.ndarray) -> None:
-        if t == len(self.data):
-            self.data = np.concatenate([self.data, np.zeros_like(self.data)])
-        self.data[t] = value
+    def __init__(self, num_envs: int, capacity: int = 256) -> None:
+        self.num_envs = num_envs
+        self.capacity = capacity
+        self.data: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, example: np.ndarray, dtype: Any = None) -> np.ndarray:
+        """A field shaped as ``example`` ``(num_envs, *shape)``, zero-filled."""
+        shape = np.shape(example)[1:]
+        self.data[name] = np.zeros((self.capacity, self.num_envs, *shape), dtype=dtype or np.asarray(example).dtype)
+        return self.data[name]
+
+    def reserve(self, t: int) -> None:
+        """Room for rows ``0 .. t + 1``."""
+        if t + 1 >= self.capacity:
+            self.capacity *= 2
+            self.data = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in self.data.items()}
 
 
 class EpisodeCollector:
@@ -138,61 +151,74 @@ class EpisodeCollector:
         to_start = num_episodes - int(active.sum())
         single_envs, clip = self._direct_envs()
 
-        buffers: dict[str, _Buffer] = {}
-        kept_buf = _Buffer(n, (), np.bool_)
-        final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
+        store = _Storage(n)
         obs_spec = flatten(obs)[1]  # None: one array (the common case, kept cheap); else a Dict/Tuple observation
         plain = obs_spec is None
+        obs_keys = [f"obs/{i}" for i in range(len(flatten(obs)[0]))]
+        for key, leaf in zip(obs_keys, flatten(obs)[0], strict=True):
+            store.add(key, leaf)[0] = leaf
+        store.add("kept", active)
+        final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
         stepped = t = 0
-        while active.any():
-            with torch.inference_mode():  # only here: the batch itself must be usable by autograd
+        direct_plain = single_envs is not None and plain
+        # inference mode for the whole loop: the batch's tensors are made after it, usable by autograd
+        with torch.inference_mode():
+            while active.any():
+                store.reserve(t)
+                data = store.data
+                obs = data["obs/0"][t] if plain else unflatten(obs_spec, [data[k][t] for k in obs_keys])
                 obs_t = torch.as_tensor(obs, device=device) if plain else as_tensors(obs, device)
                 out = act(obs_t, torch.from_numpy(starts)) if recurrent else act(obs_t)
-            action, env_action = out[0].cpu().numpy(), out[1].cpu().numpy()
-            kept_buf.put(t, active & ~resetting if next_step else active)
-            with self._env_errors():
-                if single_envs is not None:
-                    next_obs, reward, terminated, truncated, ends = self._step_active(
-                        single_envs, obs, env_action if clip is None else np.clip(env_action, *clip), active, to_start, t, final_obs
-                    )
-                    stepped += int(active.sum())
-                    starts = terminated | truncated
-                else:
-                    next_obs, reward, terminated, truncated, info = self.envs.step(
-                        torch.from_numpy(env_action) if torch_env else env_action
-                    )
-                    if torch_env:
-                        next_obs, reward, terminated, truncated = _numpy((next_obs, reward, terminated, truncated))
-                    stepped += n
-                    real = ~resetting  # NEXT_STEP: a reset step is no transition
-                    done = (terminated | truncated) & real
-                    ends = np.flatnonzero(done & active)
-                    if next_step:  # the last observation is the one returned; the copy resets at its next step
-                        final_obs.extend((i, t, map_tree(lambda x, i=i: np.array(x[i]), next_obs)) for i in ends)
-                        starts, resetting = resetting, done
+                action = out[0].cpu().numpy()
+                env_action = action if out[1] is out[0] else out[1].cpu().numpy()
+                if t == 0:
+                    store.add("actions", action)
+                    for name, dtype in (("rewards", np.float64), ("terminated", np.bool_), ("truncated", np.bool_)):
+                        store.add(name, active, dtype)  # rewards as the env gives them: checked and cast once, in the batch
+                    if record_log_probs:
+                        store.add("log_probs", out[2].cpu().numpy())
+                    data = store.data
+                data["kept"][t] = active & ~resetting if next_step else active
+                data["actions"][t] = action
+                if record_log_probs:
+                    data["log_probs"][t] = out[2].cpu().numpy()
+                reward, terminated, truncated = data["rewards"][t], data["terminated"][t], data["truncated"][t]
+                next_rows = [data[k][t + 1] for k in obs_keys]
+                try:
+                    if single_envs is not None:
+                        if direct_plain:
+                            next_rows[0][:] = obs  # idle copies keep their observation
+                        else:
+                            for row, leaf in zip(next_rows, flatten(obs)[0], strict=True):
+                                row[:] = leaf
+                        ends, count = self._step_active(
+                            single_envs, env_action if clip is None else np.clip(env_action, *clip), active, to_start,
+                            t, final_obs, next_rows, reward, terminated, truncated,
+                        )  # fmt: skip
+                        stepped += count
+                        starts = terminated | truncated
                     else:
-                        final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
-                        starts = done
-            step = {"obs/0": obs} if plain else {f"obs/{i}": leaf for i, leaf in enumerate(flatten(obs)[0])}
-            step |= {"actions": action, "rewards": reward, "terminated": terminated, "truncated": truncated}
-            if record_log_probs:
-                step["log_probs"] = out[2].cpu().numpy()
-            if not buffers:
-                buffers = {
-                    # rewards as the env gives them (float64), checked and cast to float32 once, in the batch
-                    k: _Buffer(n, np.shape(v)[1:], np.float64 if k == "rewards" else np.asarray(v).dtype)
-                    for k, v in step.items()
-                }
-            for k, v in step.items():
-                buffers[k].put(t, v)
-            if ends.size:
-                # the first `to_start` finished envs (in env order) go on; the rest go idle
-                active[ends[to_start:]] = False
-                to_start = max(0, to_start - ends.size)
-            obs = next_obs
-            t += 1
+                        next_obs, reward[:], terminated[:], truncated[:], info = _numpy_step(self.envs, env_action, torch_env)
+                        for row, leaf in zip(next_rows, flatten(next_obs)[0], strict=True):
+                            row[:] = leaf
+                        stepped += n
+                        done = (terminated | truncated) & ~resetting  # NEXT_STEP: a reset step is no transition
+                        ends = np.flatnonzero(done & active)
+                        if next_step:  # the last observation is the one returned; the copy resets at its next step
+                            final_obs.extend((i, t, map_tree(lambda x, i=i: np.array(x[i]), next_obs)) for i in ends)
+                            starts, resetting = resetting, done
+                        else:
+                            final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
+                            starts = done
+                except Exception as err:  # the policy's own errors above stay as they are
+                    raise self._env_error(err) from err
+                if len(ends):
+                    # the first `to_start` finished envs (in env order) go on; the rest go idle
+                    active[ends[to_start:]] = False
+                    to_start = max(0, to_start - len(ends))
+                t += 1
         self.epoch += 1
-        batch = self._flatten(buffers, kept_buf.data[:t], final_obs, obs_spec)._replace(stepped=torch.tensor(stepped))
+        batch = self._flatten(store, t, final_obs, obs_spec)._replace(stepped=torch.tensor(stepped))
         # Observations may be +-inf (the network clamps them to +-1e9: encoders.FlattenFloat); NaN is an
         # env fault. Rewards must be finite (and within float32's range: _check_rewards).
         for name in ("obs", "final_obs"):
@@ -240,24 +266,28 @@ class EpisodeCollector:
 
     @contextlib.contextmanager
     def _env_errors(self) -> Iterator[None]:
-        """An exception from the envs (or an async worker) becomes an EnvError naming the env.
+        """Inside: an exception becomes :meth:`_env_error`'s EnvError."""
+        try:
+            yield
+        except Exception as err:
+            raise self._env_error(err) from err
+
+    def _env_error(self, err: Exception) -> EnvError:
+        """An exception from the envs (or an async worker) as an EnvError naming the env.
 
         An async worker that died (killed by a signal, e.g. SIGKILL from the OOM killer, or exited)
         shows in the parent as an ``EOFError`` or ``BrokenPipeError`` on its pipe: the error then
         names the worker and how it died, and the other workers are stopped at once (none is left
         behind, and a later ``close`` has nothing to wait for).
         """
-        try:
-            yield
-        except Exception as err:
-            dead = self._dead_workers() if isinstance(err, (EOFError, OSError)) else []
-            if dead:
-                self._stop_workers()
-                raise EnvError(
-                    f"env.id={self.env_id!r}: {'; '.join(dead)} during collection "
-                    f"({type(err).__name__} on its pipe); the other workers were stopped"
-                ) from err
-            raise EnvError(f"env.id={self.env_id!r} raised {type(err).__name__} during collection: {err}") from err
+        dead = self._dead_workers() if isinstance(err, (EOFError, OSError)) else []
+        if dead:
+            self._stop_workers()
+            return EnvError(
+                f"env.id={self.env_id!r}: {'; '.join(dead)} during collection "
+                f"({type(err).__name__} on its pipe); the other workers were stopped"
+            )
+        return EnvError(f"env.id={self.env_id!r} raised {type(err).__name__} during collection: {err}")
 
     def _async_env(self) -> gym.vector.AsyncVectorEnv | None:
         envs = getattr(self.envs, "unwrapped", self.envs)
@@ -330,50 +360,52 @@ class EpisodeCollector:
     @staticmethod
     def _step_active(
         single_envs: list[gym.Env],
-        obs: Any,
         actions: np.ndarray,
         active: np.ndarray,
         to_start: int,
         t: int,
         final_obs: list[tuple[int, int, Any]],
-    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One vector step that steps only the active copies.
+        next_obs: list[np.ndarray],
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> tuple[np.ndarray, int]:
+        """One vector step that steps only the active copies: ``(the copies that ended an episode, copies stepped)``.
 
         Why not ``SyncVectorEnv.step`` (an exception to using gymnasium's vector API as is): it
         steps every copy, and at the end of an epoch most copies are idle (their episodes would
         be discarded). An idle copy is left where it is; a copy that ends an episode is reset
         (exactly as ``SAME_STEP`` autoreset would: ``env.reset()`` with no seed) only if it
         starts another one. The active copies see the same calls as under ``SyncVectorEnv``, so
-        the batch is identical (a test compares both paths).
+        the batch is identical (a test compares both paths, another a plain reference loop).
+        Writes the step into the storage rows given (``next_obs``: one row per observation leaf).
         """
-        n = len(single_envs)
-        next_leaves, spec = flatten(map_tree(np.copy, obs))  # one array for plain observations
-        reward = np.zeros(n, dtype=np.float64)
-        terminated = np.zeros(n, dtype=np.bool_)
-        truncated = np.zeros(n, dtype=np.bool_)
+        plain = len(next_obs) == 1
         ends = []
-        for i in np.flatnonzero(active):
+        stepping = np.flatnonzero(active).tolist()  # Python ints: cheaper indices than numpy's
+        for i in stepping:
             o, reward[i], terminated[i], truncated[i], _ = single_envs[i].step(actions[i])
             if terminated[i] or truncated[i]:
-                final_obs.append((int(i), t, o))
+                final_obs.append((i, t, o))
                 ends.append(i)
                 if len(ends) <= to_start:  # starts another episode (decided in env order, as in collect)
                     o, _ = single_envs[i].reset()
-            if spec is None:
-                next_leaves[0][i] = o
+            if plain:
+                next_obs[0][i] = o
             else:
-                for leaf, value in zip(next_leaves, flatten(o)[0], strict=True):
-                    leaf[i] = value
-        return unflatten(spec, next_leaves), reward, terminated, truncated, np.asarray(ends, dtype=np.int64)
+                for row, value in zip(next_obs, flatten(o)[0], strict=True):
+                    row[i] = value
+        return np.asarray(ends, dtype=np.int64), len(stepping)
 
     @staticmethod
-    def _flatten(
-        buffers: dict[str, _Buffer], active: np.ndarray, final_obs: list[tuple[int, int, Any]], obs_spec: Any
-    ) -> EpisodeBatch:
-        """Time-major ``(T, N, ...)`` to flat ``(B, ...)``, env by env, so episodes are contiguous."""
-        t = len(active)
-        mask = active.T  # (N, T)
-        flat = {k: torch.from_numpy(np.ascontiguousarray(np.swapaxes(b.data[:t], 0, 1)[mask])) for k, b in buffers.items()}
+    def _flatten(store: _Storage, t: int, final_obs: list[tuple[int, int, Any]], obs_spec: Any) -> EpisodeBatch:
+        """Time-major ``(T, N, ...)`` rows ``0 .. t - 1`` to flat ``(B, ...)``, env by env, so episodes are contiguous."""
+        mask = store.data["kept"][:t].T  # (N, T)
+        flat = {
+            k: torch.from_numpy(np.ascontiguousarray(np.swapaxes(v[:t], 0, 1)[mask]))
+            for k, v in store.data.items()
+            if k != "kept"
+        }
         obs = unflatten(obs_spec, [flat[f"obs/{i}"] for i in range(len(flatten(obs_spec)[0]))])
         order = [o for _, _, o in sorted(final_obs, key=lambda e: (e[0], e[1]))]
         return EpisodeBatch(
@@ -391,6 +423,14 @@ class EpisodeCollector:
             self._stop_workers()
         else:
             self.envs.close()
+
+
+def _numpy_step(envs: gym.vector.VectorEnv, actions: np.ndarray, torch_env: bool) -> tuple[Any, ...]:
+    """``envs.step``, with actions as tensors for a torch vector env and everything it returns as numpy arrays."""
+    if not torch_env:
+        return envs.step(actions)
+    next_obs, reward, terminated, truncated, info = envs.step(torch.from_numpy(actions))
+    return (*_numpy((next_obs, reward, terminated, truncated)), info)
 
 
 def _numpy(tree: Any) -> Any:
