@@ -89,6 +89,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_ckpt": NO_EARLY_STOP + NO_CKPT,
     "last_every_10": NO_EARLY_STOP + ["callbacks.last_checkpoint.every_n_epochs=10"],
     "csv_flush_100": NO_EARLY_STOP + ["logger.csv.flush_logs_every_n_steps=100"],
+    "async_ckpt": NO_EARLY_STOP + ["+trainer.plugins=[{_target_: pytorch_lightning.plugins.io.AsyncCheckpointIO}]"],
     "lean": NO_EARLY_STOP + NO_BAR + NO_CKPT,
     "bare": ["~callbacks", "~logger", "++trainer.enable_progress_bar=false"],
     "bare_nolog": ["~callbacks", "~logger", "++trainer.enable_progress_bar=false"],

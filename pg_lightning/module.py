@@ -12,7 +12,7 @@ from pytorch_lightning.utilities import grad_norm
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import SumMetric
 
 from pg_lightning.baselines import Baseline, NoBaseline
 from pg_lightning.batch import EpisodeBatch
@@ -85,8 +85,8 @@ class ReinforceModule(pl.LightningModule):
     - ``train/lr``: the learning rate this epoch's update used (of the policy's param group), and
       ``train/lr_baseline`` when the baseline has a param group of its own;
     - ``time/collect_fps``: env steps per second of this epoch's collection;
-    - ``rollout/kept_fraction``: the batch's steps over the copy-steps the vector env ran for it
-      (below 1 where idle copies are stepped with the others: async and batched envs).
+    - ``rollout/kept_fraction``: the batch's steps over the copy-steps the vector env ran for it,
+      where idle copies are stepped with the others (async and batched envs; not logged when it is 1).
     """
 
     def __init__(
@@ -107,10 +107,8 @@ class ReinforceModule(pl.LightningModule):
         self._scheduler_horizon = _scheduler_horizon(scheduler)
         # Running metrics (window, totals) are updated with every rank's episodes (all-gathered),
         # so their state is the same on every rank and needs no sync: rank 0's checkpoint restores
-        # every rank exactly. The epoch's means are synced by torchmetrics.
+        # every rank exactly.
         self.return_window = WindowMean(return_window, sync_on_compute=False)
-        self.epoch_return = MeanMetric()
-        self.epoch_length = MeanMetric()
         self.env_steps = SumMetric(sync_on_compute=False)
         self.episodes = SumMetric(sync_on_compute=False)
         for metric in (self.env_steps, self.episodes):
@@ -210,26 +208,29 @@ class ReinforceModule(pl.LightningModule):
 
     def _log_epoch(self, batch: EpisodeBatch, terms: LossTerms, extra_terms: dict[str, Tensor], loss: Tensor) -> None:
         collect_seconds = time.perf_counter() - self._epoch_start  # the batch was collected since epoch start
-        returns = batch.episode_returns()
-        # every rank's episodes, in rank order (one batch of the same size per rank); as is without DDP
-        self.return_window.update(self.all_gather(returns).flatten())
-        counts = torch.tensor([batch.num_steps, batch.num_episodes], dtype=torch.float64, device=returns.device)
-        steps, episodes = self.all_gather(counts).reshape(-1, 2).sum(0)
-        self.epoch_return.update(returns)
-        self.epoch_length.update(batch.episode_lengths().to(returns.dtype))
-        self.env_steps.update(steps)
-        self.episodes.update(episodes)
-        # epoch means are synced across DDP ranks by torchmetrics; plain tensors by sync_dist
+        returns, lengths = batch.episode_returns(), batch.episode_lengths()
+        # every rank's episodes, in rank order (one batch of the same size per rank; as is without DDP): one
+        # all_gather for the returns and the lengths, so every rank computes the same means and totals
+        pair = torch.stack([returns.double(), lengths.double()])  # float64: exact step counts of any batch
+        gathered = self.all_gather(pair).reshape(-1, 2, len(returns))
+        all_returns, all_lengths = gathered[:, 0].flatten(), gathered[:, 1].flatten()
+        self.return_window.update(all_returns.to(returns.dtype))
+        self.env_steps.update(all_lengths.sum())
+        self.episodes.update(torch.tensor(float(all_lengths.numel()), dtype=torch.float64, device=returns.device))
+        # The same value on every rank, logged without sync_dist (an all_reduce per key at epoch end under
+        # DDP, for nothing). Plain tensors, not torchmetrics objects: Lightning moves a logged Metric to the
+        # device at every self.log call (nn.Module.to over its states), 10x the cost of a tensor.
         log = partial(self.log, on_step=False, on_epoch=True, batch_size=batch.num_episodes)
-        # the same value on every rank: sync_dist (a mean) leaves it as is
-        log("rollout/return_mean_100", self.return_window.compute(), prog_bar=True, sync_dist=True)
-        log("rollout/return_mean", self.epoch_return, prog_bar=True)
-        log("rollout/length_mean", self.epoch_length)
-        log("rollout/env_steps", self.env_steps.compute(), sync_dist=True)
-        log("rollout/episodes", self.episodes.compute(), sync_dist=True)
-        log = partial(log, sync_dist=True)
+        log("rollout/return_mean_100", self.return_window.compute(), prog_bar=True)
+        log("rollout/return_mean", all_returns.mean(), prog_bar=True)
+        log("rollout/length_mean", all_lengths.mean())
+        log("rollout/env_steps", self.env_steps.compute())
+        log("rollout/episodes", self.episodes.compute())
+        log = partial(log, sync_dist=True)  # per-rank values: their mean over the ranks
         log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
-        if batch.stepped is not None:  # idle copies of a whole-vector env, and NEXT_STEP resets, are stepped too
+        if batch.stepped is not None and int(batch.stepped) != batch.num_steps:
+            # idle copies of a vector env stepped as a whole (async, batched), and NEXT_STEP resets, cost steps too;
+            # (sync copies are stepped only while active: the fraction is 1 and not logged)
             log("rollout/kept_fraction", batch.num_steps / max(int(batch.stepped), 1))
         # the lr of this update: the scheduler steps after it. (Logged here, in the epoch's row of
         # metrics.csv; Lightning's LearningRateMonitor would write rows of its own, without an epoch.)
