@@ -3,18 +3,19 @@
     python benchmarks/learning.py                                   # the default suites, seeds 0 1 2
     python benchmarks/learning.py --suites cartpole_none cartpole_value --seeds 0 1 2 3 4
     python benchmarks/learning.py --suites acrobot -- model.optimizer.lr=1e-3
-    python benchmarks/learning.py --suites memory_gru memory_mlp minigrid_empty popgym_repeat_gru \
-        popgym_repeat_mlp popgym_minesweeper pong --seeds 0 1 2     # needs the minigrid, popgym, atari extras
+    python benchmarks/learning.py --suites memory_gru memory_mlp minigrid_empty minigrid_doorkey \
+        minigrid_empty_cnn popgym_repeat_gru popgym_repeat_mlp popgym_minesweeper --seeds 0 1 2
+    python benchmarks/learning.py --suites pong --seeds 0      # the minigrid, popgym and atari extras
 
 Each run is ``pg_lightning.train.run`` with the suite's overrides (``env=`` or ``experiment=``) (plus anything
 after ``--``); it stops at the env's threshold (EarlyStopping) or at ``trainer.max_epochs``. One line
 per run as it ends, then one row per suite: seeds solved, median env steps and wall-clock seconds
 (of ``trainer.fit``, over all seeds: an unsolved seed counts its whole budget), the median final
 100-episode mean return (of the episodes collected, if fewer) and, for scale, the mean return of a
-uniformly random policy (``action_space.sample()``) on the same env, wrappers and time limit
-(``--random-episodes`` episodes from seeds 0, 1, ...; 0 skips it). Suites whose env has no threshold
-(``solved``: "no threshold") run a fixed budget: the final return against the random policy's is
-their result. Not a test: these take minutes.
+uniformly random policy (``action_space.sample()``) on the same env, wrappers and time limit (100
+episodes from seeds 0, 1, ..., or ``RANDOM_EPISODES``; ``--random-episodes`` sets it, 0 skips it).
+Suites whose env has no threshold (``solved``: "no threshold") run a fixed budget: the final return
+against the random policy's is their result. Not a test: these take minutes.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ SUITES: dict[str, list[str]] = {
     # memory: a GRU solves the cue task; a feedforward policy is at chance (its expected return is exactly 0)
     "memory_gru": ["experiment=cue_memory"],
     "memory_mlp": ["env=cue_memory", "env.return_threshold=null", "trainer.max_epochs=100"],
-    # every gymnasium space: a Dict observation (image -> CNN, direction -> one-hot, text dropped) ...
+    # every gymnasium space: a Dict observation (image flattened, direction one-hot, text dropped) ...
     "minigrid_empty": ["experiment=minigrid_empty"],
+    "minigrid_doorkey": ["experiment=minigrid_doorkey"],
+    # ... the same with the image through the CNN (network.encoder=auto), which stalls: MiniGrid's image is grid codes
+    "minigrid_empty_cnn": ["experiment=minigrid_empty", "network.encoder=auto"],
     # ... popgym's memory tasks: GRU against the feedforward MLP on the same budget ...
     "popgym_repeat_gru": ["experiment=popgym_repeat_previous"],
     "popgym_repeat_mlp": ["experiment=popgym_repeat_previous", "network=mlp"],
@@ -61,12 +65,16 @@ DEFAULT = ["cartpole_none", "cartpole_mean", "cartpole_value", "acrobot", "inver
 NEEDS = {
     "inverted_pendulum": ("mujoco", "mujoco"),
     "minigrid_empty": ("minigrid", "minigrid"),
+    "minigrid_doorkey": ("minigrid", "minigrid"),
+    "minigrid_empty_cnn": ("minigrid", "minigrid"),
     "popgym_repeat_gru": ("popgym", "popgym"),
     "popgym_repeat_mlp": ("popgym", "popgym"),
     "popgym_minesweeper": ("popgym", "popgym"),
     "pong": ("ale_py", "atari"),
 }
-RANDOM_EPISODES = {"pong": 5}  # a random Pong game is ~800 steps of 4 frames: a few are enough for its scale
+# episodes of the random policy (default 100): more where episodes are short and returns spread (standard error
+# ~0.01), fewer for Pong (a random game is ~850 steps of 4 frames, its score -20 to -21)
+RANDOM_EPISODES = {"memory_gru": 1000, "memory_mlp": 1000, "popgym_minesweeper": 1000, "pong": 5}
 
 
 def make_cfg(overrides: list[str], seed: int, out: str) -> DictConfig:
@@ -124,8 +132,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", nargs="+", default=DEFAULT, choices=list(SUITES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--random-episodes", type=int, default=100,
-                        help="episodes of the random policy per suite (0: skip it; RANDOM_EPISODES caps some suites)")
+    parser.add_argument(
+        "--random-episodes", type=int, default=None,
+        help="episodes of the random policy for every suite (0: skip it); default: RANDOM_EPISODES or 100",
+    )
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
     results: dict[str, list[dict[str, float]]] = {}
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
                 f"return_mean_100={fmt(m['rollout/return_mean_100'])}",
                 flush=True,
             )
-        episodes = min(args.random_episodes, RANDOM_EPISODES.get(suite, args.random_episodes))
+        episodes = RANDOM_EPISODES.get(suite, 100) if args.random_episodes is None else args.random_episodes
         randoms[suite] = random_return(SUITES[suite] + extra, episodes) if episodes > 0 else None
         print(
             f"{suite}: random policy {fmt(randoms[suite])} over {episodes} episodes; "

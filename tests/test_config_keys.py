@@ -69,7 +69,10 @@ KEYS: list[Key] = [
     # --- data
     Key("data.episodes_per_epoch", "an integer >= 1", ("data.episodes_per_epoch=0",)),
     Key("data.num_envs", "an integer >= 1", ("data.num_envs=0",)),
-    Key("data.vectorization_mode", "sync | async", ("data.vectorization_mode=thread",)),
+    Key("data.vectorization_mode", "sync | async | vector_entry_point (envs that register one, e.g. CartPole-v1)",
+        ("data.vectorization_mode=thread", "env=acrobot data.vectorization_mode=vector_entry_point")),
+    Key("data.vector_env", "null, or a gymnasium.vector.VectorEnv (_target_ and its arguments) whose single spaces "
+        "are env.id's", ("+data.vector_env._target_=tests.vector_envs.RandomLengthVectorEnv",)),
     Key("data.seed", "an integer in [0, 2**32 - 1] (default ${seed})", ("data.seed=-1",)),
     Key("data.max_episode_steps", "an integer >= 1, or null", ("data.max_episode_steps=0",)),
     Key("data.env_id", "${env.id}: set env.id", ("data.env_id=Acrobot-v1",)),

@@ -24,7 +24,7 @@ from pg_lightning.evaluation import evaluate, make_eval_env
 from pg_lightning.factory import check_policy, check_value_network, make_policy, make_value_network
 from pg_lightning.module import ReinforceModule
 from pg_lightning.train import run
-from tests.helpers import make_batch, same_batch
+from tests.helpers import make_batch
 
 FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -170,7 +170,7 @@ def cartpole_model(seed: int = 0) -> ReinforceModule:
 
 
 def same(a, b) -> bool:
-    return same_batch(a, b)
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_a_second_fit_with_the_same_datamodule_continues_its_data_stream():

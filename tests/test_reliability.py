@@ -209,7 +209,7 @@ def test_an_endless_env_is_truncated_at_the_configured_cap():
 
 def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monkeypatch, caplog):
     monkeypatch.setattr(env_factory_module, "EPISODE_CAP", 30)
-    with caplog.at_level(logging.INFO, logger="pg_lightning.collector"):
+    with caplog.at_level(logging.INFO, logger="pg_lightning.vector_envs"):
         envs = make_vector_env("Endless-v0", 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
@@ -218,7 +218,7 @@ def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monke
     ]
     policy = make_policy(envs.single_observation_space, envs.single_action_space)
     assert EpisodeCollector(envs).collect(policy, 2).episode_lengths().tolist() == [30, 30]
-    with caplog.at_level(logging.INFO, logger="pg_lightning.collector"):
+    with caplog.at_level(logging.INFO, logger="pg_lightning.vector_envs"):
         make_vector_env("CartPole-v1", 1)
     assert "CartPole-v1: episodes are truncated at 500 steps (the env's registered time limit)" in caplog.text
 
