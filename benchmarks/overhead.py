@@ -73,7 +73,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, markdown_capture  # noqa: E402
 from pg_lightning.collector import EpisodeCollector
 from pg_lightning.module import ReinforceModule
 from pg_lightning.train import make_baseline, run
@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument(
         "--output-root", default=None, help="where the runs' checkpoints and logs go (default: a temp dir)"
     )
+    parser.add_argument("--markdown", type=Path, help="also write the tables (with the command) to this file")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
@@ -396,43 +397,44 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
                     flush=True,
                 )
 
-        print(f"\n{machine()}")
-        print(
-            f"{cfg.env.id}, {args.epochs} epochs, {cfg.data.episodes_per_epoch} episodes/epoch, {cfg.data.num_envs} "
-            f"{cfg.data.vectorization_mode} envs, seed {args.seed}, overrides {extra or 'none'}; median of {args.repeats} "
-            f"interleaved round(s); env steps per run: {results['plain'][0]['env_steps']}\n"
-        )
-        per_epoch = lambda rows, key: statistics.median(1000 * r[key] / args.epochs for r in rows)  # noqa: E731
-        plain_ms, plain_cpu = per_epoch(results["plain"], "loop"), per_epoch(results["plain"], "cpu")
-        plain_fit = statistics.median(r["fit"] for r in results["plain"])
-        default_ms = per_epoch(results["default"], "loop") if "default" in results else math.nan
-        print(
-            "| run | ms / epoch | overhead ms / epoch | overhead % (L / plain - 1) | vs default ms / epoch "
-            "| CPU ms / epoch | CPU overhead % | fit s | same final params as plain |"
-        )
-        print("|---|--:|--:|--:|--:|--:|--:|--:|---|")
-        print(f"| plain PyTorch loop | {plain_ms:.1f} | | | | {plain_cpu:.1f} | | {plain_fit:.2f} | |")
-        for name in args.variants:
-            rows = results[name]
-            ms, cpu = per_epoch(rows, "loop"), per_epoch(rows, "cpu")
-            fit = statistics.median(r["fit"] for r in rows)
-            diffs = [param_diff(r["params"], p["params"]) for r, p in zip(rows, results["plain"], strict=True)]
-            same = (
-                "bit for bit"
-                if max(diffs) == 0
-                else (f"to {max(diffs):.1g}" if max(diffs) <= 1e-6 else f"NO: max diff {max(diffs):.3g}")
-            )
+        with markdown_capture(args.markdown, "benchmarks/overhead.py", argv):
+            print(f"\n{machine()}")
             print(
-                f"| {name} | {ms:.1f} | {ms - plain_ms:+.1f} | {100 * (ms / plain_ms - 1):+.1f}% "
-                f"| {ms - default_ms:+.1f} | {cpu:.1f} | {100 * (cpu / plain_cpu - 1):+.1f}% | {fit:.2f} | {same} |"
+                f"{cfg.env.id}, {args.epochs} epochs, {cfg.data.episodes_per_epoch} episodes/epoch, {cfg.data.num_envs} "
+                f"{cfg.data.vectorization_mode} envs, seed {args.seed}, overrides {extra or 'none'}; median of {args.repeats} "
+                f"interleaved round(s); env steps per run: {results['plain'][0]['env_steps']}\n"
             )
-        print(
-            "\nms: wall-clock of the training loop; CPU: this process's CPU time over the same span (less "
-            "sensitive to other processes on the machine; it misses time spent waiting on the disk)."
-        )
+            per_epoch = lambda rows, key: statistics.median(1000 * r[key] / args.epochs for r in rows)  # noqa: E731
+            plain_ms, plain_cpu = per_epoch(results["plain"], "loop"), per_epoch(results["plain"], "cpu")
+            plain_fit = statistics.median(r["fit"] for r in results["plain"])
+            default_ms = per_epoch(results["default"], "loop") if "default" in results else math.nan
+            print(
+                "| run | ms / epoch | overhead ms / epoch | overhead % (L / plain - 1) | vs default ms / epoch "
+                "| CPU ms / epoch | CPU overhead % | fit s | same final params as plain |"
+            )
+            print("|---|--:|--:|--:|--:|--:|--:|--:|---|")
+            print(f"| plain PyTorch loop | {plain_ms:.1f} | | | | {plain_cpu:.1f} | | {plain_fit:.2f} | |")
+            for name in args.variants:
+                rows = results[name]
+                ms, cpu = per_epoch(rows, "loop"), per_epoch(rows, "cpu")
+                fit = statistics.median(r["fit"] for r in rows)
+                diffs = [param_diff(r["params"], p["params"]) for r, p in zip(rows, results["plain"], strict=True)]
+                same = (
+                    "bit for bit"
+                    if max(diffs) == 0
+                    else (f"to {max(diffs):.1g}" if max(diffs) <= 1e-6 else f"NO: max diff {max(diffs):.3g}")
+                )
+                print(
+                    f"| {name} | {ms:.1f} | {ms - plain_ms:+.1f} | {100 * (ms / plain_ms - 1):+.1f}% "
+                    f"| {ms - default_ms:+.1f} | {cpu:.1f} | {100 * (cpu / plain_cpu - 1):+.1f}% | {fit:.2f} | {same} |"
+                )
+            print(
+                "\nms: wall-clock of the training loop; CPU: this process's CPU time over the same span (less "
+                "sensitive to other processes on the machine; it misses time spent waiting on the disk)."
+            )
 
-        if not args.no_profile:
-            profile_breakdown(args.seed, args.epochs, args.output_root, variants["default"], extra, args.show_bar)
+            if not args.no_profile:
+                profile_breakdown(args.seed, args.epochs, args.output_root, variants["default"], extra, args.show_bar)
     return results
 
 

@@ -120,6 +120,32 @@ def breakdown(env_id: str, policy: torch.nn.Module, n: int) -> None:
         print(f"| {what} | {us:.1f} |")
 
 
+def row(env_id: str, mode: str, n: int, per_copy: int, policy: torch.nn.Module, args: argparse.Namespace, out) -> None:
+    """One table row: raw, minimal and collector rates on one vector env, interleaved over ``args.rounds``."""
+    min_steps = args.min_steps * max(1, n // 64)
+    envs = make_vector_env(env_id, n, mode)
+    try:
+        collector = EpisodeCollector(envs, seed=0)
+        raw_rate(envs, 2_000)  # warm-up (async workers, caches)
+        minimal_rate(envs, policy, 2_000)
+        collector_rate(collector, policy, 2_000, per_copy)
+        raws, minimals, ours, kept = [], [], [], []
+        for _ in range(args.rounds):  # interleaved, so a slow moment hits all three
+            raws.append(raw_rate(envs, min_steps))
+            minimals.append(minimal_rate(envs, policy, min_steps))
+            rate, fraction = collector_rate(collector, policy, min_steps, per_copy)
+            ours.append(rate)
+            kept.append(fraction)
+    finally:
+        envs.close()
+    to_minimal = statistics.median(o / m for o, m in zip(ours, minimals, strict=True))
+    to_raw = statistics.median(o / r for o, r in zip(ours, raws, strict=True))
+    out(
+        f"| {env_id} | {mode} | {n} | {per_copy} | {statistics.median(raws):,.0f} | {statistics.median(minimals):,.0f} "
+        f"| {statistics.median(ours):,.0f} | {statistics.median(kept):.2f} | {to_minimal:.2f} | {to_raw:.2f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"])
@@ -129,15 +155,27 @@ def main(argv: list[str] | None = None) -> None:
                         choices=["sync", "async", "vector_entry_point"])
     parser.add_argument("--min-steps", type=int, default=20_000, help="env steps per measurement (x num_envs / 64 for batched)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved raw/minimal/collector rounds; medians are printed")
-    parser.add_argument("--episodes-per-copy", type=int, default=2, help="episodes per copy in each collect")
+    parser.add_argument("--episodes-per-copy", type=int, nargs="+", default=[2],
+                        help="episodes per copy in each collect (several: one row each)")
     parser.add_argument("--breakdown", type=int, default=16, help="after the table: per-call costs at this num_envs (0: skip)")
+    parser.add_argument("--markdown", type=Path, help="also write the table (with the command and the machine) to this file")
     args = parser.parse_args(argv)  # fmt: skip
     torch.set_num_threads(1)
-    print(machine())
-    print(f"rounds {args.rounds} (interleaved; medians), {args.episodes_per_copy} episodes per copy per collect")
-    print("| env | mode | num_envs | raw steps/s | minimal loop steps/s | collector kept steps/s | kept / stepped "
-          "| collector / minimal | collector / raw |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    lines: list[str] = []
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    out(f"`python benchmarks/throughput.py {' '.join(argv if argv is not None else sys.argv[1:])}`".replace(" `", "`"))
+    out("")
+    out(machine())
+    out("")
+    out(f"rounds {args.rounds} (interleaved; medians); torch 1 thread")
+    out("")
+    out("| env | mode | num_envs | episodes / copy | raw steps/s | minimal loop steps/s | collector kept steps/s "
+        "| kept / stepped | collector / minimal | collector / raw |")
+    out("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for env_id in args.envs:
         probe = gym.make(env_id)
         torch.manual_seed(0)
@@ -148,29 +186,11 @@ def main(argv: list[str] | None = None) -> None:
             if mode == "vector_entry_point" and not batched:
                 continue
             for n in args.num_envs or ([64, 256, 1024] if mode == "vector_entry_point" else [1, 8, 16, 32]):
-                min_steps = args.min_steps * max(1, n // 64)
-                envs = make_vector_env(env_id, n, mode)
-                try:
-                    collector = EpisodeCollector(envs, seed=0)
-                    raw_rate(envs, 2_000)  # warm-up (async workers, caches)
-                    minimal_rate(envs, policy, 2_000)
-                    collector_rate(collector, policy, 2_000, args.episodes_per_copy)
-                    raws, minimals, ours, kept = [], [], [], []
-                    for _ in range(args.rounds):  # interleaved, so a slow moment hits all three
-                        raws.append(raw_rate(envs, min_steps))
-                        minimals.append(minimal_rate(envs, policy, min_steps))
-                        rate, fraction = collector_rate(collector, policy, min_steps, args.episodes_per_copy)
-                        ours.append(rate)
-                        kept.append(fraction)
-                finally:
-                    envs.close()
-                to_minimal = statistics.median(o / m for o, m in zip(ours, minimals, strict=True))
-                to_raw = statistics.median(o / r for o, r in zip(ours, raws, strict=True))
-                print(
-                    f"| {env_id} | {mode} | {n} | {statistics.median(raws):,.0f} | {statistics.median(minimals):,.0f} "
-                    f"| {statistics.median(ours):,.0f} | {statistics.median(kept):.2f} | {to_minimal:.2f} | {to_raw:.2f} |",
-                    flush=True,
-                )
+                for per_copy in args.episodes_per_copy:
+                    row(env_id, mode, n, per_copy, policy, args, out)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("\n".join(lines) + "\n")
     for env_id in args.envs if args.breakdown else []:
         probe = gym.make(env_id)
         torch.manual_seed(0)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import re
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -38,25 +40,42 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine  # noqa: E402
-from pg_lightning.train import run
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
 PEER_ENV = "CartPole-v1"
 INSTALL_PEER = 'pip install -e ".[bench]"'
 
 
 def run_ours(seed: int, overrides: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"seed={seed}", f"paths.output_dir={out}", "callbacks.progress_bar.refresh_rate=0", *overrides],
-        )
-        m = run(cfg)
-    return {"seed": seed, "env": cfg.env.id, "threshold": cfg.env.get("return_threshold"), **m}
+    """``python train.py seed=S ...`` as a whole process (imports included), timed from start to exit.
+
+    The run's own numbers come from its last lines (``<env>: E epochs, N env steps, ..., F s`` is
+    ``trainer.fit``'s wall-clock; ``... solved: yes|no``) and its config (``.hydra/config.yaml``).
+    """
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, str(ROOT / "train.py"), f"seed={seed}", f"hydra.run.dir={out}",
+                   "callbacks.progress_bar.refresh_rate=0", *overrides]  # fmt: skip
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        process_seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+        text = proc.stdout + proc.stderr
+        done = re.search(r"(\S+): (\d+) epochs, (\d+) env steps, \d+ episodes, ([\d.]+) s", text)
+        mean = re.search(r"100-episode mean return ([-\d.]+) \(threshold (\S+), solved: (\w+)", text)
+    return {
+        "seed": seed,
+        "env": done.group(1),
+        "threshold": None if mean.group(2) == "None" else float(mean.group(2)),
+        "epochs": int(done.group(2)),
+        "rollout/env_steps": int(done.group(3)),
+        "time/train_seconds": float(done.group(4)),
+        "process_seconds": process_seconds,
+        "rollout/return_mean_100": float(mean.group(1)),
+        "solved": mean.group(3) == "yes",
+    }
 
 
 def run_ppo(seed: int, threshold: float, total_timesteps: int) -> dict:
@@ -138,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument(
         "--ppo-timesteps", type=float, default=1e5, help="PPO's budget; its linear schedules run over it (zoo: 1e5)"
     )
+    parser.add_argument("--markdown", type=Path, help="also write the tables (with the command and the machine) to this file")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     ppo_budget = int(args.ppo_timesteps)
 
@@ -153,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         rows.append(m)
         print(
             f"seed {seed}: solved={bool(m['solved'])} epochs={int(m['epochs'])} "
-            f"env_steps={int(m['rollout/env_steps'])} seconds={m['time/train_seconds']:.1f} "
+            f"env_steps={int(m['rollout/env_steps'])} fit_seconds={m['time/train_seconds']:.2f} "
+            f"process_seconds={m['process_seconds']:.2f} "
             f"return_mean_100={m['rollout/return_mean_100']:.1f}",
             flush=True,
         )
@@ -169,58 +190,63 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
                 flush=True,
             )
 
-    print(f"\n{machine()}")
-    print(f"\n{rows[0]['env']}, overrides {overrides or 'none'}")
-    print("| seed | solved | epochs | env steps | wall-clock s | 100-ep mean |")
-    print("|---:|:---:|---:|---:|---:|---:|")
+    lines: list[str] = []
+
+    def out(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    out(f"`python benchmarks/time_to_solve.py {' '.join(argv)}`")
+    out()
+    out(machine())
+    out()
+    out(f"{rows[0]['env']}, overrides: {' '.join(overrides) or 'none'}; `python train.py` as a whole process (imports "
+        "included) and its `trainer.fit`")
+    out()
+    out("| seed | solved | epochs | env steps | process s | fit s | 100-ep mean |")
+    out("|---:|:---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(
-            f"| {r['seed']} | {'yes' if r['solved'] else 'no'} | {int(r['epochs'])} | {int(r['rollout/env_steps'])} "
-            f"| {r['time/train_seconds']:.1f} | {r['rollout/return_mean_100']:.1f} |"
-        )
+        out(f"| {r['seed']} | {'yes' if r['solved'] else 'no'} | {int(r['epochs'])} | {int(r['rollout/env_steps'])} "
+            f"| {r['process_seconds']:.2f} | {r['time/train_seconds']:.2f} | {r['rollout/return_mean_100']:.1f} |")
     solved = [r for r in rows if r["solved"]]
-    print(f"\nsolved {len(solved)}/{len(rows)}", end="")
-    if solved:
-        print(
-            f"; median over solved seeds: {statistics.median(r['rollout/env_steps'] for r in solved):.0f} env steps, "
-            f"{statistics.median(r['time/train_seconds'] for r in solved):.1f} s"
-        )
-    else:
-        print()
+    unsolved = len(solved) < len(rows)
+    out()
+    out(f"solved {len(solved)}/{len(rows)}; medians over all seeds (an unsolved run counts its whole budget): "
+        f"{median_str([r['rollout/env_steps'] for r in rows], unsolved, '.0f')} env steps, process "
+        f"{median_str([r['process_seconds'] for r in rows], unsolved, '.2f')} s, fit "
+        f"{median_str([r['time/train_seconds'] for r in rows], unsolved, '.2f')} s")
 
     if ppo_rows:
         short = f"{ppo_budget:.0e}".replace("e+0", "e")  # 1e5, as the zoo writes it; exact budgets as they are
         budget = short if float(short) == ppo_budget else str(ppo_budget)
-        print(f"\nSB3 PPO (rl-baselines3-zoo CartPole-v1 hyperparameters, budget {budget} env steps)")
-        print("| seed | solved | rollouts | env steps | wall-clock s | 100-ep mean |")
-        print("|---:|:---:|---:|---:|---:|---:|")
+        out()
+        out(f"SB3 PPO (rl-baselines3-zoo CartPole-v1 hyperparameters, budget {budget} env steps; `learn` only)")
+        out()
+        out("| seed | solved | rollouts | env steps | learn s | 100-ep mean |")
+        out("|---:|:---:|---:|---:|---:|---:|")
         for p in ppo_rows:
-            print(
-                f"| {p['seed']} | {'yes' if p['solved'] else f'not solved at {budget}'} | {p['rollouts']} "
-                f"| {p['env_steps']} | {p['seconds']:.1f} | {p['return_mean_100']:.1f} |"
-            )
+            out(f"| {p['seed']} | {'yes' if p['solved'] else f'not solved at {budget}'} | {p['rollouts']} "
+                f"| {p['env_steps']} | {p['seconds']:.1f} | {p['return_mean_100']:.1f} |")
         ppo_solved = sum(p["solved"] for p in ppo_rows)
-        print(f"\nPPO solved {ppo_solved}/{len(ppo_rows)}")
-
-        ours_unsolved = len(solved) < len(rows)
         ppo_unsolved = ppo_solved < len(ppo_rows)
-        ours_steps = statistics.median(r["rollout/env_steps"] for r in rows)
-        ours_secs = statistics.median(r["time/train_seconds"] for r in rows)
-        ppo_steps = statistics.median(p["env_steps"] for p in ppo_rows)
+        caveat = " (a bound is involved)" if unsolved or ppo_unsolved else ""
         ppo_secs = statistics.median(p["seconds"] for p in ppo_rows)
-        print("\nMedians over all seeds (an unsolved run counts its whole budget: its median is then a lower bound, ≥)")
-        print("| | ours (REINFORCE, default config) | SB3 PPO (zoo) | ours / PPO |")
-        print("|---|--:|--:|--:|")
-        print(f"| solved | {len(solved)}/{len(rows)} | {ppo_solved}/{len(ppo_rows)} | |")
-        caveat = " (a bound is involved)" if ours_unsolved or ppo_unsolved else ""
-        print(
-            f"| median wall-clock s | {median_str([r['time/train_seconds'] for r in rows], ours_unsolved, '.1f')} "
-            f"| {median_str([p['seconds'] for p in ppo_rows], ppo_unsolved, '.1f')} | {ours_secs / ppo_secs:.2f}{caveat} |"
-        )
-        print(
-            f"| median env steps | {median_str([r['rollout/env_steps'] for r in rows], ours_unsolved, '.0f')} "
-            f"| {median_str([p['env_steps'] for p in ppo_rows], ppo_unsolved, '.0f')} | {ours_steps / ppo_steps:.2f}{caveat} |"
-        )
+        out()
+        out("| | ours | SB3 PPO (zoo) | ours / PPO |")
+        out("|---|--:|--:|--:|")
+        out(f"| solved | {len(solved)}/{len(rows)} | {ppo_solved}/{len(ppo_rows)} | |")
+        out(f"| median s: our whole process / PPO's learn | {median_str([r['process_seconds'] for r in rows], unsolved, '.2f')} "
+            f"| {median_str([p['seconds'] for p in ppo_rows], ppo_unsolved, '.1f')} "
+            f"| {statistics.median(r['process_seconds'] for r in rows) / ppo_secs:.2f}{caveat} |")
+        out(f"| median s: our trainer.fit / PPO's learn | {median_str([r['time/train_seconds'] for r in rows], unsolved, '.2f')} "
+            f"| {median_str([p['seconds'] for p in ppo_rows], ppo_unsolved, '.1f')} "
+            f"| {statistics.median(r['time/train_seconds'] for r in rows) / ppo_secs:.2f}{caveat} |")
+        out(f"| median env steps | {median_str([r['rollout/env_steps'] for r in rows], unsolved, '.0f')} "
+            f"| {median_str([p['env_steps'] for p in ppo_rows], ppo_unsolved, '.0f')} "
+            f"| {statistics.median(r['rollout/env_steps'] for r in rows) / statistics.median(p['env_steps'] for p in ppo_rows):.2f}{caveat} |")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("\n".join(lines) + "\n")
     return {"ours": rows, "ppo": ppo_rows}
 
 
