@@ -144,9 +144,8 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
     (rank 0 broadcasts a received SIGTERM to all ranks before each batch): for it, as in a single
     process, the checkpoint is written.
 
-    Args:
-        dirpath: the directory of the checkpoint.
-        filename: its name, without ``.ckpt``.
+    Takes ``OnExceptionCheckpoint``'s arguments: ``dirpath`` (the directory of the checkpoint) and
+    ``filename`` (its name, without ``.ckpt``).
     """
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

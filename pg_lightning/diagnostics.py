@@ -82,12 +82,14 @@ def per_episode_gradients(
 
     Args:
         policy: ``obs (B, ...) -> Distribution`` (a recurrent one: ``(obs, dones) -> Distribution``).
-        obs, actions: ``(B, ...)``, complete episodes one after another.
+        obs: ``(B, ...)`` observations (a dict / tuple of them for Dict / Tuple spaces), complete episodes one
+            after another.
+        actions: ``(B, ...)`` the actions taken.
         dones: ``(B,)`` bool, true at each episode's last step (``dones[-1]`` true).
         weights: ``(K, B)`` per-step weights (no gradient flows through them).
         parameters: the parameters to differentiate (default: every one that requires grad).
 
-    Example:
+    Examples:
         >>> class Softmax(nn.Module):
         ...     def __init__(self):
         ...         super().__init__()
@@ -146,7 +148,7 @@ def gradient_stats(per_episode: Tensor) -> GradientStats:
     ``var = trace(S) / E`` with ``S`` the sample covariance (``E - 1`` in the denominator): unbiased
     for ``trace(Cov(g_hat))`` when the episodes are i.i.d. Needs ``E >= 2``.
 
-    Example:
+    Examples:
         >>> g = torch.tensor([[1.0, 0.0], [3.0, 0.0]], dtype=torch.float64)  # E = 2 episodes, P = 2
         >>> s = gradient_stats(g)
         >>> float(s.var), float(s.mean_norm), float(s.snr)  # S = [[2, 0], [0, 0]]: var = 2 / 2
@@ -182,12 +184,13 @@ def estimator_weights(
       ``gamma < 1``: it estimates a larger vector, with less noise relative to its size.
 
     Args:
-        rewards, dones: ``(B,)``, complete episodes one after another.
+        rewards: ``(B,)``, complete episodes one after another.
+        dones: ``(B,)`` bool, true at each episode's last step.
         gamma: the discount.
         psi: ``(B,)`` the run's ``Psi_t`` before the baseline (default ``G_t``).
         baseline: ``(B,)`` ``b(s_t)`` (default 0: the ``_baseline`` rows equal the plain ones).
 
-    Example:
+    Examples:
         >>> w = estimator_weights(torch.tensor([1.0, 1.0, 1.0]), torch.tensor([False, True, True]), gamma=0.5)
         >>> [w[k].tolist() for k in ("total", "reward_to_go", "reward_to_go_gamma_t")]
         [[1.5, 1.5, 1.0], [1.5, 1.0, 1.0], [1.5, 0.5, 1.0]]

@@ -224,6 +224,7 @@ def bernoulli_sample(logits: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def normal_sample(mean: Tensor, std: Tensor, generator: torch.Generator) -> Tensor:
+    """``mean + std * N(0, 1)``, drawn on the generator's device (the collector's: the CPU)."""
     device = generator.device
     mean, std = mean.to(device), std.to(device)
     return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=device)

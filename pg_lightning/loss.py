@@ -65,7 +65,7 @@ class ReinforceLoss(nn.Module):
         normalize_advantages: standardise ``A_t = Psi_t - b_t`` over the batch.
         entropy_coef: weight ``c_H >= 0`` of the entropy bonus (0 disables it).
 
-    Example:
+    Examples:
         >>> loss_fn = ReinforceLoss(gamma=1.0)
         >>> rewards = torch.tensor([1.0, 1.0, 1.0])
         >>> dones = torch.tensor([False, True, True])
@@ -115,7 +115,8 @@ class ReinforceLoss(nn.Module):
         """``Psi_t`` before any baseline: ``G_t`` or ``R(tau)``, ``(B,)``.
 
         Args:
-            rewards, dones: ``(B,)``, complete episodes one after another.
+            rewards: ``(B,)``, complete episodes one after another.
+            dones: ``(B,)`` bool, true at each episode's last step.
             final_values: ``(E,)`` ``V(s_T)`` of each episode's final observation, to bootstrap
                 the episodes in ``bootstrap``: their ``Psi_t`` gains ``gamma^(T-t) V(s_T)``
                 (``gamma^T V(s_T)`` for the total return), as if ``gamma V(s_T)`` were added to the

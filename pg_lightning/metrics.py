@@ -27,7 +27,7 @@ class WindowMean(Metric):
     Args:
         window: number of most recent values to average.
 
-    Example:
+    Examples:
         >>> m = WindowMean(window=3)
         >>> m.update(torch.tensor([1.0, 2.0, 3.0, 4.0]))
         >>> m.compute()

@@ -208,7 +208,9 @@ class CategoricalPolicy(Policy):
     """``pi(a|s) = softmax(net(features(s)))`` for ``Discrete(n, start)`` actions.
 
     Args:
-        encoder, net, core: see :class:`Policy`; ``net`` outputs ``n`` logits.
+        encoder: see :class:`Policy`.
+        net: features -> ``n`` logits.
+        core: see :class:`Policy`.
         start: the env's first action (gymnasium's ``Discrete(n, start)``): the batch keeps
             ``0 .. n-1`` and the env receives ``sample + start``.
 
@@ -287,8 +289,10 @@ class GaussianPolicy(Policy):
     """Diagonal Gaussian policy for ``Box`` actions of any shape, with the log-std clamped to a sane range.
 
     Args:
-        encoder, net, core: see :class:`Policy`; ``net`` outputs the mean ``(B, action_dim)``, or the
-            mean and the log-std ``(B, 2 * action_dim)`` when ``state_dependent_std``.
+        encoder: see :class:`Policy`.
+        net: features -> the mean ``(B, action_dim)``, or the mean and the log-std ``(B, 2 * action_dim)``
+            when ``state_dependent_std``.
+        core: see :class:`Policy`.
         action_dim: number of action components (``prod(action_shape)``).
         log_std_init: initial log-std (state-dependent: an offset added to the net's output).
         log_std_bounds: the log-std is clamped to this range, so the scale can neither vanish
@@ -299,7 +303,8 @@ class GaussianPolicy(Policy):
             unclipped sample, whose log-probability this distribution gives. ``"tanh"``: a
             :class:`~pg_lightning.distributions.TanhNormal` squashed into ``[low, high]``: the
             batch keeps the pre-squash sample and every action the env receives is inside the bounds.
-        low, high: the Box bounds (needed for ``"tanh"``), broadcastable to ``action_shape``.
+        low: the Box's lower bounds (needed for ``"tanh"``), broadcastable to ``action_shape``.
+        high: the Box's upper bounds, likewise.
         action_shape: the Box's shape (default ``(action_dim,)``); the Gaussian is over the
             flattened components and its samples have this shape.
 

@@ -54,7 +54,7 @@ def discounted_returns(rewards: Tensor, dones: Tensor, gamma: float) -> Tensor:
     operations instead of a Python loop over ``T``, and only products of factors in ``[0, 1]``
     appear, so it is as stable as the loop (``tests/test_returns.py`` checks one against the other).
 
-    Example:
+    Examples:
         >>> r = torch.tensor([1.0, 1.0, 1.0, 1.0])
         >>> d = torch.tensor([False, True, False, True])
         >>> discounted_returns(r, d, gamma=0.5)
@@ -84,7 +84,7 @@ def episode_start_mask(dones: Tensor) -> Tensor:
 def episode_index(dones: Tensor) -> Tensor:
     """Index of the episode each step belongs to, for a flat ``(T,)`` batch of contiguous episodes.
 
-    Example:
+    Examples:
         >>> episode_index(torch.tensor([False, True, True, False, True]))
         tensor([0, 0, 1, 2, 2])
     """
@@ -106,7 +106,7 @@ def step_in_episode(dones: Tensor) -> Tensor:
 
     Works on ``(T,)`` and ``(T, N)``; each column restarts independently.
 
-    Example:
+    Examples:
         >>> step_in_episode(torch.tensor([False, True, False, False, True]))
         tensor([0, 1, 0, 1, 2])
     """
@@ -120,7 +120,7 @@ def total_returns(rewards: Tensor, dones: Tensor, gamma: float) -> Tensor:
     Every step of an episode gets the same value: the reward-to-go of the episode's first step.
     Shapes as :func:`discounted_returns`.
 
-    Example:
+    Examples:
         >>> r = torch.tensor([1.0, 1.0, 1.0, 1.0])
         >>> d = torch.tensor([False, True, False, True])
         >>> total_returns(r, d, gamma=0.5)

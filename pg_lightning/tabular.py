@@ -278,6 +278,9 @@ def expected_estimator(mdp: TabularMDP, policy: nn.Module, discount_weight: bool
 
 
 class OptimalValues(NamedTuple):
+    """The optimal policy of an MDP (value iteration): its objective ``J*``, ``V*`` ``(S,)``, ``Q*`` ``(S, A)``
+    and a greedy optimal action per state."""
+
     J: Tensor
     V: Tensor
     Q: Tensor

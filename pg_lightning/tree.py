@@ -68,6 +68,7 @@ def unflatten(spec: Any, values: list[Any]) -> Any:
 
 
 def leaves(tree: Any) -> list[Any]:
+    """The leaves of ``tree`` in order (one for a plain tensor or array)."""
     return flatten(tree)[0]
 
 

@@ -359,23 +359,28 @@ def _is_number(v: Any) -> bool:
 
 
 def INT(minimum: int, *also: Any) -> Rule:
+    """The rule: an integer >= ``minimum`` (or one of ``also``)."""
     extra = "".join(f" or {'null' if a is None else a}" for a in also)
     return Rule(lambda v: (_is_int(v) and v >= minimum) or (v in also and not isinstance(v, bool)), f"an integer >= {minimum}{extra}")
 
 
 def NUMBER(nullable: bool = False) -> Rule:
+    """The rule: any int or float (or null)."""
     return Rule(lambda v: _is_number(v) or (nullable and v is None), "a number" + (" or null" if nullable else ""))
 
 
 def FRACTION(upper_open: bool = True) -> Rule:
+    """The rule: a number in ``[0, 1)``."""
     return Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 
 
 def ONE_OF(*choices: Any) -> Rule:
+    """The rule: one of ``choices``."""
     return Rule(lambda v: not isinstance(v, bool) and v in choices, "one of " + " | ".join(map(str, choices)))
 
 
 def STR(nullable: bool = True) -> Rule:
+    """The rule: a string (or null)."""
     return Rule(lambda v: isinstance(v, str) or (nullable and v is None), "a string" + (" or null" if nullable else ""))
 
 
