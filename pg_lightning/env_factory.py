@@ -37,6 +37,8 @@ EPISODE_CAP = 100_000
 
 # Optional extras for the envs that gymnasium ships behind one: the first match in the entry point.
 _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
+# Packages that register envs on import (env.imports), and the pg-lightning extra that installs each.
+_PACKAGE_EXTRAS = {"minigrid": "minigrid", "popgym": "popgym", "ale_py": "atari"}
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,10 @@ def _import(name: str) -> None:
         importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name == name.split(".")[0] or err.name == name:
+            extra = _PACKAGE_EXTRAS.get(name.split(".")[0])
+            how = f'pip install "pg-lightning[{extra}]"' if extra else "install it"
             raise ModuleNotFoundError(
-                f"{err}; install it, or put its directory on PYTHONPATH (e.g. PYTHONPATH=. for the current one)",
+                f"{err}; {how}, or put its directory on PYTHONPATH (e.g. PYTHONPATH=. for the current one)",
                 name=err.name,
             ) from err
         raise

@@ -37,7 +37,8 @@ def test_every_env_config_composes_and_makes_its_env(make_cfg, env):
         pytest.skip("LunarLander needs the box2d extra")
     if env == "inverted_pendulum" and importlib.util.find_spec("mujoco") is None:
         pytest.skip("InvertedPendulum needs the mujoco extra")
-    missing = [m for m in cfg.env.imports if importlib.util.find_spec(m) is None]
+    missing = [m for m in [*cfg.env.imports, *(["cv2"] if "ale_py" in cfg.env.imports else [])]  # AtariPreprocessing: cv2
+               if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{cfg.env.id} needs {missing[0]} (its extra)")
     e = env_factory(cfg.env, None)()  # imports, kwargs, wrappers, text dropped: as training builds it

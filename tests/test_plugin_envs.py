@@ -246,7 +246,8 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
                 "bandit": "pg_lightning/TwoArmedBandit-v0", "cartpole_batched": "CartPole-v1",
                 "cue_memory": "pg_lightning/CueMemory-v0"}  # fmt: skip
     assert cfg.env.id == expected.get(experiment, cfg.env.id)
-    missing = [m for m in cfg.env.imports if importlib.util.find_spec(m) is None]
+    missing = [m for m in [*cfg.env.imports, *(["cv2"] if "ale_py" in cfg.env.imports else [])]  # AtariPreprocessing: cv2
+               if importlib.util.find_spec(m) is None]
     if missing:  # minigrid, popgym, ale_py: the extras
         pytest.skip(f"experiment={experiment} needs {missing[0]}")
     validate(cfg)
