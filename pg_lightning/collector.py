@@ -163,6 +163,9 @@ class EpisodeCollector:
         direct_plain = single_envs is not None and plain
         # inference mode for the whole loop: the batch's tensors are made after it, usable by autograd
         with torch.inference_mode():
+            if direct_plain:  # the common case, on its own tight loop
+                t, stepped = self._collect_direct(store, act, device, single_envs, clip, active, to_start,
+                                                  recurrent, record_log_probs, final_obs)  # fmt: skip
             while active.any():
                 store.reserve(t)
                 data = store.data
@@ -235,6 +238,78 @@ class EpisodeCollector:
             )
         self._check_rewards(batch.rewards)
         return batch._replace(rewards=batch.rewards.float())
+
+    def _collect_direct(
+        self,
+        store: _Storage,
+        act: Callable[..., tuple[Tensor, ...]],
+        device: torch.device,
+        single_envs: list[gym.Env],
+        clip: tuple[np.ndarray, np.ndarray] | None,
+        active: np.ndarray,
+        to_start: int,
+        recurrent: bool,
+        record_log_probs: bool,
+        final_obs: list[tuple[int, int, Any]],
+    ) -> tuple[int, int]:
+        """The collection loop for the sync copies of :func:`make_vector_env` with array observations: ``(T, copy-steps)``.
+
+        The same rule and the same calls as the general loop in :meth:`collect` (a test compares it with a
+        plain reference loop), written for the per-step cost: the active copies are a Python list, each
+        copy's step is stored as it comes (only the non-zero flags), and nothing else runs per copy. Runs
+        until ``active`` (updated in place) is all false.
+        """
+        n = len(single_envs)
+        running = np.flatnonzero(active).tolist()
+        starts = torch.ones(n, dtype=torch.bool)
+        t = stepped = 0
+        while running:
+            store.reserve(t)
+            data = store.data
+            obs = data["obs/0"][t]
+            out = act(torch.as_tensor(obs, device=device), starts) if recurrent else act(torch.as_tensor(obs, device=device))
+            action = out[0].cpu().numpy()
+            env_action = action if out[1] is out[0] else out[1].cpu().numpy()
+            if clip is not None:
+                env_action = np.clip(env_action, *clip)
+            if t == 0:
+                store.add("actions", action)
+                for name, dtype in (("rewards", np.float64), ("terminated", np.bool_), ("truncated", np.bool_)):
+                    store.add(name, active, dtype)  # rewards as the env gives them: checked and cast once, in the batch
+                if record_log_probs:
+                    store.add("log_probs", out[2].cpu().numpy())
+                data = store.data
+            data["kept"][t] = active
+            data["actions"][t] = action
+            if record_log_probs:
+                data["log_probs"][t] = out[2].cpu().numpy()
+            reward, terminated, truncated = data["rewards"][t], data["terminated"][t], data["truncated"][t]
+            next_obs = data["obs/0"][t + 1]
+            next_obs[:] = obs  # idle copies keep their observation
+            ended = []
+            try:
+                for i in running:
+                    o, reward[i], te, tr, _ = single_envs[i].step(env_action[i])
+                    if te or tr:
+                        terminated[i], truncated[i] = te, tr
+                        final_obs.append((i, t, o))
+                        ended.append(i)
+                        if to_start > 0:  # the first `to_start` copies to end (in env order) start another episode
+                            to_start -= 1
+                            o, _ = single_envs[i].reset()  # as SAME_STEP autoreset would: no seed
+                        else:
+                            active[i] = False
+                    next_obs[i] = o
+            except Exception as err:  # the policy's own errors above stay as they are
+                raise self._env_error(err) from err
+            stepped += len(running)
+            if ended:
+                running = [i for i in running if active[i]]
+            if recurrent:
+                starts = torch.zeros(n, dtype=torch.bool)
+                starts[ended] = True
+            t += 1
+        return t, stepped
 
     def _actor(self, policy: nn.Module, recurrent: bool, with_log_prob: bool) -> Callable[..., tuple[Tensor, ...]]:
         """The function that draws one vector step's actions: the policy's ``actor`` when it has one,

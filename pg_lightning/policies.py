@@ -37,7 +37,7 @@ from pg_lightning.distributions import (
     padded_logits,
     sample,
 )
-from pg_lightning.encoders import OneHot
+from pg_lightning.encoders import FlattenFloat, OneHot
 from pg_lightning.errors import ConfigError
 from pg_lightning.recurrent import RecurrentCore, State, is_recurrent, reset_state
 from pg_lightning.tree import Obs
@@ -385,7 +385,7 @@ def snapshot(module: nn.Module) -> Callable[[Tensor], Tensor]:
     containers are unrolled, a ``Linear`` becomes ``F.linear`` with detached views of its
     parameters (the same kernel as its ``forward``: bit-identical outputs; the views share
     storage, so call this again after moving the module to another device), ``Tanh``/``ReLU``
-    become ``torch.tanh``/``torch.relu``, and any other module (or one with hooks of its own,
+    become ``torch.tanh``/``torch.relu``, ``FlattenFloat`` its bound ``forward``, and any other module (or one with hooks of its own,
     which must still run) is called as is. Use it under ``torch.inference_mode``/``no_grad``.
     """
     if module._forward_hooks or module._forward_pre_hooks:
@@ -401,6 +401,8 @@ def snapshot(module: nn.Module) -> Callable[[Tensor], Tensor]:
         return forward
     if type(module) is nn.Linear:
         return partial(nn.functional.linear, weight=module.weight.detach(), bias=_detach(module.bias))
+    if type(module) is FlattenFloat:
+        return module.forward  # parameter-free: its forward without nn.Module's call machinery
     return _ELEMENTWISE.get(type(module), module)
 
 
