@@ -159,6 +159,7 @@ class EpisodeCollector:
             store.add(key, leaf)[0] = leaf
         store.add("kept", active)
         final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
+        final_rows: list[tuple[int, np.ndarray]] = []  # NEXT_STEP: (t, envs) whose last observation is in row t + 1
         stepped = t = 0
         direct_plain = single_envs is not None and plain
         # inference mode for the whole loop: the batch's tensors are made after it, usable by autograd
@@ -208,7 +209,7 @@ class EpisodeCollector:
                         done = (terminated | truncated) & ~resetting  # NEXT_STEP: a reset step is no transition
                         ends = np.flatnonzero(done & active)
                         if next_step:  # the last observation is the one returned; the copy resets at its next step
-                            final_obs.extend((i, t, map_tree(lambda x, i=i: np.array(x[i]), next_obs)) for i in ends)
+                            final_rows.append((t, ends))  # kept in storage row t + 1: gathered at the end
                             starts, resetting = resetting, done
                         else:
                             final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
@@ -221,7 +222,7 @@ class EpisodeCollector:
                     to_start = max(0, to_start - len(ends))
                 t += 1
         self.epoch += 1
-        batch = self._flatten(store, t, final_obs, obs_spec)._replace(stepped=torch.tensor(stepped))
+        batch = self._flatten(store, t, final_obs, obs_spec, final_rows)._replace(stepped=torch.tensor(stepped))
         # Observations may be +-inf (the network clamps them to +-1e9: encoders.FlattenFloat); NaN is an
         # env fault. Rewards must be finite (and within float32's range: _check_rewards).
         for name in ("obs", "final_obs"):
@@ -473,8 +474,18 @@ class EpisodeCollector:
         return np.asarray(ends, dtype=np.int64), len(stepping)
 
     @staticmethod
-    def _flatten(store: _Storage, t: int, final_obs: list[tuple[int, int, Any]], obs_spec: Any) -> EpisodeBatch:
-        """Time-major ``(T, N, ...)`` rows ``0 .. t - 1`` to flat ``(B, ...)``, env by env, so episodes are contiguous."""
+    def _flatten(
+        store: _Storage,
+        t: int,
+        final_obs: list[tuple[int, int, Any]],
+        obs_spec: Any,
+        final_rows: list[tuple[int, np.ndarray]] = (),
+    ) -> EpisodeBatch:
+        """Time-major ``(T, N, ...)`` rows ``0 .. t - 1`` to flat ``(B, ...)``, env by env, so episodes are contiguous.
+
+        The final observations are ``final_obs`` (``(env, t, obs)``), or, for ``NEXT_STEP`` envs, those stored in
+        the rows after the ``final_rows`` (``(t, envs)``), gathered at once.
+        """
         mask = store.data["kept"][:t].T  # (N, T)
         flat = {
             k: torch.from_numpy(np.ascontiguousarray(np.swapaxes(v[:t], 0, 1)[mask]))
@@ -482,14 +493,22 @@ class EpisodeCollector:
             if k != "kept"
         }
         obs = unflatten(obs_spec, [flat[f"obs/{i}"] for i in range(len(flatten(obs_spec)[0]))])
-        order = [o for _, _, o in sorted(final_obs, key=lambda e: (e[0], e[1]))]
+        if final_rows:
+            ts = np.concatenate([np.full(len(envs), step) for step, envs in final_rows])
+            envs = np.concatenate([envs for _, envs in final_rows])
+            order = np.lexsort((ts, envs))  # by env, then by time
+            keys = [f"obs/{i}" for i in range(len(flatten(obs_spec)[0]))]
+            final = unflatten(obs_spec, [torch.from_numpy(store.data[k][ts[order] + 1, envs[order]]) for k in keys])
+        else:
+            order = [o for _, _, o in sorted(final_obs, key=lambda e: (e[0], e[1]))]
+            final = map_trees(lambda *xs: torch.from_numpy(np.stack(xs)), *order)
         return EpisodeBatch(
             obs=obs,
             actions=flat["actions"],
             rewards=flat["rewards"],
             terminated=flat["terminated"],
             truncated=flat["truncated"],
-            final_obs=map_trees(lambda *xs: torch.from_numpy(np.stack(xs)), *order),
+            final_obs=final,
             log_probs=flat.get("log_probs"),
         )
 
