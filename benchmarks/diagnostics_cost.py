@@ -48,8 +48,8 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine  # noqa: E402
-from pg_lightning.callbacks import GradientDiagnostics  # noqa: E402
-from pg_lightning.train import run  # noqa: E402
+from pg_lightning.lightning.callbacks import GradientDiagnostics  # noqa: E402
+from pg_lightning.cli.train import run  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 NO_EARLY_STOP = ["callbacks.early_stopping.stopping_threshold=null"]

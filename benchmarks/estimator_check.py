@@ -6,7 +6,7 @@
 
 For each option, ``num_batches`` independent batches of fresh episodes give as many estimates of
 ``grad J`` (the very ``ReinforceLoss`` and baselines of training, see
-``pg_lightning.tabular.gradient_estimates``). The table shows, per option:
+``pg_lightning.core.tabular.gradient_estimates``). The table shows, per option:
 
 - ``max|z| vs grad J``: the largest ``|mean - grad J| / standard error`` over the parameters, with
   ``grad J`` by autograd through the exact Bellman solve. Unbiased options stay below ~4.5;
@@ -24,10 +24,10 @@ from typing import NamedTuple
 
 import torch
 
-from pg_lightning.baselines import Baseline, ConstantBaseline, EMABaseline, LeaveOneOutBaseline
-from pg_lightning.loss import ReinforceLoss
-from pg_lightning.policies import MLP, CategoricalPolicy, OneHot
-from pg_lightning.tabular import (
+from pg_lightning.core.baselines import Baseline, ConstantBaseline, EMABaseline, LeaveOneOutBaseline
+from pg_lightning.core.loss import ReinforceLoss
+from pg_lightning.core.policies import MLP, CategoricalPolicy, OneHot
+from pg_lightning.core.tabular import (
     StateValueBaseline,
     TabularMDP,
     chain,

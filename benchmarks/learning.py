@@ -7,7 +7,7 @@
         minigrid_empty_cnn popgym_repeat_gru popgym_repeat_mlp popgym_minesweeper --seeds 0 1 2
     python benchmarks/learning.py --suites pong --seeds 0      # the minigrid, popgym and atari extras
 
-Each run is ``pg_lightning.train.run`` with the suite's overrides (``env=`` or ``experiment=``) (plus anything
+Each run is ``pg_lightning.cli.train.run`` with the suite's overrides (``env=`` or ``experiment=``) (plus anything
 after ``--``); it stops at the env's threshold (EarlyStopping) or at ``trainer.max_epochs``. One line
 per run as it ends, then one row per suite: seeds solved, median env steps and wall-clock seconds
 (of ``trainer.fit``, over all seeds: an unsolved seed counts its whole budget), the median final
@@ -31,8 +31,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from pg_lightning.train import run
-from pg_lightning.validation import env_factory
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+from benchmarks.common import machine, markdown_capture  # noqa: E402
+from pg_lightning.cli.train import run  # noqa: E402
+from pg_lightning.envs.from_config import env_factory  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
         "--random-episodes", type=int, default=None,
         help="episodes of the random policy for every suite (0: skip it); default: RANDOM_EPISODES or 100",
     )
+    parser.add_argument("--markdown", type=Path, help="also write the table (with the command) to this file")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
     results: dict[str, list[dict[str, float]]] = {}
@@ -166,19 +169,21 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
             flush=True,
         )
 
-    print(f"\nseeds {args.seeds}; extra overrides: {' '.join(extra) or 'none'}")
-    print(
-        "| suite | env | overrides | solved | median env steps | median wall-clock s | median final 100-ep mean "
-        "| random policy |"
-    )
-    print("|---|---|---|:-:|--:|--:|--:|--:|")
-    for suite, rows in results.items():
-        median = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+    with markdown_capture(args.markdown, "benchmarks/learning.py", argv):
+        print(machine())
+        print(f"\nseeds {args.seeds}; extra overrides: {' '.join(extra) or 'none'}")
         print(
-            f"| {suite} | {rows[0]['env']} | `{' '.join(SUITES[suite])}` | "
-            f"{solved(rows)} | {median('rollout/env_steps'):.0f} | "
-            f"{median('time/train_seconds'):.1f} | {fmt(median('rollout/return_mean_100'))} | {fmt(randoms[suite])} |"
+            "| suite | env | overrides | solved | median env steps | median wall-clock s | median final 100-ep mean "
+            "| random policy |"
         )
+        print("|---|---|---|:-:|--:|--:|--:|--:|")
+        for suite, rows in results.items():
+            median = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+            print(
+                f"| {suite} | {rows[0]['env']} | `{' '.join(SUITES[suite])}` | "
+                f"{solved(rows)} | {median('rollout/env_steps'):.0f} | "
+                f"{median('time/train_seconds'):.1f} | {fmt(median('rollout/return_mean_100'))} | {fmt(randoms[suite])} |"
+            )
     return results
 
 

@@ -4,7 +4,7 @@
     python benchmarks/memory.py --epochs 30             # smoke run
     python benchmarks/memory.py --epochs 2000 -- data.num_envs=8 env=acrobot
 
-The real training path: ``pg_lightning.train.run(cfg)`` on the default config (last.ckpt and
+The real training path: ``pg_lightning.cli.train.run(cfg)`` on the default config (last.ckpt and
 best.ckpt every epoch, EarlyStopping with its threshold off so that every epoch runs, the
 progress bar, the CSV logger) with short epochs (``--episodes-per-epoch 4``, ``--num-envs 4``),
 plus anything after ``--`` as Hydra overrides. A small callback, added to ``cfg.callbacks``, reads
@@ -35,7 +35,7 @@ from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine  # noqa: E402
-from pg_lightning.train import run
+from pg_lightning.cli.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -7,7 +7,7 @@
 Both sides run the same collect + update, from the same composed config (``conf/train.yaml`` plus
 anything after ``--``), with early stopping's threshold off so that both run exactly ``--epochs``:
 
-- Lightning: ``pg_lightning.train.run(cfg)``, the real training path (its callbacks, CSV logger and
+- Lightning: ``pg_lightning.cli.train.run(cfg)``, the real training path (its callbacks, CSV logger and
   Trainer), in several configurations (``--variants``):
 
   - ``default``: the default config: last.ckpt and best.ckpt every epoch, EarlyStopping, the
@@ -74,9 +74,9 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine, markdown_capture  # noqa: E402
-from pg_lightning.collector import EpisodeCollector
-from pg_lightning.module import ReinforceModule
-from pg_lightning.train import make_baseline, run
+from pg_lightning.envs.collector import EpisodeCollector
+from pg_lightning.lightning.module import ReinforceModule
+from pg_lightning.cli.train import make_baseline, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -36,9 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine  # noqa: E402
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.factory import make_policy
-from pg_lightning.policies import snapshot
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.core.policies import snapshot
 
 
 def raw_rate(envs: gym.vector.VectorEnv, min_steps: int) -> float:

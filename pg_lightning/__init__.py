@@ -4,21 +4,24 @@ The math (returns, loss, baselines, policies, the batch type) imports neither Li
 gymnasium and is imported eagerly. The Lightning and gymnasium parts are imported on first use.
 """
 
-from pg_lightning.baselines import Baseline, MeanBaseline, NoBaseline
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.loss import LossTerms, ReinforceLoss
-from pg_lightning.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot
-from pg_lightning.returns import discounted_returns, step_in_episode, total_returns
+from pg_lightning import _compat
+from pg_lightning.core.baselines import Baseline, MeanBaseline, NoBaseline
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.core.loss import LossTerms, ReinforceLoss
+from pg_lightning.core.policies import MLP, CategoricalPolicy, GaussianPolicy, OneHot
+from pg_lightning.core.returns import discounted_returns, step_in_episode, total_returns
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_compat.install()  # the 0.1 module paths (pg_lightning.module, ...) keep working, with a DeprecationWarning
 
 _LAZY = {
-    "EpisodeCollector": "pg_lightning.collector",
-    "make_vector_env": "pg_lightning.collector",
-    "make_policy": "pg_lightning.factory",
-    "RolloutDataModule": "pg_lightning.data",
-    "ReinforceModule": "pg_lightning.module",
-    "run": "pg_lightning.train",
+    "EpisodeCollector": "pg_lightning.envs.collector",
+    "make_vector_env": "pg_lightning.envs.collector",
+    "make_policy": "pg_lightning.envs.networks",
+    "RolloutDataModule": "pg_lightning.lightning.data",
+    "ReinforceModule": "pg_lightning.lightning.module",
+    "run": "pg_lightning.cli.train",
 }
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 import torch
 
-from pg_lightning.batch import EpisodeBatch
+from pg_lightning.core.batch import EpisodeBatch
 
 
 def make_batch(obs, actions, rewards, dones, truncated=None) -> EpisodeBatch:
@@ -24,7 +24,7 @@ def make_batch(obs, actions, rewards, dones, truncated=None) -> EpisodeBatch:
 def same_batch(a: EpisodeBatch, b: EpisodeBatch) -> bool:
     """Every field of the data equal (observation trees leaf by leaf; an unrecorded ``log_probs`` is None in
     both). ``stepped`` (how many copy-steps it took: fewer when only the active copies are stepped) is not data."""
-    from pg_lightning.tree import flatten
+    from pg_lightning.core.tree import flatten
 
     def equal(x, y) -> bool:
         if x is None or y is None:

@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.distributions import (
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.core.distributions import (
     DiscreteCategorical,
     MultiBernoulli,
     MultiCategorical,
@@ -28,8 +28,8 @@ from pg_lightning.distributions import (
     greedy_action,
     sample,
 )
-from pg_lightning.factory import check_policy, make_policy
-from pg_lightning.policies import Policy, distribution
+from pg_lightning.envs.networks import check_policy, make_policy
+from pg_lightning.core.policies import Policy, distribution
 from tests.helpers import same_batch
 
 ENV = "tests.space_envs:Spaces-v0"

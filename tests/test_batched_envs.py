@@ -15,12 +15,12 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import tests.envs  # noqa: F401  (registers RandomLength-v0)
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.errors import ConfigError
-from pg_lightning.factory import make_policy
-from pg_lightning.policies import distribution
-from pg_lightning.train import run
-from pg_lightning.vector_envs import check_vector_env
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.core.policies import distribution
+from pg_lightning.cli.train import run
+from pg_lightning.envs.vector_envs import check_vector_env
 from tests.helpers import same_batch
 from tests.test_action_spaces import late_reset
 from tests.test_collector import MAX_LEN, TRUE_MEAN, TRUE_STD, naive_first_finished_lengths

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import tests.envs  # noqa: F401  (registers the test envs)
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.factory import make_policy
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy
 from tests.helpers import same_batch
 
 MAX_LEN = 40

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import tests.envs  # noqa: F401  (registers RandomLength-v0, ClipEcho-v0)
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.factory import make_policy
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy
 from tests.helpers import same_batch
 
 

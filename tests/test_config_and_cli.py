@@ -16,10 +16,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pg_lightning.baselines import Baseline
-from pg_lightning.train import ConfigError, make_baseline, run, validate
-from pg_lightning.tree import map_tree
-from pg_lightning.validation import env_factory
+from pg_lightning.core.baselines import Baseline
+from pg_lightning.cli.train import ConfigError, make_baseline, run, validate
+from pg_lightning.core.tree import map_tree
+from pg_lightning.cli.validation import env_factory
 from tests.conftest import CONF, ROOT
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2"]
@@ -52,7 +52,7 @@ def test_every_env_config_composes_and_makes_its_env(make_cfg, env):
 def test_every_option_of_each_group_instantiates(make_cfg, group):
     for option in options(group):
         # network=custom is the contract's empty frame: the user names the factory
-        extra = ["network._target_=pg_lightning.factory.make_policy"] if (group, option) == ("network", "custom") else []
+        extra = ["network._target_=pg_lightning.envs.networks.make_policy"] if (group, option) == ("network", "custom") else []
         cfg = make_cfg(f"{group}={option}", *extra)
         needs = {"wandb": ["wandb"], "mlflow": ["mlflow", "sqlalchemy"]}.get(option, []) if group == "logger" else []
         if any(importlib.util.find_spec(m) is None for m in needs):
@@ -211,14 +211,14 @@ def test_run_on_other_envs(make_cfg, env):
 
 
 def test_exact_return_callback_refuses_a_non_tabular_env():
-    from pg_lightning.callbacks import ExactReturn
+    from pg_lightning.lightning.callbacks import ExactReturn
 
     with pytest.raises(ConfigError, match="callbacks.exact_return: 'CartPole-v1' is not a tabular env"):
         ExactReturn("CartPole-v1")
 
 
 def test_exact_return_callback_logs_the_exact_objective_of_the_trained_policy(make_cfg):
-    from pg_lightning.tabular import chain, policy_table, solve
+    from pg_lightning.core.tabular import chain, policy_table, solve
 
     cfg = make_cfg("env=chain", "trainer.max_epochs=2", "data.episodes_per_epoch=4", "callbacks.progress_bar.refresh_rate=0")
     metrics = run(cfg)

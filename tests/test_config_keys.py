@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from pg_lightning.errors import ConfigError, config_error_in
+from pg_lightning.core.errors import ConfigError, config_error_in
 from tests.conftest import CONF, ROOT
 
 DOC = ROOT / "docs" / "config_keys.md"
@@ -122,7 +122,7 @@ KEYS: list[Key] = [
     Key("network._target_", "network=custom: your factory (observation_space, action_space, **kwargs) -> nn.Module",
         ("network=custom",)),
     Key("network.<arg>", "network=custom: your factory's own arguments (+network.<arg>=...)",
-        ("network=custom network._target_=pg_lightning.factory.make_policy +network.width=3",), "network"),
+        ("network=custom network._target_=pg_lightning.envs.networks.make_policy +network.width=3",), "network"),
     # --- baseline
     Key("baseline.value", "baseline=constant: a number", ("baseline.value=abc",), extra=("baseline=constant",)),
     Key("baseline.decay", "baseline=ema: a number in [0, 1)", ("baseline.decay=1.5",), extra=("baseline=ema",)),
@@ -270,15 +270,15 @@ def error_line(key: str, bad: str) -> str:
     with tempfile.TemporaryDirectory() as out:
         try:
             if key.startswith("evaluate:"):
-                from pg_lightning.evaluation import evaluate
-                from pg_lightning.validation import check_evaluate_config
+                from pg_lightning.cli.evaluation import evaluate
+                from pg_lightning.cli.validation import check_evaluate_config
 
                 cfg = _compose("evaluate", [*row.extra, *bad.split()], out)
                 check_evaluate_config(cfg)
                 evaluate(cfg.ckpt_path, cfg.episodes, cfg.greedy, cfg.seed, cfg.video, cfg.output_dir,
                          cfg.max_episode_steps, cfg.trust_checkpoint_code)
             else:
-                from pg_lightning.train import run
+                from pg_lightning.cli.train import run
 
                 cfg = _compose("train", [*row.extra, *bad.split()], out)
                 with mock.patch.object(pl.Trainer, "fit", side_effect=_ReachedFit):
@@ -404,7 +404,7 @@ def test_cli_an_invalid_value_is_one_stderr_line_and_exit_2(tmp_path):
 def test_an_accelerator_that_is_not_here_names_the_key(tmp_path):
     import importlib.util
 
-    from pg_lightning.validation import validate
+    from pg_lightning.cli.validation import validate
 
     if importlib.util.find_spec("torch_xla") is not None:
         pytest.skip("torch_xla is installed")

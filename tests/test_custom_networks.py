@@ -17,9 +17,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.distributions import Categorical
 
-from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.evaluation import evaluate
-from pg_lightning.factory import (
+from pg_lightning.core.errors import ConfigError, config_error_in
+from pg_lightning.cli.evaluation import evaluate
+from pg_lightning.envs.networks import (
     PROBE_BATCH,
     build_policy,
     build_value_network,
@@ -28,7 +28,7 @@ from pg_lightning.factory import (
     make_policy,
     make_value_network,
 )
-from pg_lightning.train import run
+from pg_lightning.cli.train import run
 from tests import user_networks as user
 from tests.conftest import CONF, ROOT
 

@@ -16,14 +16,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pg_lightning.baselines import EMABaseline, ValueBaseline
-from pg_lightning.data import RolloutDataModule
-from pg_lightning.env_factory import episode_limit
-from pg_lightning.errors import ConfigError, NonFiniteError
-from pg_lightning.evaluation import evaluate, make_eval_env
-from pg_lightning.factory import check_policy, check_value_network, make_policy, make_value_network
-from pg_lightning.module import ReinforceModule
-from pg_lightning.train import run
+from pg_lightning.core.baselines import EMABaseline, ValueBaseline
+from pg_lightning.lightning.data import RolloutDataModule
+from pg_lightning.envs.env_factory import episode_limit
+from pg_lightning.core.errors import ConfigError, NonFiniteError
+from pg_lightning.cli.evaluation import evaluate, make_eval_env
+from pg_lightning.envs.networks import check_policy, check_value_network, make_policy, make_value_network
+from pg_lightning.lightning.module import ReinforceModule
+from pg_lightning.cli.train import run
 from tests.helpers import make_batch
 
 FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -271,8 +271,8 @@ def test_the_tanh_entropy_sample_is_a_function_of_seed_rank_and_epoch(monkeypatc
     not from the global RNG (a checkpoint saves one rank's), so a resume replays every rank's draws."""
     import gymnasium as gym
 
-    from pg_lightning.factory import make_policy
-    from pg_lightning.module import ReinforceModule
+    from pg_lightning.envs.networks import make_policy
+    from pg_lightning.lightning.module import ReinforceModule
 
     torch.manual_seed(0)
     module = ReinforceModule(make_policy(gym.spaces.Box(-1.0, 1.0, (3,)), gym.spaces.Box(-2.0, 2.0, (1,)),

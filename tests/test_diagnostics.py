@@ -1,4 +1,4 @@
-"""The estimator's variance, measured live (``pg_lightning.diagnostics``, ``callbacks=diagnostics``).
+"""The estimator's variance, measured live (``pg_lightning.core.diagnostics``, ``callbacks=diagnostics``).
 
 1. Analytic: ``gradient_stats`` on a hand example; ``per_episode_gradients`` against a plain loop
    (one forward and one ``torch.autograd.grad`` per episode and per weight row) on Categorical,
@@ -34,15 +34,15 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from benchmarks.estimator_check import random_softmax_policy
-from pg_lightning.baselines import EMABaseline
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.callbacks import GradientDiagnostics
-from pg_lightning.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
-from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.factory import make_policy
-from pg_lightning.loss import ReinforceLoss
-from pg_lightning.module import ReinforceModule
-from pg_lightning.tabular import (
+from pg_lightning.core.baselines import EMABaseline
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.lightning.callbacks import GradientDiagnostics
+from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
+from pg_lightning.core.errors import ConfigError, config_error_in
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.core.loss import ReinforceLoss
+from pg_lightning.lightning.module import ReinforceModule
+from pg_lightning.core.tabular import (
     StateValueBaseline,
     chain,
     gradient_estimates,
@@ -51,7 +51,7 @@ from pg_lightning.tabular import (
     sample_episodes,
     solve,
 )
-from pg_lightning.train import run
+from pg_lightning.cli.train import run
 from tests.conftest import CONF
 
 F64 = torch.float64
@@ -568,7 +568,7 @@ def test_with_total_returns_the_baseline_rows_still_use_the_reward_to_go(make_cf
     (with baseline=none it equals diag/var/reward_to_go, not diag/var/total)."""
     import csv
 
-    from pg_lightning.train import run
+    from pg_lightning.cli.train import run
 
     run(make_cfg("callbacks=diagnostics", "callbacks.diagnostics.every_n_epochs=1", "baseline=none",
                  "model.loss.return_type=total", "trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2",

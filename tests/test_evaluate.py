@@ -14,9 +14,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from pg_lightning.collector import EPISODE_CAP
-from pg_lightning.errors import ConfigError
-from pg_lightning.evaluation import (
+from pg_lightning.envs.collector import EPISODE_CAP
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.cli.evaluation import (
     EvalCallback,
     evaluate,
     greedy_action,
@@ -25,9 +25,9 @@ from pg_lightning.evaluation import (
     make_eval_env,
     run_episodes,
 )
-from pg_lightning.factory import make_policy
-from pg_lightning.policies import TanhNormal, sample
-from pg_lightning.train import run
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.core.policies import TanhNormal, sample
+from pg_lightning.cli.train import run
 from tests.conftest import CONF, ROOT
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -40,7 +40,7 @@ def compose_cfg(output_dir, *overrides):
 
 def eval_callback(**kwargs):
     """An override that adds an EvalCallback as ``callbacks.evaluation`` (``++``: or sets the keys given, if conf/callbacks has one)."""
-    args = {"_target_": "pg_lightning.evaluation.EvalCallback", "env_id": "CartPole-v1", **kwargs}
+    args = {"_target_": "pg_lightning.cli.evaluation.EvalCallback", "env_id": "CartPole-v1", **kwargs}
     return f"++callbacks.evaluation={{{','.join(f'{k}:{v}' for k, v in args.items())}}}"
 
 
@@ -52,7 +52,7 @@ def cartpole_ckpt(tmp_path_factory):
 
 
 def hand_policy(ckpt_path, observation_space, action_space, **network):
-    """The policy of a checkpoint, built and loaded by hand (not through pg_lightning.evaluation)."""
+    """The policy of a checkpoint, built and loaded by hand (not through pg_lightning.cli.evaluation)."""
     state = torch.load(ckpt_path, weights_only=False)["state_dict"]
     policy = make_policy(observation_space, action_space, **network)
     policy.load_state_dict({k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})

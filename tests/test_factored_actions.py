@@ -2,7 +2,7 @@
 
 A ``MultiDiscrete([2, 3])`` action is a pair ``(a1, a2)`` drawn from independent heads,
 ``pi(a1, a2 | s) = pi1(a1|s) pi2(a2|s)``, with ``log pi = log pi1 + log pi2``. The finite MDP
-below is a :class:`~pg_lightning.tabular.TabularMDP` over the 6 joint actions ``a = a1 * 3 + a2``
+below is a :class:`~pg_lightning.core.tabular.TabularMDP` over the 6 joint actions ``a = a1 * 3 + a2``
 (C order, how ``MultiCategoricalPolicy`` flattens ``nvec``), whose rewards and termination
 probabilities depend on both components non-additively. :class:`JointView` shows the factored
 policy to the tabular machinery as a policy over joint actions: its ``probs`` are the product
@@ -22,13 +22,13 @@ import pytest
 import torch
 from torch import nn
 
-from pg_lightning.baselines import ConstantBaseline
-from pg_lightning.distributions import MultiCategorical
-from pg_lightning.factory import make_policy
-from pg_lightning.loss import ReinforceLoss
-from pg_lightning.module import ReinforceModule
-from pg_lightning.policies import MultiCategoricalPolicy
-from pg_lightning.tabular import (
+from pg_lightning.core.baselines import ConstantBaseline
+from pg_lightning.core.distributions import MultiCategorical
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.core.loss import ReinforceLoss
+from pg_lightning.lightning.module import ReinforceModule
+from pg_lightning.core.policies import MultiCategoricalPolicy
+from pg_lightning.core.tabular import (
     StateValueBaseline,
     TabularMDP,
     exact_gradient,
@@ -112,7 +112,7 @@ class JointDistribution:
 
 
 class JointView(nn.Module):
-    """The factored policy as a policy over joint actions, for :mod:`pg_lightning.tabular`: same
+    """The factored policy as a policy over joint actions, for :mod:`pg_lightning.core.tabular`: same
     parameters, ``probs`` the product of the heads, ``log_prob`` of joint ``a`` = ``log_prob`` of ``(a1, a2)``."""
 
     def __init__(self, policy: MultiCategoricalPolicy, log_prob=summed) -> None:

@@ -31,11 +31,11 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import tests.fault_envs  # noqa: F401  (registers RankFault-v0, Suicide-v0, Value-v0)
-from pg_lightning.callbacks import ExceptionCheckpoint
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.errors import EnvError
-from pg_lightning.factory import make_policy
-from pg_lightning.train import run
+from pg_lightning.lightning.callbacks import ExceptionCheckpoint
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.core.errors import EnvError
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.cli.train import run
 from tests.conftest import ROOT
 
 TINY = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0",
@@ -136,7 +136,7 @@ def test_exception_checkpoint_enters_no_collective_under_ddp_but_on_sigterm(
     tmp_path, caplog, world_size, exception, writes
 ):
     callback, saved = ExceptionCheckpoint(dirpath=str(tmp_path), filename="on_exception"), []
-    with caplog.at_level(logging.WARNING, logger="pg_lightning.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="pg_lightning.lightning.callbacks"):
         callback.on_exception(_fake_trainer(world_size, saved), None, exception)
     assert saved == ([str(tmp_path / "on_exception.ckpt")] if writes else [])
     if not writes:
@@ -181,7 +181,7 @@ def test_an_async_worker_killed_inside_a_cli_run_ends_it_with_the_worker_named(t
         "hydra.run.dir=run", cwd=tmp_path,
     )  # fmt: skip
     assert code == 1 and seconds < FAST_EXIT_S, (code, seconds, err[-3000:])
-    line = next(x for x in err.splitlines() if x.startswith("pg_lightning.errors.EnvError"))
+    line = next(x for x in err.splitlines() if x.startswith("pg_lightning.core.errors.EnvError"))
     assert "env.id='Suicide-v0': async worker " in line and "was killed by SIGKILL" in line, line
     assert not flag.exists()
     assert_all_gone(pid_dir, expected=3)  # the main process (its probe env) and the 2 workers

@@ -310,7 +310,7 @@ def test_config_dir_extends_the_packaged_configs(installed, tmp_path):
     assert saved["env"]["wrappers"][0]["_target_"] == "gymnasium.wrappers.ClipReward"
     assert saved["network"]["hidden_sizes"] == []  # our network/linear.yaml, chosen by the user's experiment
     assert saved["model"]["optimizer"]["lr"] == 0.05 and saved["trainer"]["max_epochs"] == 2
-    assert saved["data"]["_target_"] == "pg_lightning.data.RolloutDataModule"  # our train.yaml underneath
+    assert saved["data"]["_target_"] == "pg_lightning.lightning.data.RolloutDataModule"  # our train.yaml underneath
     assert len(_epoch_rows(run / "csv" / "metrics.csv")) == 2
 
 

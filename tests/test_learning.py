@@ -2,7 +2,7 @@
 
 import pytest
 
-from pg_lightning.train import run
+from pg_lightning.cli.train import run
 
 
 @pytest.mark.slow
@@ -15,7 +15,7 @@ def test_cartpole_learns_well_above_random(make_cfg):
 @pytest.mark.slow
 def test_chain_tabular_softmax_reaches_five_percent_of_the_optimum(make_cfg, caplog):
     """python train.py experiment=chain (about 10 s)."""
-    with caplog.at_level("INFO", logger="pg_lightning.train"):
+    with caplog.at_level("INFO", logger="pg_lightning.cli.train"):
         metrics = run(make_cfg("experiment=chain", "callbacks.progress_bar.refresh_rate=0"))
     assert metrics["exact/return_optimal"] == pytest.approx(-7.7783, abs=1e-4)  # value iteration, slip 0.2
     assert metrics["exact/gap"] <= 0.05, metrics

@@ -5,8 +5,8 @@ import torch
 from torch.testing import assert_close
 
 from pg_lightning import MeanBaseline, NoBaseline, ReinforceLoss
-from pg_lightning.factory import make_policy
-from pg_lightning.module import ReinforceModule
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.lightning.module import ReinforceModule
 from tests.helpers import make_batch
 
 N_STATES, N_ACTIONS = 3, 2

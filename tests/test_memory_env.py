@@ -1,4 +1,4 @@
-"""pg_lightning.memory_env: CueMemoryEnv, the "remember the cue" task, and its registration."""
+"""pg_lightning.envs.memory: CueMemoryEnv, the "remember the cue" task, and its registration."""
 
 import warnings
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from pg_lightning.memory_env import ENV_ID, CueMemoryEnv, register  # importing it registers ENV_ID
+from pg_lightning.envs.memory import ENV_ID, CueMemoryEnv, register  # importing it registers ENV_ID
 
 
 def run_episode(env, seed, policy):
@@ -160,7 +160,7 @@ def test_ansi_render():
 def test_registered_without_a_time_limit_and_made_with_kwargs():
     spec = gym.spec(ENV_ID)
     assert spec.max_episode_steps is None and spec.reward_threshold == 0.9
-    assert spec.entry_point == "pg_lightning.memory_env:CueMemoryEnv"
+    assert spec.entry_point == "pg_lightning.envs.memory:CueMemoryEnv"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         register()  # idempotent: registering again neither raises nor warns

@@ -6,11 +6,11 @@ import sys
 import pytorch_lightning as pl
 import torch
 
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.data import RolloutDataModule
-from pg_lightning.factory import make_policy
-from pg_lightning.metrics import WindowMean
-from pg_lightning.module import ReinforceModule
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.lightning.data import RolloutDataModule
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.core.metrics import WindowMean
+from pg_lightning.lightning.module import ReinforceModule
 
 
 def small_module_and_data(episodes=4):
@@ -116,9 +116,9 @@ def test_window_mean_keeps_the_last_values_and_survives_state_dict():
 
 def test_math_modules_import_neither_lightning_nor_gymnasium():
     code = (
-        "import sys; import pg_lightning, pg_lightning.returns, pg_lightning.loss, pg_lightning.baselines, "
-        "pg_lightning.policies, pg_lightning.batch, pg_lightning.tabular, pg_lightning.distributions, "
-        "pg_lightning.recurrent, pg_lightning.encoders, pg_lightning.tree, pg_lightning.diagnostics; "
+        "import sys; import pg_lightning, pg_lightning.core.returns, pg_lightning.core.loss, pg_lightning.core.baselines, "
+        "pg_lightning.core.policies, pg_lightning.core.batch, pg_lightning.core.tabular, pg_lightning.core.distributions, "
+        "pg_lightning.core.recurrent, pg_lightning.core.encoders, pg_lightning.core.tree, pg_lightning.core.diagnostics; "
         "bad = [m for m in ('pytorch_lightning', 'lightning', 'gymnasium') if m in sys.modules]; "
         "assert not bad, bad; print(pg_lightning.discounted_returns)"
     )

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pg_lightning.errors import ConfigError
-from pg_lightning.plots import draw_curves, find_runs, learning_curves, plot_runs
-from pg_lightning.train import run
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.cli.plots import draw_curves, find_runs, learning_curves, plot_runs
+from pg_lightning.cli.train import run
 from tests.conftest import ROOT
 
 X, Y = "rollout/env_steps", "rollout/return_mean_100"
@@ -193,7 +193,7 @@ def test_several_y_columns_to_a_png_and_from_the_cli(fake_diag_multirun, tmp_pat
         drawn.append((curves, kwargs))
         return draw_curves(curves, **kwargs)
 
-    monkeypatch.setattr("pg_lightning.plots.draw_curves", spy)
+    monkeypatch.setattr("pg_lightning.cli.plots.draw_curves", spy)
     # --y with several columns (and repeated), --log-y
     out = tmp_path / "cli.png"
     argv = ["plot.py", str(fake_diag_multirun / "0"), "--out", str(out), "--y", *VARS[:2], "--y", VARS[2], "--log-y"]

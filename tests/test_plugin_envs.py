@@ -16,10 +16,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pg_lightning.env_factory import EnvFactory, env_spec, reward_threshold
-from pg_lightning.errors import ConfigError
-from pg_lightning.evaluation import evaluate
-from pg_lightning.train import run, validate
+from pg_lightning.envs.env_factory import EnvFactory, env_spec, reward_threshold
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.cli.evaluation import evaluate
+from pg_lightning.cli.train import run, validate
 from tests.conftest import CONF, ROOT
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -215,7 +215,7 @@ def test_an_env_given_by_id_alone_gets_the_generic_defaults(make_cfg):
     run_cfg = make_cfg(*FAST, "env.id=FrozenLake-v1", "trainer.max_epochs=1")
     run(run_cfg)
     assert run_cfg.env.return_threshold == pytest.approx(0.7)  # FrozenLake-v1's registered reward_threshold
-    assert frozen.baseline._target_ == generic.baseline._target_ == "pg_lightning.baselines.MeanBaseline"
+    assert frozen.baseline._target_ == generic.baseline._target_ == "pg_lightning.core.baselines.MeanBaseline"
     assert frozen.model.optimizer.lr == 0.01 and frozen.trainer.max_epochs == 2000
     assert reward_threshold("Pendulum-v1") is None  # no registered threshold: EarlyStopping never stops early
 
@@ -234,7 +234,7 @@ def test_env_files_hold_what_is_true_of_the_env_and_no_tuning(make_cfg, env):
     if env in ("chain", "bandit"):
         assert ours["model"]["loss"].pop("gamma") == "${env.kwargs.gamma}"
         generic["model"]["loss"].pop("gamma")
-        assert ours["callbacks"].pop("exact_return")["_target_"] == "pg_lightning.callbacks.ExactReturn"
+        assert ours["callbacks"].pop("exact_return")["_target_"] == "pg_lightning.lightning.callbacks.ExactReturn"
     assert ours == generic
 
 
@@ -252,7 +252,7 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
         pytest.skip(f"experiment={experiment} needs {missing[0]}")
     validate(cfg)
     if experiment in ("acrobot", "pendulum", "inverted_pendulum"):
-        assert cfg.baseline._target_ == "pg_lightning.baselines.ValueBaseline"
+        assert cfg.baseline._target_ == "pg_lightning.core.baselines.ValueBaseline"
     if experiment == "cartpole":  # the default run, pinned
         assert OmegaConf.to_container(cfg, resolve=False) == OmegaConf.to_container(make_cfg(), resolve=False)
 
@@ -270,7 +270,7 @@ def test_an_env_of_a_missing_extra_names_the_extra(tmp_path):
 
 
 def test_plots_without_matplotlib_name_the_extra(tmp_path):
-    code = ("import sys; sys.modules['matplotlib'] = None; from pg_lightning.plots import main; "
+    code = ("import sys; sys.modules['matplotlib'] = None; from pg_lightning.cli.plots import main; "
             f"main([{str(tmp_path)!r}])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

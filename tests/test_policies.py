@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent
 
-from pg_lightning.errors import ConfigError
-from pg_lightning.factory import UnsupportedSpaceError, make_policy
-from pg_lightning.policies import MLP, TanhNormal, sample, snapshot
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.networks import UnsupportedSpaceError, make_policy
+from pg_lightning.core.policies import MLP, TanhNormal, sample, snapshot
 
 
 def test_discrete_actions_give_categorical():

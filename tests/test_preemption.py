@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from pg_lightning.errors import ConfigError
-from pg_lightning.train import run, validate
-from pg_lightning.validation import resolve_ckpt_path
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.cli.train import run, validate
+from pg_lightning.cli.validation import resolve_ckpt_path
 from tests.conftest import ROOT
 
 FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -153,7 +153,7 @@ def write(self, data):  # the third checkpoint write dies half way: kill -9 whil
 
 local.LocalFileOpener.write = write
 sys.argv = ["train.py", *sys.argv[1:]]
-from pg_lightning.train import main
+from pg_lightning.cli.train import main
 main()
 """
 
@@ -161,7 +161,7 @@ main()
 def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(tmp_path):
     """Lightning writes checkpoints through an fsspec transaction (a temporary file, then a rename):
     a process killed in the middle of the write leaves the previous last.ckpt whole."""
-    from pg_lightning.validation import load_checkpoint
+    from pg_lightning.cli.validation import load_checkpoint
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
@@ -185,7 +185,7 @@ def test_best_ckpt_after_a_resume_is_the_best_of_the_whole_run(make_cfg, tmp_pat
     """Resumed into a new run directory, best.ckpt is written only by an epoch that beats every earlier one."""
     import csv
 
-    from pg_lightning.callbacks import BestCheckpoint
+    from pg_lightning.lightning.callbacks import BestCheckpoint
 
     run(make_cfg(*FAST, "env.return_threshold=null", "trainer.max_epochs=6", output_dir=tmp_path / "a"))
     # the resumed part with a step size that wrecks the policy: its epochs do worse than the earlier best
@@ -242,7 +242,7 @@ def test_best_checkpoint_restores_the_state_lightnings_modelcheckpoint_saved(tmp
     """Checkpoints written while best_checkpoint was Lightning's ModelCheckpoint keep their state key."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from pg_lightning.callbacks import BestCheckpoint
+    from pg_lightning.lightning.callbacks import BestCheckpoint
 
     kwargs = {"dirpath": str(tmp_path), "filename": "best", "monitor": "rollout/return_mean_100", "mode": "max"}
     assert BestCheckpoint(**kwargs)._legacy_state_key == ModelCheckpoint(**kwargs).state_key

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pg_lightning.evaluation import evaluate
-from pg_lightning.factory import ValueNetwork, make_value_network
-from pg_lightning.policies import MLP
-from pg_lightning.recurrent import RecurrentCore
-from pg_lightning.train import run
+from pg_lightning.cli.evaluation import evaluate
+from pg_lightning.envs.networks import ValueNetwork, make_value_network
+from pg_lightning.core.policies import MLP
+from pg_lightning.core.recurrent import RecurrentCore
+from pg_lightning.cli.train import run
 from tests.conftest import ROOT
 from tests.helpers import same_batch
 

@@ -24,12 +24,12 @@ import pytorch_lightning as pl
 import torch
 
 import tests.envs  # noqa: F401  (registers Faulty-v0, Endless-v0)
-from pg_lightning import env_factory as env_factory_module
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.errors import ConfigError, EnvError, NonFiniteError
-from pg_lightning.factory import make_policy
-from pg_lightning.train import run
-from pg_lightning.validation import validate
+from pg_lightning.envs import env_factory as env_factory_module
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.core.errors import ConfigError, EnvError, NonFiniteError
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.cli.train import run
+from pg_lightning.cli.validation import validate
 from tests.conftest import ROOT
 
 FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -89,7 +89,7 @@ def test_ckpt_path_last_finds_the_newest_earlier_run(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="ckpt_path=last: no"):
         validate(make_cfg("ckpt_path=last", output_dir=runs / "10-00-00"))
     run(make_cfg(*FAST, "trainer.max_epochs=1", output_dir=runs / "09-00-00"))
-    from pg_lightning.validation import resolve_ckpt_path
+    from pg_lightning.cli.validation import resolve_ckpt_path
 
     cfg = make_cfg("ckpt_path=last", output_dir=runs / "10-00-00")
     assert resolve_ckpt_path(cfg) == str(runs / "09-00-00" / "checkpoints" / "last.ckpt")
@@ -122,7 +122,7 @@ def test_a_non_finite_loss_stops_the_run_with_a_diagnosis_and_keeps_the_last_goo
 
 def test_a_non_finite_gradient_stops_before_the_optimizer_step(make_cfg):
     cfg = make_cfg(*FAST, "trainer.max_epochs=1")
-    from pg_lightning.train import make_baseline
+    from pg_lightning.cli.train import make_baseline
     import hydra
 
     env = gym.make("CartPole-v1")
@@ -175,10 +175,10 @@ def test_an_env_that_raises_is_named_without_hanging_or_orphans(mode):
 
 
 def test_an_async_env_fault_inside_a_run_stops_it_and_leaves_no_worker(make_cfg, monkeypatch):
-    import pg_lightning.data
+    import pg_lightning.lightning.data
 
     built = []
-    monkeypatch.setattr(pg_lightning.data, "make_vector_env", lambda *a, **k: built.append(make_vector_env(*a, **k)) or built[-1])
+    monkeypatch.setattr(pg_lightning.lightning.data, "make_vector_env", lambda *a, **k: built.append(make_vector_env(*a, **k)) or built[-1])
     cfg = make_cfg(
         *FAST, "env.id=Faulty-v0", "+env.kwargs.fault_after=12", "data.vectorization_mode=async",
         "env.return_threshold=null", "trainer.max_epochs=10",
@@ -209,7 +209,7 @@ def test_an_endless_env_is_truncated_at_the_configured_cap():
 
 def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monkeypatch, caplog):
     monkeypatch.setattr(env_factory_module, "EPISODE_CAP", 30)
-    with caplog.at_level(logging.INFO, logger="pg_lightning.vector_envs"):
+    with caplog.at_level(logging.INFO, logger="pg_lightning.envs.vector_envs"):
         envs = make_vector_env("Endless-v0", 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
@@ -218,7 +218,7 @@ def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monke
     ]
     policy = make_policy(envs.single_observation_space, envs.single_action_space)
     assert EpisodeCollector(envs).collect(policy, 2).episode_lengths().tolist() == [30, 30]
-    with caplog.at_level(logging.INFO, logger="pg_lightning.vector_envs"):
+    with caplog.at_level(logging.INFO, logger="pg_lightning.envs.vector_envs"):
         make_vector_env("CartPole-v1", 1)
     assert "CartPole-v1: episodes are truncated at 500 steps (the env's registered time limit)" in caplog.text
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from pg_lightning.returns import (
+from pg_lightning.core.returns import (
     discounted_returns,
     episode_index,
     episode_returns,

@@ -22,10 +22,10 @@ import pytest
 import torch
 import yaml
 
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.errors import ConfigError
-from pg_lightning.sweep import SweepSummary
-from pg_lightning.train import make_baseline
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.cli.sweep import SweepSummary
+from pg_lightning.cli.train import make_baseline
 from tests.conftest import CONF, ROOT
 
 EPISODES, EPOCHS = 4, 3  # per rank and epoch; epochs of the straight run

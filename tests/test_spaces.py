@@ -1,4 +1,4 @@
-"""Observation encoders (pg_lightning.encoders) and gymnasium spaces to encoders (pg_lightning.spaces)."""
+"""Observation encoders (pg_lightning.core.encoders) and gymnasium spaces to encoders (pg_lightning.envs.spaces)."""
 
 import logging
 import subprocess
@@ -11,10 +11,10 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from pg_lightning.encoders import OBS_LIMIT, FlattenFloat, ImageEncoder, MultiOneHot, OneHot, TreeEncoder
-from pg_lightning.errors import ConfigError
-from pg_lightning.tree import as_tensors
-from pg_lightning.spaces import (
+from pg_lightning.core.encoders import OBS_LIMIT, FlattenFloat, ImageEncoder, MultiOneHot, OneHot, TreeEncoder
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.tree import as_tensors
+from pg_lightning.envs.spaces import (
     DropText,
     UnsupportedSpaceError,
     channels_last,
@@ -122,10 +122,14 @@ def test_tree_encoder_on_nested_dict_tuple_matches_manual_concatenation():
     assert TreeEncoder({"a.b": FlattenFloat(1)})({"a.b": torch.ones(2)}).shape == (2, 1)  # ModuleDict would refuse
 
 
-def test_make_encoder_on_minigrid_after_drop_text(caplog):
+def test_make_encoder_on_minigrid_after_drop_text(caplog, monkeypatch):
     pytest.importorskip("minigrid")
-    with caplog.at_level(logging.INFO, logger="pg_lightning.spaces"):
+    import pg_lightning.envs.spaces as spaces_module
+
+    monkeypatch.setattr(spaces_module, "_LOGGED", set())  # once per env and process: this test's process may have logged
+    with caplog.at_level(logging.INFO, logger="pg_lightning.envs.spaces"):
         env = DropText(gym.make("MiniGrid-Empty-5x5-v0"))
+        DropText(gym.make("MiniGrid-Empty-5x5-v0")).close()  # a second copy (every env copy is wrapped): no second line
     assert [r.getMessage() for r in caplog.records] == [
         "MiniGrid-Empty-5x5-v0: dropped the text observation(s) ['mission'] (pg_lightning encodes no text)"
     ]
@@ -233,7 +237,7 @@ def test_drop_text_on_dict_tuple_and_pure_text(caplog):
         seed=0,
     )
     assert text_paths(space) == ["mission", "pair/0", "notes/t"]
-    with caplog.at_level(logging.INFO, logger="pg_lightning.spaces"):
+    with caplog.at_level(logging.INFO, logger="pg_lightning.envs.spaces"):
         env = DropText(_SpaceEnv(space))
     assert len(caplog.records) == 1 and "['mission', 'pair/0', 'notes/t']" in caplog.records[0].getMessage()
     expected = spaces.Dict([("b", spaces.Box(0, 1, (2,))), ("pair", spaces.Tuple([spaces.Discrete(3)]))])
@@ -282,7 +286,7 @@ def _get(obs, path):
 
 def test_encoders_module_imports_neither_gymnasium_nor_lightning():
     code = (
-        "import sys, pg_lightning.encoders\n"
+        "import sys, pg_lightning.core.encoders\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('gymnasium', 'lightning', 'pytorch_lightning')]\n"
         "assert not bad, bad\n"
     )

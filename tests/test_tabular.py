@@ -1,14 +1,14 @@
-"""The exact solver of pg_lightning.tabular: analytic cases, loop references, the sampler and the envs."""
+"""The exact solver of pg_lightning.core.tabular: analytic cases, loop references, the sampler and the envs."""
 
 import gymnasium as gym
 import pytest
 import torch
 
-import pg_lightning.envs  # noqa: F401
+import pg_lightning.envs.tabular_envs  # noqa: F401
 from benchmarks.estimator_check import random_softmax_policy
 from tests.helpers import same_batch
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.tabular import (
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.core.tabular import (
     TabularMDP,
     chain,
     exact_gradient,

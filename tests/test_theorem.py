@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from benchmarks.estimator_check import CASES, build, evaluate, random_softmax_policy
-from pg_lightning.baselines import MeanBaseline
-from pg_lightning.loss import ReinforceLoss
-from pg_lightning.module import ReinforceModule
-from pg_lightning.tabular import (
+from pg_lightning.core.baselines import MeanBaseline
+from pg_lightning.core.loss import ReinforceLoss
+from pg_lightning.lightning.module import ReinforceModule
+from pg_lightning.core.tabular import (
     chain,
     exact_gradient,
     gradient_estimates,

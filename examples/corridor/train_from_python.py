@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from pg_lightning.train import run
+from pg_lightning.cli.train import run
 
 HERE = Path(__file__).resolve().parent
 

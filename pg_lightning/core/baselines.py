@@ -15,7 +15,7 @@ added:
   returns of truncated episodes (only a learned value function has them).
 
 State that must survive across epochs goes in buffers or parameters, so it is saved in checkpoints,
-and so that :class:`~pg_lightning.module.ReinforceModule` can put it back when a step fails: a
+and so that :class:`~pg_lightning.lightning.module.ReinforceModule` can put it back when a step fails: a
 baseline may move its state while the loss is built (``ema``'s average, ``value``'s PopArt
 statistics and rescaled output layer), and a step whose loss or gradient is not finite leaves the
 baseline's ``state_dict()`` exactly as it was before that step.
@@ -36,9 +36,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.errors import ConfigError
-from pg_lightning.recurrent import is_recurrent
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.recurrent import is_recurrent
 
 __all__ = [
     "Baseline",
@@ -187,7 +187,7 @@ class ValueBaseline(Baseline):
 
     Args:
         value_net: maps a batch of raw observations ``(B, ...)`` to ``(B,)`` values (see
-            :func:`pg_lightning.factory.make_value_network`).
+            :func:`pg_lightning.envs.networks.make_value_network`).
         loss_coef: weight of the regression loss in the total loss.
         lr: learning rate of the value net's own optimizer param group (None: the policy's).
             With Adam, a loss coefficient barely changes the step size, a learning rate does.
@@ -195,7 +195,7 @@ class ValueBaseline(Baseline):
             ``gamma^(T-t) V(s_T)`` to ``Psi_t``, ``s_T`` the final observation gymnasium reports:
             the return the episode would have had. Terminated episodes are never bootstrapped.
         normalize_targets: learn ``V`` on a normalised scale (above); needs a ``value_net`` with
-            ``rescale_output`` (:class:`~pg_lightning.factory.ValueNetwork` has it).
+            ``rescale_output`` (:class:`~pg_lightning.envs.networks.ValueNetwork` has it).
         stats_decay: weight of the past in the moving mean and standard deviation of the returns.
     """
 
@@ -216,7 +216,7 @@ class ValueBaseline(Baseline):
         if normalize_targets and not hasattr(value_net, "rescale_output"):
             raise ConfigError(
                 f"baseline.normalize_targets=true needs a value_net with rescale_output(scale, shift) (PopArt), which "
-                f"{type(value_net).__name__} has not: give it one (see pg_lightning.factory.ValueNetwork."
+                f"{type(value_net).__name__} has not: give it one (see pg_lightning.envs.networks.ValueNetwork."
                 "rescale_output) or set baseline.normalize_targets=false"
             )
         if not 0.0 <= stats_decay < 1.0:

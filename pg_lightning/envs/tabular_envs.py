@@ -1,10 +1,10 @@
-"""Gymnasium environments for the finite MDPs of :mod:`pg_lightning.tabular`.
+"""Gymnasium environments for the finite MDPs of :mod:`pg_lightning.core.tabular`.
 
-Importing this module registers (``pg_lightning.collector`` and ``pg_lightning.train`` import it):
+Importing this module registers (``pg_lightning.envs.collector`` and ``pg_lightning.cli.train`` import it):
 
-- ``pg_lightning/TwoArmedBandit-v0``: :func:`~pg_lightning.tabular.two_armed_bandit`;
-- ``pg_lightning/Chain-v0``: :func:`~pg_lightning.tabular.chain`, the slippery corridor;
-- ``pg_lightning/CueMemory-v0``: :class:`~pg_lightning.memory_env.CueMemoryEnv`, remember the cue
+- ``pg_lightning/TwoArmedBandit-v0``: :func:`~pg_lightning.core.tabular.two_armed_bandit`;
+- ``pg_lightning/Chain-v0``: :func:`~pg_lightning.core.tabular.chain`, the slippery corridor;
+- ``pg_lightning/CueMemory-v0``: :class:`~pg_lightning.envs.memory.CueMemoryEnv`, remember the cue
   shown at the first step (a memory task: only a recurrent policy beats chance).
 
 Keyword arguments of ``gym.make`` go to those MDP constructors, e.g.
@@ -20,14 +20,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import pg_lightning.memory_env  # noqa: F401  (registers pg_lightning/CueMemory-v0)
-from pg_lightning.tabular import TabularMDP, chain, two_armed_bandit
+import pg_lightning.envs.memory  # noqa: F401  (registers pg_lightning/CueMemory-v0)
+from pg_lightning.core.tabular import TabularMDP, chain, two_armed_bandit
 
 __all__ = ["TabularEnv", "make_bandit", "make_chain"]
 
 
 class TabularEnv(gym.Env[np.int64, np.int64]):
-    """A :class:`~pg_lightning.tabular.TabularMDP` as a gymnasium environment.
+    """A :class:`~pg_lightning.core.tabular.TabularMDP` as a gymnasium environment.
 
     ``reset`` draws the first state from ``mdp.initial``; ``step(a)`` draws ``s'`` from
     ``P[s, a]``, pays ``R[s, a, s']`` and terminates when ``s'`` is terminal. ``render_mode="ansi"``
@@ -86,8 +86,8 @@ def make_bandit(render_mode: str | None = None, **kwargs: Any) -> TabularEnv:
 
 def _register() -> None:
     for env_id, entry_point in (
-        ("pg_lightning/Chain-v0", "pg_lightning.envs:make_chain"),
-        ("pg_lightning/TwoArmedBandit-v0", "pg_lightning.envs:make_bandit"),
+        ("pg_lightning/Chain-v0", "pg_lightning.envs.tabular_envs:make_chain"),
+        ("pg_lightning/TwoArmedBandit-v0", "pg_lightning.envs.tabular_envs:make_bandit"),
     ):
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry_point)

@@ -1,7 +1,7 @@
 """Nested observations: the few tree operations the batch, the collector and the policies need.
 
 A gymnasium ``Dict`` observation is a ``dict`` of its entries and a ``Tuple`` observation a
-``tuple``; batched (by a vector env, or in an :class:`~pg_lightning.batch.EpisodeBatch`) each
+``tuple``; batched (by a vector env, or in an :class:`~pg_lightning.core.batch.EpisodeBatch`) each
 leaf gains a leading batch dimension. Every other observation is one array or tensor, a tree of
 one leaf. These functions work on numpy arrays and torch tensors alike, and keep the structure
 (a ``list`` becomes a ``tuple``).

@@ -1,6 +1,6 @@
 """Observation encoders: a batch of raw observations of one space leaf ``(B, *shape)`` to float features ``(B, F)``.
 
-Plain torch: this module imports neither gymnasium nor Lightning (``pg_lightning.spaces`` picks the encoder for a
+Plain torch: this module imports neither gymnasium nor Lightning (``pg_lightning.envs.spaces`` picks the encoder for a
 gymnasium space). Every encoder has an int attribute ``out_features`` (``F``) and returns
 ``torch.get_default_dtype()`` features.
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.encoders import OBS_LIMIT, FlattenFloat
-from pg_lightning.errors import ConfigError
-from pg_lightning.policies import (
+from pg_lightning.core.encoders import OBS_LIMIT, FlattenFloat
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.policies import (
     MLP,
     BernoulliPolicy,
     CategoricalPolicy,
@@ -24,9 +24,9 @@ from pg_lightning.policies import (
     Policy,
     draw,
 )
-from pg_lightning.recurrent import RecurrentCore, is_recurrent
-from pg_lightning.spaces import UnsupportedSpaceError, make_encoder, sample_batch
-from pg_lightning.tree import Obs, as_tensors, leaves
+from pg_lightning.core.recurrent import RecurrentCore, is_recurrent
+from pg_lightning.envs.spaces import UnsupportedSpaceError, make_encoder, sample_batch
+from pg_lightning.core.tree import Obs, as_tensors, leaves
 
 __all__ = [
     "UnsupportedSpaceError",
@@ -55,7 +55,7 @@ def make_policy(
 ) -> Policy:
     """Build the policy for an environment's (single-env) spaces: ``encoder -> [core] -> MLP -> distribution``.
 
-    Actions (:mod:`pg_lightning.distributions`):
+    Actions (:mod:`pg_lightning.core.distributions`):
 
     - ``Discrete(n, start)``: :class:`CategoricalPolicy` over ``n`` logits (the env gets ``+ start``);
     - ``MultiDiscrete(nvec, start)``: :class:`MultiCategoricalPolicy`, independent categoricals;
@@ -63,7 +63,7 @@ def make_policy(
     - ``Box`` of any shape: :class:`GaussianPolicy` over the flattened components (log-std free
       or state-dependent; clip or tanh bounds), samples reshaped to the Box's shape.
 
-    Observations (:func:`pg_lightning.spaces.make_encoder`): one encoder per leaf of (nested)
+    Observations (:func:`pg_lightning.envs.spaces.make_encoder`): one encoder per leaf of (nested)
     ``Dict``/``Tuple`` spaces, features concatenated: one-hot for ``Discrete`` and
     ``MultiDiscrete``, a CNN for images (``Box`` of ``uint8`` with 3 dimensions), flattened
     floats otherwise.

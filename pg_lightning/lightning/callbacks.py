@@ -13,11 +13,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
-from pg_lightning.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
-from pg_lightning.errors import ConfigError
-from pg_lightning.loss import ReinforceLoss
-from pg_lightning.tabular import optimal_values, policy_table, solve
+import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
+from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.loss import ReinforceLoss
+from pg_lightning.core.tabular import optimal_values, policy_table, solve
 
 __all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"]
 
@@ -36,7 +36,7 @@ class ExactReturn(pl.Callback):
     (``conf/env/chain.yaml`` does). Works under DDP (every rank computes the same numbers).
 
     Args:
-        env_id: a tabular env (``env.unwrapped.mdp`` is its :class:`~pg_lightning.tabular.TabularMDP`).
+        env_id: a tabular env (``env.unwrapped.mdp`` is its :class:`~pg_lightning.core.tabular.TabularMDP`).
         env_kwargs: the env's keyword arguments (the same ``env.kwargs`` as the collector's).
     """
 
@@ -70,13 +70,13 @@ class GradientDiagnostics(pl.Callback):
 
     The batch holds ``E`` independent complete episodes and the estimate is the mean of one term
     per episode, so the spread of those terms measures the estimator's noise, live, on any env
-    (:mod:`pg_lightning.diagnostics`). Logged (``on_epoch``, synced over DDP ranks as a mean):
+    (:mod:`pg_lightning.core.diagnostics`). Logged (``on_epoch``, synced over DDP ranks as a mean):
 
     - ``diag/grad_var``: ``trace(Cov(g_hat))`` of the run's own estimator (its weights as the loss
       uses them: after the baseline, normalisation and ``gamma^t``), estimated as ``trace(S) / E``;
     - ``diag/grad_snr``: ``||g_hat||^2 / diag/grad_var``; ``diag/grad_norm_mean``: ``||g_hat||``;
     - ``diag/var/<name>``: on the same batch, the variance each estimator of
-      :data:`~pg_lightning.diagnostics.ESTIMATORS` would have, with raw weights (not normalised):
+      :data:`~pg_lightning.core.diagnostics.ESTIMATORS` would have, with raw weights (not normalised):
       ``total``, ``reward_to_go``, ``reward_to_go_baseline`` (the run's baseline),
       ``reward_to_go_gamma_t`` and ``reward_to_go_baseline_gamma_t``. Their ratios show what
       reward-to-go, the baseline and ``gamma^t`` buy on this env, now.

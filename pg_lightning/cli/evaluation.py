@@ -33,24 +33,17 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-import pg_lightning.envs  # noqa: F401  (registers the tabular envs)
+import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.conf import CONFIG_PATH
-from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
-from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning import distributions
-from pg_lightning.policies import draw
-from pg_lightning.recurrent import is_recurrent
-from pg_lightning.tree import map_tree
-from pg_lightning.factory import build_policy
-from pg_lightning.validation import (
-    as_wrappers,
-    check_evaluate_config,
-    env_factory,
-    load_checkpoint,
-    to_plain,
-    warn_stateful_wrappers,
-    wrapper_specs,
-)
+from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
+from pg_lightning.core.errors import ConfigError, config_error_in
+from pg_lightning.core import distributions
+from pg_lightning.core.policies import draw
+from pg_lightning.core.recurrent import is_recurrent
+from pg_lightning.core.tree import map_tree
+from pg_lightning.envs.networks import build_policy
+from pg_lightning.cli.validation import check_evaluate_config, load_checkpoint
+from pg_lightning.envs.from_config import as_wrappers, env_factory, to_plain, warn_stateful_wrappers, wrapper_specs
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +60,7 @@ __all__ = [
 ]
 
 SUMMARY_FILE = "evaluation.json"
-POLICY_FACTORY = "pg_lightning.factory.make_policy"
+POLICY_FACTORY = "pg_lightning.envs.networks.make_policy"
 # Targets that evaluation calls from a checkpoint's config without trust_checkpoint_code.
 TRUSTED_TARGETS = ("pg_lightning.", "gymnasium.")
 
@@ -77,7 +70,7 @@ TRUSTED_TARGETS = ("pg_lightning.", "gymnasium.")
 
 
 def greedy_action(dist: Distribution) -> Tensor:
-    """The action the env receives from a deterministic policy: :func:`pg_lightning.distributions.greedy_action`
+    """The action the env receives from a deterministic policy: :func:`pg_lightning.core.distributions.greedy_action`
     (argmax, per-component argmax, ``p > 0.5``, the mean or the squashed mean), or a ConfigError naming ``greedy``."""
     try:
         return distributions.greedy_action(dist)
@@ -97,13 +90,13 @@ def make_eval_env(
     imports: Sequence[str] = (),
     wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
 ) -> gym.Env:
-    """One env as training builds each copy (:class:`~pg_lightning.env_factory.EnvFactory`), Box actions clipped.
+    """One env as training builds each copy (:class:`~pg_lightning.envs.env_factory.EnvFactory`), Box actions clipped.
 
     ``imports`` and ``wrappers`` are the run's ``env.imports`` and (built) ``env.wrappers``.
     ``max_episode_steps`` adds (or replaces) the time limit, an ``env_kwargs["max_episode_steps"]``
     included (it is dropped); ``None`` keeps that kwarg's limit, else the env's registered one,
     or, for an env registered without one, caps episodes at
-    :data:`pg_lightning.env_factory.EPISODE_CAP` steps, as training does: no episode runs forever.
+    :data:`pg_lightning.envs.env_factory.EPISODE_CAP` steps, as training does: no episode runs forever.
     """
     env_kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:  # the evaluation's own limit wins over the training env's kwarg

@@ -33,8 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.errors import ConfigError
-from pg_lightning.returns import discounted_returns, step_in_episode, total_returns
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.returns import discounted_returns, step_in_episode, total_returns
 
 __all__ = ["LossTerms", "ReinforceLoss", "RETURN_TYPES"]
 

@@ -17,14 +17,14 @@ from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-import pg_lightning.envs  # noqa: F401  (registers the tabular envs, here and in async workers)
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.env_factory import EPISODE_CAP, episode_limit
-from pg_lightning.errors import ConfigError, EnvError
-from pg_lightning.policies import draw
-from pg_lightning.recurrent import is_recurrent, reset_state
-from pg_lightning.tree import as_tensors, flatten, leaves, map_tree, map_trees, unflatten
-from pg_lightning.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
+import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs, here and in async workers)
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.envs.env_factory import EPISODE_CAP, episode_limit
+from pg_lightning.core.errors import ConfigError, EnvError
+from pg_lightning.core.policies import draw
+from pg_lightning.core.recurrent import is_recurrent, reset_state
+from pg_lightning.core.tree import as_tensors, flatten, leaves, map_tree, map_trees, unflatten
+from pg_lightning.envs.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
 
 __all__ = ["EPISODE_CAP", "EpisodeCollector", "episode_limit", "make_vector_env"]
 
@@ -125,9 +125,9 @@ class EpisodeCollector:
 
         A policy with an ``actor(generator)`` method (ours) is sampled through the
         ``obs -> (batch_action, env_action)`` function it returns, built once per collection;
-        any other ``obs -> Distribution`` module through :func:`~pg_lightning.policies.sample`
+        any other ``obs -> Distribution`` module through :func:`~pg_lightning.core.policies.sample`
         (and ``dist.env_action`` when the distribution has one). A recurrent policy
-        (:func:`~pg_lightning.recurrent.is_recurrent`) carries one state per env copy, which
+        (:func:`~pg_lightning.core.recurrent.is_recurrent`) carries one state per env copy, which
         restarts from zero whenever that copy starts an episode: its actor is called as
         ``act(obs, starts)``, or, without an actor, ``policy.step(obs, state)`` is.
 

@@ -1,4 +1,4 @@
-"""From gymnasium observation spaces to encoders (``pg_lightning.encoders``), and the helpers around them.
+"""From gymnasium observation spaces to encoders (``pg_lightning.core.encoders``), and the helpers around them.
 
 A composite observation (nested ``Dict``/``Tuple`` spaces) is a tree; each leaf has a *path*: the keys
 (``Dict``) and indices (``Tuple``) from the root joined with ``/``, e.g. ``"image"`` or ``"0/pos"``.
@@ -27,8 +27,8 @@ from gymnasium import spaces
 from gymnasium.vector.utils import concatenate, create_empty_array
 from torch import Tensor, nn
 
-from pg_lightning.encoders import FlattenFloat, ImageEncoder, MultiOneHot, OneHot, TreeEncoder
-from pg_lightning.errors import ConfigError
+from pg_lightning.core.encoders import FlattenFloat, ImageEncoder, MultiOneHot, OneHot, TreeEncoder
+from pg_lightning.core.errors import ConfigError
 
 __all__ = [
     "ENCODERS",
@@ -156,7 +156,7 @@ def _image_encoder(space: spaces.Box, path: str, key: str) -> ImageEncoder:
 def _leaf_encoder(space: gym.Space, path: str, choice: str, key: str) -> nn.Module:
     where = f" at {path!r}" if path else ""
     if is_text(space) or not isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
-        hint = " (drop text with pg_lightning.spaces.DropText)" if is_text(space) else ""
+        hint = " (drop text with pg_lightning.envs.spaces.DropText)" if is_text(space) else ""
         raise UnsupportedSpaceError(
             f"env.id: unsupported observation space {_one_line(space)}{where}: {_SUPPORTED}{hint}"
         )

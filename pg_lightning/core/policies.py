@@ -3,13 +3,13 @@
 Every policy here is ``encoder -> [recurrent core] -> net -> distribution``:
 
 - the encoder maps raw observations (a tensor, or a dict / tuple of them) to features ``(B, F)``
-  (:mod:`pg_lightning.encoders`);
-- the optional core (:class:`~pg_lightning.recurrent.RecurrentCore`, ``network=gru|lstm``) gives
+  (:mod:`pg_lightning.core.encoders`);
+- the optional core (:class:`~pg_lightning.core.recurrent.RecurrentCore`, ``network=gru|lstm``) gives
   the policy a memory of the episode so far;
 - ``net`` (an :class:`MLP`) maps features to the distribution's parameters, and the policy's
-  class to the distribution of its action space (:mod:`pg_lightning.distributions`).
+  class to the distribution of its action space (:mod:`pg_lightning.core.distributions`).
 
-Plain torch: no Lightning, no gymnasium. :func:`pg_lightning.factory.make_policy` builds the
+Plain torch: no Lightning, no gymnasium. :func:`pg_lightning.envs.networks.make_policy` builds the
 right policy from an environment's spaces.
 """
 
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-from pg_lightning.distributions import (
+from pg_lightning.core.distributions import (
     DiscreteCategorical,
     MultiBernoulli,
     MultiCategorical,
@@ -37,10 +37,10 @@ from pg_lightning.distributions import (
     padded_logits,
     sample,
 )
-from pg_lightning.encoders import FlattenFloat, OneHot
-from pg_lightning.errors import ConfigError
-from pg_lightning.recurrent import RecurrentCore, State, is_recurrent, reset_state
-from pg_lightning.tree import Obs
+from pg_lightning.core.encoders import FlattenFloat, OneHot
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.recurrent import RecurrentCore, State, is_recurrent, reset_state
+from pg_lightning.core.tree import Obs
 
 __all__ = [
     "ACTION_BOUNDS",
@@ -118,7 +118,7 @@ class Policy(nn.Module):
     Args:
         encoder: raw observations (``(B, *obs_shape)``, or a dict / tuple of them) -> features ``(B, F)``.
         net: features (the core's output when there is one) -> the distribution's parameters.
-        core: a :class:`~pg_lightning.recurrent.RecurrentCore`, or None for a feedforward policy.
+        core: a :class:`~pg_lightning.core.recurrent.RecurrentCore`, or None for a feedforward policy.
 
     ``forward(obs)`` (feedforward) or ``forward(obs, dones)`` (recurrent: ``obs`` holds complete
     episodes one after another, ``dones`` ``(B,)`` marks their last steps) returns the
@@ -214,7 +214,7 @@ class CategoricalPolicy(Policy):
         start: the env's first action (gymnasium's ``Discrete(n, start)``): the batch keeps
             ``0 .. n-1`` and the env receives ``sample + start``.
 
-    Returns :class:`~pg_lightning.distributions.DiscreteCategorical`; actions are ``(B,)`` long.
+    Returns :class:`~pg_lightning.core.distributions.DiscreteCategorical`; actions are ``(B,)`` long.
     """
 
     def __init__(self, encoder: nn.Module, net: nn.Module, start: int = 0, core: RecurrentCore | None = None) -> None:
@@ -233,7 +233,7 @@ class MultiCategoricalPolicy(Policy):
     """Independent categoricals for ``MultiDiscrete(nvec, start)`` actions (any shape of ``nvec``).
 
     ``net`` outputs ``sum(nvec)`` logits, component by component (``nvec`` flattened in C order).
-    Returns :class:`~pg_lightning.distributions.MultiCategorical`: actions ``(B, *nvec.shape)``
+    Returns :class:`~pg_lightning.core.distributions.MultiCategorical`: actions ``(B, *nvec.shape)``
     long from 0, log-probs summed over the components, the env receives ``sample + start``.
     """
 
@@ -269,7 +269,7 @@ class MultiCategoricalPolicy(Policy):
 class BernoulliPolicy(Policy):
     """Independent Bernoullis for ``MultiBinary(shape)`` actions: ``net`` outputs one logit per component.
 
-    Returns :class:`~pg_lightning.distributions.MultiBernoulli`: actions ``(B, *shape)`` float 0/1,
+    Returns :class:`~pg_lightning.core.distributions.MultiBernoulli`: actions ``(B, *shape)`` float 0/1,
     the env receives them as ``int8``.
     """
 
@@ -301,7 +301,7 @@ class GaussianPolicy(Policy):
         action_bounds: ``"clip"``: ``Independent(Normal)``, unbounded samples, the collector
             clips what the env receives (gymnasium's ``ClipAction``) and the batch keeps the
             unclipped sample, whose log-probability this distribution gives. ``"tanh"``: a
-            :class:`~pg_lightning.distributions.TanhNormal` squashed into ``[low, high]``: the
+            :class:`~pg_lightning.core.distributions.TanhNormal` squashed into ``[low, high]``: the
             batch keeps the pre-squash sample and every action the env receives is inside the bounds.
         low: the Box's lower bounds (needed for ``"tanh"``), broadcastable to ``action_shape``.
         high: the Box's upper bounds, likewise.
@@ -412,5 +412,5 @@ def _detach(t: Tensor | None) -> Tensor | None:
 
 def distribution(policy: nn.Module, obs: Obs, dones: Tensor) -> Distribution:
     """``policy``'s distribution of the actions of a batch of complete episodes: ``policy(obs, dones)``
-    for a recurrent policy (:func:`~pg_lightning.recurrent.is_recurrent`), ``policy(obs)`` otherwise."""
+    for a recurrent policy (:func:`~pg_lightning.core.recurrent.is_recurrent`), ``policy(obs)`` otherwise."""
     return policy(obs, dones) if is_recurrent(policy) else policy(obs)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import gymnasium as gym
 import hydra
 from hydra._internal.utils import _locate
 import torch
@@ -20,9 +19,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
-from pg_lightning.env_factory import EnvFactory, env_spec, episode_limit
-from pg_lightning.errors import ConfigError
+import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+from pg_lightning.envs.env_factory import env_spec
+from pg_lightning.envs.from_config import (
+    as_wrappers,
+    env_factory,
+    instantiate_wrappers,
+    probe_env,
+    to_plain,
+    wrapper_specs,
+)
+from pg_lightning.core.errors import ConfigError
 
 __all__ = [
     "LAST_CHECKPOINTS",
@@ -45,8 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Attributes of gymnasium wrappers that hold running statistics (NormalizeObservation, NormalizeReward).
-STATEFUL_ATTRIBUTES = ("obs_rms", "return_rms")
 
 
 def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, allow: tuple = ()) -> None:
@@ -103,100 +108,6 @@ def check_env_config(cfg: DictConfig) -> None:
     ):
         raise ConfigError(f"env.return_threshold must be a number, null or spec, got {threshold!r}")
     wrapper_specs(OmegaConf.select(cfg, "env.wrappers"))
-
-
-def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, Any]]:
-    """``env.wrappers`` checked: a list of ``{_target_: wrapper, **args}`` whose targets exist.
-
-    Returns plain dicts with ``_partial_: true``: :func:`instantiate_wrappers` makes each an
-    ``env -> env`` callable (what :class:`~pg_lightning.env_factory.EnvFactory` applies), whether
-    or not the user wrote ``_partial_``. A bare class path is the entry ``{_target_: path}``.
-    """
-    if wrappers is None:
-        return []
-    if isinstance(wrappers, (DictConfig, ListConfig)):
-        wrappers = OmegaConf.to_container(wrappers, resolve=True)
-    if not isinstance(wrappers, list):
-        raise ConfigError(f"{key} must be a list of wrappers ({{_target_: ..., args}}), got {wrappers!r}")
-    specs = []
-    for i, spec in enumerate(wrappers):
-        if isinstance(spec, str):
-            spec = {"_target_": spec}  # a bare class path, e.g. gymnasium.wrappers.FlattenObservation
-        if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
-            raise ConfigError(f"{key}[{i}] must be a mapping with a _target_ (a wrapper class or function), got {spec!r}")
-        try:
-            hydra.utils.get_object(spec["_target_"])  # what instantiate will look up: fail before building
-        except Exception as err:
-            reason = " ".join(str(err).split())  # one line
-            raise ConfigError(f"{key}[{i}]._target_: cannot find {spec['_target_']!r} ({reason})") from err
-        specs.append({**spec, "_partial_": True})
-    return specs
-
-
-def instantiate_wrappers(specs: list[dict[str, Any]], key: str = "env.wrappers") -> tuple[Callable, ...]:
-    """Hydra-instantiate checked :func:`wrapper_specs` to ``env -> env`` partials; errors name ``env.wrappers[i]``."""
-    built = []
-    for i, spec in enumerate(specs):
-        try:
-            built.append(hydra.utils.instantiate(spec))
-        except Exception as err:
-            raise ConfigError(f"{key}[{i}]: cannot build {spec['_target_']!r}: {err}") from err
-    return tuple(built)
-
-
-def env_factory(env: Any, max_episode_steps: int | None = None, render_mode: str | None = None) -> EnvFactory:
-    """The :class:`EnvFactory` of a run's ``env`` block and its ``data.max_episode_steps``: one env of the run.
-
-    ``env`` is the composed ``cfg.env`` or the plain dict a checkpoint saved
-    (``hyper_parameters.config["env"]``): the one recipe for training's probe, ``load_policy`` and
-    ``evaluate`` (the vector env applies the same :func:`episode_limit` rule to each copy).
-    """
-    env = to_plain(env)
-    imports = tuple(env.get("imports") or ())
-    kwargs, steps, _ = episode_limit(env["id"], env.get("kwargs"), max_episode_steps, imports)
-    return EnvFactory(env["id"], kwargs, imports, as_wrappers(env.get("wrappers")), steps, render_mode)
-
-
-def as_wrappers(wrappers: Any, key: str = "env.wrappers") -> tuple[Callable, ...]:
-    """``env.wrappers`` as ``env -> env`` callables: callables (built by Hydra, or given in Python) as
-    they are; config entries (``{_target_: ..., args}`` or a class path) checked and built."""
-    items = list(to_plain(wrappers) or [])
-    if all(callable(w) for w in items):
-        return tuple(items)
-    return instantiate_wrappers(wrapper_specs(items, key), key)
-
-
-def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
-    """Build one env exactly as training will (imports, id, kwargs, time limit, wrappers); return its spaces.
-
-    Every failure is a ConfigError naming ``env.imports[i]``, ``env.id``, ``env.kwargs[.<key>]`` or
-    ``env.wrappers[i]``. Wrappers that keep running statistics are named in a warning: their
-    state lives in each env copy and is not saved in checkpoints.
-    """
-    env = env_factory(cfg.env, OmegaConf.select(cfg, "data.max_episode_steps"))()
-    try:
-        warn_stateful_wrappers(env, cfg.env.id)
-        return env.observation_space, env.action_space
-    finally:
-        env.close()
-
-
-def warn_stateful_wrappers(env: gym.Env, env_id: str) -> None:
-    """Log a warning for each wrapper of ``env`` that keeps running statistics (gymnasium's Normalize*)."""
-    while isinstance(env, gym.Wrapper):
-        stats = [name for name in STATEFUL_ATTRIBUTES if name in vars(env)]
-        if stats:
-            log.warning(
-                "%s: the wrapper %s keeps running statistics (%s) in each env copy; they are not saved in "
-                "checkpoints: a resumed run, evaluate.py and EvalCallback start them afresh",
-                env_id, type(env).__name__, ", ".join(stats),
-            )
-        env = env.env
-
-
-def to_plain(node: Any) -> Any:
-    """An OmegaConf node as plain Python containers (resolved); anything else as it is."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
 def _refuse_a_used_run_dir(cfg: DictConfig) -> None:
@@ -451,29 +362,29 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
     "pytorch_lightning.loggers.csv_logs.CSVLogger": {**_LOGGER, "flush_logs_every_n_steps": INT(1), "prefix": STR(False)},
     "pytorch_lightning.loggers.tensorboard.TensorBoardLogger": {**_LOGGER, "log_graph": BOOL, "default_hp_metric": BOOL,
                                                                "prefix": STR(False)},
-    "pg_lightning.callbacks.GradientDiagnostics": {"every_n_epochs": INT(1)},
-    "pg_lightning.evaluation.EvalCallback": {
+    "pg_lightning.lightning.callbacks.GradientDiagnostics": {"every_n_epochs": INT(1)},
+    "pg_lightning.cli.evaluation.EvalCallback": {
         "episodes": INT(1), "every_n_epochs": INT(1), "greedy": BOOL, "seed": SEED,
         "max_episode_steps": INT(1, None), "tensorboard_video": BOOL,
     },
-    "pg_lightning.factory.make_policy": {
+    "pg_lightning.envs.networks.make_policy": {
         "hidden_sizes": WIDTHS, "activation": ACTIVATION, "log_std_init": NUMBER(), "state_dependent_std": BOOL,
         "action_bounds": ONE_OF("clip", "tanh"), "output_init_scale": NUMBER(nullable=True),
     },
-    "pg_lightning.factory.make_value_network": {"hidden_sizes": WIDTHS, "activation": ACTIVATION},
-    "pg_lightning.baselines.ConstantBaseline": {"value": NUMBER()},
-    "pg_lightning.baselines.EMABaseline": {"decay": FRACTION()},
-    "pg_lightning.baselines.LeaveOneOutBaseline": {"mode": ONE_OF("step", "episode")},
-    "pg_lightning.baselines.ValueBaseline": {
+    "pg_lightning.envs.networks.make_value_network": {"hidden_sizes": WIDTHS, "activation": ACTIVATION},
+    "pg_lightning.core.baselines.ConstantBaseline": {"value": NUMBER()},
+    "pg_lightning.core.baselines.EMABaseline": {"decay": FRACTION()},
+    "pg_lightning.core.baselines.LeaveOneOutBaseline": {"mode": ONE_OF("step", "episode")},
+    "pg_lightning.core.baselines.ValueBaseline": {
         "loss_coef": Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0"),
         "lr": Rule(lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or null (model.optimizer's lr)"),
         "bootstrap_truncated": BOOL, "normalize_targets": BOOL, "stats_decay": FRACTION(),
     },
-    "pg_lightning.loss.ReinforceLoss": {
+    "pg_lightning.core.loss.ReinforceLoss": {
         "return_type": ONE_OF("reward_to_go", "total"), "discount_weight": BOOL, "normalize_advantages": BOOL,
     },
-    "pg_lightning.module.ReinforceModule": {"return_window": INT(1)},
-    "pg_lightning.data.RolloutDataModule": {"vectorization_mode": ONE_OF("sync", "async", "vector_entry_point"), "seed": SEED},
+    "pg_lightning.lightning.module.ReinforceModule": {"return_window": INT(1)},
+    "pg_lightning.lightning.data.RolloutDataModule": {"vectorization_mode": ONE_OF("sync", "async", "vector_entry_point"), "seed": SEED},
     "torch.optim.lr_scheduler.LinearLR": {
         "start_factor": Rule(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
         "end_factor": Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
@@ -487,7 +398,7 @@ TOP_LEVEL_RULES: dict[str, Rule] = {
     "optimized_metric": Rule(lambda v: isinstance(v, str) and v != "", "a metric name (a non-empty string)"),
 }
 
-# conf/evaluate.yaml (what pg_lightning.evaluation.evaluate checks again, and torch_num_threads and video).
+# conf/evaluate.yaml (what pg_lightning.cli.evaluation.evaluate checks again, and torch_num_threads and video).
 EVALUATE_RULES: dict[str, Rule] = {
     "episodes": INT(1),
     "greedy": BOOL,

@@ -132,7 +132,7 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
 def register() -> None:
     """Register ``pg_lightning/CueMemory-v0`` unless it is registered already."""
     if ENV_ID not in gym.envs.registry:
-        gym.register(ENV_ID, entry_point="pg_lightning.memory_env:CueMemoryEnv", reward_threshold=0.9)
+        gym.register(ENV_ID, entry_point="pg_lightning.envs.memory:CueMemoryEnv", reward_threshold=0.9)
 
 
 register()

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from pg_lightning.errors import ConfigError
+from pg_lightning.core.errors import ConfigError
 
 __all__ = ["WindowMean"]
 

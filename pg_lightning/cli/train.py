@@ -30,12 +30,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-import pg_lightning.envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.conf import CONFIG_PATH
-from pg_lightning.errors import ConfigError, config_error_in
-from pg_lightning.env_factory import reward_threshold
-from pg_lightning.factory import build_policy, build_value_network
-from pg_lightning.validation import check_fits, load_checkpoint, probe_env, resolve_ckpt_path, validate, wrapper_specs
+from pg_lightning.core.errors import ConfigError, config_error_in
+from pg_lightning.envs.env_factory import reward_threshold
+from pg_lightning.envs.networks import build_policy, build_value_network
+from pg_lightning.cli.validation import check_fits, load_checkpoint, resolve_ckpt_path, validate
+from pg_lightning.envs.from_config import probe_env, wrapper_specs
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def _ddp_ranks_join_this_job() -> Iterator[None]:
     the config from the command line. In a multirun that command line is the whole sweep
     (``-m seed=0,1 ...``), ``run.dir`` is not the job's directory, and under the joblib launcher
     ``__main__`` is joblib's worker, not this script: each rank would start a sweep of its own.
-    So for the job's duration the ranks' command is ``python -m pg_lightning.train`` replaying
+    So for the job's duration the ranks' command is ``python -m pg_lightning.cli.train`` replaying
     the config this job saved (``<job dir>/.hydra/config.yaml``: exactly what the sweeper chose,
     whatever the config files say by then; the job's overrides where ``hydra.output_subdir`` is
     null), as a single run in the job's directory. Afterwards the process group is destroyed and
@@ -290,7 +291,7 @@ def _ddp_ranks_join_this_job() -> Iterator[None]:
         sys.argv = [argv[0], f"--config-path={job_dir / hydra_cfg.output_subdir}", "--config-name=config"]
     else:
         sys.argv = [argv[0], *hydra_cfg.overrides.task]
-    main_module.__spec__ = importlib.util.find_spec("pg_lightning.train")
+    main_module.__spec__ = importlib.util.find_spec("pg_lightning.cli.train")
     with read_write(hydra_cfg):  # this job's copy: Hydra sets the next job's HydraConfig afresh
         hydra_cfg.run.dir = str(job_dir)
     try:

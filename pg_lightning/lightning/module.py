@@ -14,13 +14,13 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import SumMetric
 
-from pg_lightning.baselines import Baseline, NoBaseline
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.errors import ConfigError, NonFiniteError
-from pg_lightning.loss import LossTerms, ReinforceLoss
-from pg_lightning.metrics import WindowMean
-from pg_lightning.policies import distribution
-from pg_lightning.tree import Obs, leaves
+from pg_lightning.core.baselines import Baseline, NoBaseline
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.core.errors import ConfigError, NonFiniteError
+from pg_lightning.core.loss import LossTerms, ReinforceLoss
+from pg_lightning.core.metrics import WindowMean
+from pg_lightning.core.policies import distribution
+from pg_lightning.core.tree import Obs, leaves
 
 __all__ = ["ReinforceModule", "StepRecord"]
 
@@ -56,7 +56,7 @@ class ReinforceModule(pl.LightningModule):
 
     Args:
         policy: maps observations to a ``torch.distributions.Distribution``
-            (see :func:`pg_lightning.factory.make_policy`).
+            (see :func:`pg_lightning.envs.networks.make_policy`).
         loss: the estimator's options (:class:`ReinforceLoss`).
         baseline: subtracted from ``Psi_t``; its parameters (if any) are optimised too.
         optimizer: ``params -> Optimizer``, e.g. a Hydra ``_partial_`` of ``torch.optim.Adam``.

@@ -27,9 +27,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.policies import distribution
-from pg_lightning.returns import discounted_returns, step_in_episode, total_returns
-from pg_lightning.tree import index
+from pg_lightning.core.policies import distribution
+from pg_lightning.core.returns import discounted_returns, step_in_episode, total_returns
+from pg_lightning.core.tree import index
 
 __all__ = [
     "ESTIMATORS",

@@ -12,14 +12,14 @@ policy that maps integer states to a ``Categorical`` (any network, e.g. one buil
   ``sum_s eta_w(s) sum_a grad pi(a|s) Q^pi(s, a)``, with discounted visitation (the theorem: it
   equals ``grad J``) or undiscounted visitation (what reward-to-go without ``gamma^t`` estimates);
 - :func:`optimal_values`: ``V*`` and ``J*`` by value iteration, to compare a trained policy with;
-- :func:`sample_episodes`: complete episodes as an :class:`~pg_lightning.batch.EpisodeBatch`,
+- :func:`sample_episodes`: complete episodes as an :class:`~pg_lightning.core.batch.EpisodeBatch`,
   all sampled in parallel in torch (20,000 chain episodes, 437,148 steps, took 0.23 s on a 2-core
   CPU), so that statistical tests of the estimator run in seconds;
 - :func:`gradient_estimates`: one REINFORCE estimate of ``grad J`` per batch, computed with the
-  very :class:`~pg_lightning.loss.ReinforceLoss` and baselines that training uses, and
+  very :class:`~pg_lightning.core.loss.ReinforceLoss` and baselines that training uses, and
   :func:`gradient_variance` / :func:`z_scores` to compare them with the exact gradient.
 
-:mod:`pg_lightning.envs` exposes these MDPs as gymnasium environments.
+:mod:`pg_lightning.envs.tabular_envs` exposes these MDPs as gymnasium environments.
 
 Example (the two-armed bandit: pull right with probability 0.7):
 
@@ -36,9 +36,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.baselines import Baseline
-from pg_lightning.loss import ReinforceLoss
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.core.baselines import Baseline
+from pg_lightning.core.loss import ReinforceLoss
 
 __all__ = [
     "ExactSolution",

@@ -11,12 +11,12 @@ import pytorch_lightning as pl
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from pg_lightning.batch import EpisodeBatch
-from pg_lightning.collector import EpisodeCollector, make_vector_env
-from pg_lightning.errors import ConfigError
-from pg_lightning.env_factory import import_modules
-from pg_lightning.validation import as_wrappers, to_plain
-from pg_lightning.vector_envs import check_vector_env
+from pg_lightning.core.batch import EpisodeBatch
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.env_factory import import_modules
+from pg_lightning.envs.from_config import as_wrappers, to_plain
+from pg_lightning.envs.vector_envs import check_vector_env
 
 __all__ = ["EpisodeDataset", "RolloutDataModule"]
 
@@ -62,7 +62,7 @@ class RolloutDataModule(pl.LightningDataModule):
         env_wrappers: ``env -> env`` callables applied in order to every env copy, or ``env.wrappers``
             config entries (``{_target_: ..., args}``), built here: ``conf/train.yaml`` passes them
             as they are (``data._recursive_: false``), so composing and instantiating ``cfg.data``
-            works without :func:`pg_lightning.train.run`.
+            works without :func:`pg_lightning.cli.train.run`.
         vector_env: your own ``gymnasium.vector.VectorEnv`` instead of one built from ``env_id``: an
             instance, a ``() -> VectorEnv`` callable, or a config entry (``{_target_: ..., args}``), built
             on each process. Its single spaces must be ``env_id``'s (checked); ``num_envs`` is its own.
@@ -100,7 +100,7 @@ class RolloutDataModule(pl.LightningDataModule):
 
     def build_envs(self) -> gym.vector.VectorEnv:
         """Build this process's vector env now, so that a mistake in it is a ConfigError before ``fit``
-        (``pg_lightning.train.run`` calls it); ``setup`` then uses it rather than building another."""
+        (``pg_lightning.cli.train.run`` calls it); ``setup`` then uses it rather than building another."""
         if self._envs is None:
             self._envs = self._make_envs()
         return self._envs

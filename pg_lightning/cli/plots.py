@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from pg_lightning.errors import ConfigError, MissingExtraError
+from pg_lightning.core.errors import ConfigError, MissingExtraError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -401,5 +401,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(out)
 
 
-if __name__ == "__main__":  # python -m pg_lightning.plots
+if __name__ == "__main__":  # python -m pg_lightning.cli.plots
     main()

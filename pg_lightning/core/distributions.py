@@ -1,6 +1,6 @@
 """The action distributions of pg_lightning's policies, and how actions are drawn from any distribution.
 
-One distribution per kind of action space (the policies in :mod:`pg_lightning.policies` build them):
+One distribution per kind of action space (the policies in :mod:`pg_lightning.core.policies` build them):
 
 ============================  ==========================================  =========================
 action space                  distribution (batch ``(B,)``)               greedy action

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pg_lightning.errors import ConfigError
-from pg_lightning.returns import episode_index, step_in_episode
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.returns import episode_index, step_in_episode
 
 __all__ = ["CORES", "RecurrentCore", "State", "is_recurrent", "reset_state"]
 
@@ -32,7 +32,7 @@ def is_recurrent(module: object) -> bool:
     """Whether ``module`` (a policy or value network) is recurrent: its ``is_recurrent`` attribute.
 
     A recurrent module's ``forward(obs, dones)`` takes the batch's episode ends besides the
-    observations, and it has ``initial_state(n)`` and ``step(obs, state)`` (see :class:`~pg_lightning.policies.Policy`).
+    observations, and it has ``initial_state(n)`` and ``step(obs, state)`` (see :class:`~pg_lightning.core.policies.Policy`).
     """
     return bool(getattr(module, "is_recurrent", False))
 

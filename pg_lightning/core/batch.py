@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pg_lightning.returns import episode_index, episode_returns, step_in_episode
-from pg_lightning.tree import Obs, leaves
+from pg_lightning.core.returns import episode_index, episode_returns, step_in_episode
+from pg_lightning.core.tree import Obs, leaves
 
 
 class EpisodeBatch(NamedTuple):
@@ -23,7 +23,7 @@ class EpisodeBatch(NamedTuple):
         obs: ``(B, *obs_shape)`` observation ``s_t`` the action was chosen in (raw: integer
             indices for Discrete spaces, the policy one-hot encodes them). For ``Dict`` and
             ``Tuple`` spaces, a dict / tuple (nested as the space) of such tensors, one per
-            leaf (:mod:`pg_lightning.tree`).
+            leaf (:mod:`pg_lightning.core.tree`).
         actions: ``(B, *action_shape)`` action ``a_t`` as sampled by the policy (for Box
             spaces, before any clipping to the bounds that the env receives; with
             ``action_bounds=tanh``, the pre-squash Gaussian sample ``u``).

@@ -2,7 +2,7 @@
 
 One rule builds every env of a run: each copy of the training vector env (in this process or an
 async worker), the probe that reads the spaces, and the evaluation envs (``evaluate.py`` and
-``EvalCallback``). Each failure is a :class:`~pg_lightning.errors.ConfigError` naming the key to fix:
+``EvalCallback``). Each failure is a :class:`~pg_lightning.core.errors.ConfigError` naming the key to fix:
 
 - ``env.imports``: modules imported before any env is built, in every process (packages such as
   ``minigrid`` or ``ale_py`` register their envs on import);
@@ -27,8 +27,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
-from pg_lightning.errors import ConfigError
-from pg_lightning.spaces import DropText, text_paths
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.spaces import DropText, text_paths
 
 __all__ = ["EPISODE_CAP", "EnvFactory", "env_spec", "episode_limit", "import_modules", "reward_threshold"]
 

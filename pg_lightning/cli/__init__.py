@@ -1,0 +1,1 @@
+"""The command line: ``train``, ``evaluate``, ``plot``; config validation and sweeps (Hydra)."""

@@ -1,0 +1,128 @@
+"""Envs from a run's config: the ``env`` block (or a checkpoint's copy of it) to an :class:`EnvFactory`.
+
+``env.wrappers`` entries are checked and built by Hydra (``_target_`` with ``_partial_``); each failure is
+a :class:`~pg_lightning.core.errors.ConfigError` naming the key. Gymnasium, Hydra and OmegaConf; no Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.env_factory import EnvFactory, episode_limit
+
+__all__ = [
+    "STATEFUL_ATTRIBUTES",
+    "as_wrappers",
+    "env_factory",
+    "instantiate_wrappers",
+    "probe_env",
+    "to_plain",
+    "warn_stateful_wrappers",
+    "wrapper_specs",
+]
+
+log = logging.getLogger(__name__)
+
+STATEFUL_ATTRIBUTES = ("obs_rms", "return_rms")
+"""Attributes of gymnasium wrappers that hold running statistics (NormalizeObservation, NormalizeReward)."""
+
+
+def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, Any]]:
+    """``env.wrappers`` checked: a list of ``{_target_: wrapper, **args}`` whose targets exist.
+
+    Returns plain dicts with ``_partial_: true``: :func:`instantiate_wrappers` makes each an
+    ``env -> env`` callable (what :class:`~pg_lightning.envs.env_factory.EnvFactory` applies), whether
+    or not the user wrote ``_partial_``. A bare class path is the entry ``{_target_: path}``.
+    """
+    if wrappers is None:
+        return []
+    if isinstance(wrappers, (DictConfig, ListConfig)):
+        wrappers = OmegaConf.to_container(wrappers, resolve=True)
+    if not isinstance(wrappers, list):
+        raise ConfigError(f"{key} must be a list of wrappers ({{_target_: ..., args}}), got {wrappers!r}")
+    specs = []
+    for i, spec in enumerate(wrappers):
+        if isinstance(spec, str):
+            spec = {"_target_": spec}  # a bare class path, e.g. gymnasium.wrappers.FlattenObservation
+        if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
+            raise ConfigError(f"{key}[{i}] must be a mapping with a _target_ (a wrapper class or function), got {spec!r}")
+        try:
+            hydra.utils.get_object(spec["_target_"])  # what instantiate will look up: fail before building
+        except Exception as err:
+            reason = " ".join(str(err).split())  # one line
+            raise ConfigError(f"{key}[{i}]._target_: cannot find {spec['_target_']!r} ({reason})") from err
+        specs.append({**spec, "_partial_": True})
+    return specs
+
+
+def instantiate_wrappers(specs: list[dict[str, Any]], key: str = "env.wrappers") -> tuple[Callable, ...]:
+    """Hydra-instantiate checked :func:`wrapper_specs` to ``env -> env`` partials; errors name ``env.wrappers[i]``."""
+    built = []
+    for i, spec in enumerate(specs):
+        try:
+            built.append(hydra.utils.instantiate(spec))
+        except Exception as err:
+            raise ConfigError(f"{key}[{i}]: cannot build {spec['_target_']!r}: {err}") from err
+    return tuple(built)
+
+
+def env_factory(env: Any, max_episode_steps: int | None = None, render_mode: str | None = None) -> EnvFactory:
+    """The :class:`EnvFactory` of a run's ``env`` block and its ``data.max_episode_steps``: one env of the run.
+
+    ``env`` is the composed ``cfg.env`` or the plain dict a checkpoint saved
+    (``hyper_parameters.config["env"]``): the one recipe for training's probe, ``load_policy`` and
+    ``evaluate`` (the vector env applies the same :func:`episode_limit` rule to each copy).
+    """
+    env = to_plain(env)
+    imports = tuple(env.get("imports") or ())
+    kwargs, steps, _ = episode_limit(env["id"], env.get("kwargs"), max_episode_steps, imports)
+    return EnvFactory(env["id"], kwargs, imports, as_wrappers(env.get("wrappers")), steps, render_mode)
+
+
+def as_wrappers(wrappers: Any, key: str = "env.wrappers") -> tuple[Callable, ...]:
+    """``env.wrappers`` as ``env -> env`` callables: callables (built by Hydra, or given in Python) as
+    they are; config entries (``{_target_: ..., args}`` or a class path) checked and built."""
+    items = list(to_plain(wrappers) or [])
+    if all(callable(w) for w in items):
+        return tuple(items)
+    return instantiate_wrappers(wrapper_specs(items, key), key)
+
+
+def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
+    """Build one env exactly as training will (imports, id, kwargs, time limit, wrappers); return its spaces.
+
+    Every failure is a ConfigError naming ``env.imports[i]``, ``env.id``, ``env.kwargs[.<key>]`` or
+    ``env.wrappers[i]``. Wrappers that keep running statistics are named in a warning: their
+    state lives in each env copy and is not saved in checkpoints.
+    """
+    env = env_factory(cfg.env, OmegaConf.select(cfg, "data.max_episode_steps"))()
+    try:
+        warn_stateful_wrappers(env, cfg.env.id)
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def warn_stateful_wrappers(env: gym.Env, env_id: str) -> None:
+    """Log a warning for each wrapper of ``env`` that keeps running statistics (gymnasium's Normalize*)."""
+    while isinstance(env, gym.Wrapper):
+        stats = [name for name in STATEFUL_ATTRIBUTES if name in vars(env)]
+        if stats:
+            log.warning(
+                "%s: the wrapper %s keeps running statistics (%s) in each env copy; they are not saved in "
+                "checkpoints: a resumed run, evaluate.py and EvalCallback start them afresh",
+                env_id, type(env).__name__, ", ".join(stats),
+            )
+        env = env.env
+
+
+def to_plain(node: Any) -> Any:
+    """An OmegaConf node as plain Python containers (resolved); anything else as it is."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
