@@ -32,15 +32,15 @@ def options(group):
 @pytest.mark.parametrize("env", options("env"))
 def test_every_env_config_composes_and_makes_its_env(make_cfg, env):
     cfg = make_cfg(f"env={env}")
+    missing = [m for m in [*cfg.env.imports, *(["cv2"] if "ale_py" in cfg.env.imports else [])]  # AtariPreprocessing: cv2
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{cfg.env.id} needs {missing[0]} (its extra)")
     validate(cfg)
     if env == "lunarlander" and importlib.util.find_spec("Box2D") is None:
         pytest.skip("LunarLander needs the box2d extra")
     if env == "inverted_pendulum" and importlib.util.find_spec("mujoco") is None:
         pytest.skip("InvertedPendulum needs the mujoco extra")
-    missing = [m for m in [*cfg.env.imports, *(["cv2"] if "ale_py" in cfg.env.imports else [])]  # AtariPreprocessing: cv2
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"{cfg.env.id} needs {missing[0]} (its extra)")
     e = env_factory(cfg.env, None)()  # imports, kwargs, wrappers, text dropped: as training builds it
     policy = hydra.utils.instantiate(cfg.network)(observation_space=e.observation_space, action_space=e.action_space)
     obs = map_tree(lambda x: torch.as_tensor(np.asarray(x))[None], e.reset(seed=0)[0])

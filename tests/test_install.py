@@ -215,7 +215,7 @@ def test_wheel_holds_every_config_and_only_the_package(installed):
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(installed.wheel).read(entry_points).decode()
     for script, module in zip(SCRIPTS, ("train", "evaluation", "plots")):
-        assert f"{script} = pg_lightning.{module}:main" in text
+        assert f"{script} = pg_lightning.cli.{module}:main" in text
     for script in SCRIPTS:
         assert os.access(installed.bin / script, os.X_OK), f"{script} not installed as a console script"
 
