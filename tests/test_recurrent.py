@@ -191,3 +191,39 @@ def test_every_action_space_trains_diagnoses_and_evaluates_greedily(make_cfg, tm
     for greedy in (True, False):  # the env raises on an action outside its space
         summary = evaluate(tmp_path / "checkpoints" / "last.ckpt", episodes=3, greedy=greedy)
         assert summary["episodes"] == 3
+
+
+def test_a_recurrent_value_net_without_final_values_is_refused_in_one_line():
+    import gymnasium as gym
+
+    from pg_lightning.core.errors import ConfigError
+    from pg_lightning.envs.networks import check_value_network
+
+    class NoFinal(torch.nn.Module):
+        is_recurrent = True
+
+        def __init__(self):
+            super().__init__()
+            self.v = torch.nn.Linear(4, 1)
+
+        def forward(self, obs, dones):
+            return self.v(obs).squeeze(-1)
+
+    with pytest.raises(ConfigError, match=r"^baseline.value_net: .*NoFinal is recurrent .* needs .*final_values"):
+        check_value_network(NoFinal(), gym.spaces.Box(-1, 1, (4,)))
+    check_value_network(make_value_network(gym.spaces.Box(-1, 1, (4,)), core="lstm"), gym.spaces.Box(-1, 1, (4,)))
+
+
+def test_tanh_actions_of_a_0d_box_and_of_huge_bounds_keep_one_log_prob_per_step():
+    import gymnasium as gym
+
+    from pg_lightning.envs.networks import check_policy, make_policy
+
+    obs = gym.spaces.Box(-1, 1, (3,))
+    for act in (gym.spaces.Box(-1, 1, shape=()), gym.spaces.Box(-3e38, 3e38, (2,))):
+        policy = make_policy(obs, act, action_bounds="tanh")
+        check_policy(policy, obs, act)
+        dist = policy(torch.randn(4, 3))
+        u = dist.sample()
+        assert dist.log_prob(u).shape == (4,) and bool(torch.isfinite(dist.log_prob(u)).all())
+        assert bool(torch.isfinite(dist.env_action(u)).all())

@@ -202,14 +202,15 @@ def test_too_small_image_names_network_encoder():
         (spaces.Dict({"nodes": spaces.Graph(spaces.Box(0, 1, (2,)), spaces.Discrete(3))}), " at 'nodes'"),
         (spaces.Tuple([spaces.Discrete(2), spaces.Sequence(spaces.Discrete(3))]), " at '1'"),
         (spaces.OneOf([spaces.Discrete(2)]), ""),
-        (spaces.Text(5), ""),
+        (spaces.Text(5), " is all text"),
     ],
 )
 def test_unsupported_spaces_give_one_line_naming_env_id(space, where):
     with pytest.raises(UnsupportedSpaceError) as err:
         make_encoder(space)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("env.id: unsupported observation space ")
+    assert "\n" not in message and message.startswith("env.id: ")
+    assert "unsupported observation space " in message or "is all text" in message
     assert f"{where}: pg_lightning encodes Box, Discrete, MultiDiscrete, MultiBinary, Dict and Tuple" in message
     assert isinstance(err.value, ConfigError)
 
@@ -291,3 +292,11 @@ def test_encoders_module_imports_neither_gymnasium_nor_lightning():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+
+
+def test_make_encoder_on_a_tuple_with_text_uses_the_paths_drop_text_gives():
+    from pg_lightning.envs.networks import check_policy, make_policy
+
+    space = spaces.Tuple((spaces.Text(5), spaces.Box(-1, 1, (3,))))
+    assert make_encoder(space).paths == ["0"]  # the Box is element 0 once the text is dropped, as DropText re-indexes
+    check_policy(make_policy(space, spaces.Discrete(2)), space, spaces.Discrete(2))

@@ -107,15 +107,18 @@ class TanhNormal(Distribution):
 
     def __init__(self, loc: Tensor, scale: Tensor, low: Tensor, high: Tensor, event_dims: int = 1) -> None:
         self.base = Normal(loc, scale, validate_args=False)
-        self.low = low.to(loc)
-        self.half_range = ((high - low) / 2).to(loc)
+        # float32 whatever loc's dtype (fp16 under 16-mixed would overflow large bounds), and high/2 - low/2 rather
+        # than (high - low)/2, which overflows for bounds near float32's largest
+        self.low = low.to(device=loc.device, dtype=torch.float32)
+        self.half_range = (high / 2 - low / 2).to(device=loc.device, dtype=torch.float32)
+        self.centre = (low / 2 + high / 2).to(device=loc.device, dtype=torch.float32)
         self.event_dims = int(event_dims)
         split = loc.dim() - self.event_dims
         super().__init__(loc.shape[:split], loc.shape[split:], validate_args=False)
 
     def env_action(self, u: Tensor) -> Tensor:
         """The action in ``[low, high]`` that the env receives for the sample ``u`` (on ``u``'s device)."""
-        squashed = self.low + (torch.tanh(u.to(self.low.device)) + 1) * self.half_range
+        squashed = self.centre + torch.tanh(u.to(self.low.device)) * self.half_range  # low + (tanh + 1) * half_range
         return squashed.to(u.device)
 
     @staticmethod
@@ -127,7 +130,7 @@ class TanhNormal(Distribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         per_dim = self.base.log_prob(value) - self._log_dtanh(value) - self.half_range.log()
-        return per_dim.flatten(-self.event_dims).sum(-1)
+        return per_dim.flatten(-self.event_dims).sum(-1) if self.event_dims else per_dim  # a 0-d Box: one number
 
     def entropy(self) -> Tensor:
         return -self.log_prob(self.base.rsample())

@@ -26,7 +26,7 @@ from pg_lightning.core.policies import (
 )
 from pg_lightning.core.recurrent import RecurrentCore, is_recurrent
 from pg_lightning.envs.spaces import UnsupportedSpaceError, make_encoder, sample_batch
-from pg_lightning.core.tree import Obs, as_tensors, leaves
+from pg_lightning.core.tree import Obs, as_tensors, index, leaves
 
 __all__ = [
     "UnsupportedSpaceError",
@@ -412,11 +412,24 @@ def _check_actor(actor: Any, obs: Obs, sampled: Tensor, env_action: Tensor, name
 def check_value_network(value_net: Any, observation_space: gym.Space) -> None:
     """Check that ``value_net`` keeps the contract of ``baseline=value``'s value network, or raise a one-line
     :class:`ConfigError` naming ``baseline.value_net``: an ``nn.Module`` whose ``forward`` maps a batch of
-    observations ``(B, *obs_shape)`` to ``(B,)`` floating-point values (run once, as :func:`check_policy`)."""
+    observations ``(B, *obs_shape)`` to ``(B,)`` floating-point values (run once, as :func:`check_policy`). A
+    recurrent one (``is_recurrent``) is called as ``forward(obs, dones)`` and needs ``final_values(obs, dones,
+    final_obs) -> (E,)``, the value of each episode's final observation with the state the episode left."""
     key = "baseline.value_net"
     name = _a_module(value_net, key, "value network factory", "a value network is (observation_space, **kwargs) -> nn.Module")
     with _probe(value_net):
-        values, _, batch = _forward(value_net, key, name, observation_space)
+        values, obs, batch = _forward(value_net, key, name, observation_space)
+        if is_recurrent(value_net):  # bootstrapping a truncated episode continues its state into the final observation
+            call = f"{name}.final_values(obs, dones, final_obs)"
+            try:
+                final = value_net.final_values(obs, PROBE_DONES.to(_device(value_net)), index(obs, slice(0, 1)))
+            except Exception as err:
+                raise ConfigError(
+                    f"{key}: {name} is recurrent (is_recurrent is true) and needs {call} -> (E,) values of each "
+                    f"episode's final observation; it raised {type(err).__name__}: {_one_line(err)}"
+                ) from err
+            if not isinstance(final, Tensor) or tuple(final.shape) != (1,):
+                raise ConfigError(f"{key}: {call} must return one value per episode, (1,) for one episode, got {_shape(final)}")
     if not isinstance(values, Tensor) or not values.is_floating_point():
         what = f"a {values.dtype} tensor" if isinstance(values, Tensor) else f"a {_name(values)}"
         raise ConfigError(f"{key}: {name}.forward returned {what}, expected a ({PROBE_BATCH},) float tensor of values")

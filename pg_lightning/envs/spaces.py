@@ -197,6 +197,11 @@ def make_encoder(space: gym.Space, encoder: str | Mapping[str, str] = "auto", ke
         ConfigError: a bad ``encoder`` (unknown name or path, a name that does not fit its leaf, an image
             smaller than 3x3 for a CNN), naming ``key``.
     """
+    if text_paths(space):  # the paths DropText gives (a Tuple's elements re-indexed once its text is gone)
+        pruned = _prune(space)
+        if pruned is None:
+            raise UnsupportedSpaceError(f"env.id: the observation space {_one_line(space)} is all text: {_SUPPORTED}")
+        space = pruned[0]
     tree = leaves(space)
     choices = _choices(encoder, [path for path, _ in tree], key)
     if _children(space) is None:
