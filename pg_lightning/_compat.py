@@ -1,8 +1,9 @@
 """Old import paths (the flat layout of 0.1), kept working for one release with a ``DeprecationWarning``.
 
 ``import pg_lightning.module`` (or a Hydra ``_target_: pg_lightning.module.ReinforceModule`` in the config
-of an old checkpoint) finds :mod:`pg_lightning.lightning.module` under its old name: the finder below maps
-each old module name to its new one, warns once, and registers the new module under the old name too.
+of an old checkpoint, or ``python -m pg_lightning.train``) finds :mod:`pg_lightning.lightning.module` under its
+old name: the finder below maps each old module name to its new one, warns, and registers the new module
+itself under the old name too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import warnings
 from types import ModuleType
@@ -46,33 +48,33 @@ MOVED: dict[str, str] = {
 """Old module name -> new module name."""
 
 
-class _Forward(ModuleType):
-    """The old module: every attribute is the new module's (the same objects)."""
-
-    def __getattr__(self, name: str) -> object:
-        new = self.__dict__.get("_new")
-        if new is None:  # while the import system sets the module up
-            raise AttributeError(name)
-        return getattr(new, name)
-
-    def __dir__(self) -> list[str]:
-        return dir(self.__dict__.get("_new"))
+def _warn(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated and will be removed in the next release: import {new}", DeprecationWarning, stacklevel=3)
 
 
 class _Alias(importlib.abc.Loader):
+    """Loads an old module name as its new module: the same module object, under both names in ``sys.modules``."""
+
     def __init__(self, new: str) -> None:
         self.new = new
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return _Forward(spec.name)
+        return ModuleType(spec.name)  # a placeholder: exec_module puts the new module in its place
 
     def exec_module(self, module: ModuleType) -> None:
-        warnings.warn(
-            f"{module.__name__} is deprecated and will be removed in the next release: import {self.new}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        module._new = importlib.import_module(self.new)
+        _warn(module.__name__, self.new)
+        # the import system returns what sys.modules holds under the name once exec_module returns: the new module
+        # itself, so that setting an attribute through the old name (monkeypatch, mock.patch) reaches the real one
+        sys.modules[module.__name__] = importlib.import_module(self.new)
+
+    def get_code(self, fullname: str) -> object:
+        """``python -m pg_lightning.train`` (runpy) runs the new module's code."""
+        _warn(fullname, self.new)
+        spec = importlib.util.find_spec(self.new)
+        return spec.loader.get_code(self.new)  # type: ignore[union-attr]
+
+    def is_package(self, fullname: str) -> bool:
+        return False
 
 
 class MovedModules(importlib.abc.MetaPathFinder):
@@ -82,7 +84,8 @@ class MovedModules(importlib.abc.MetaPathFinder):
         new = MOVED.get(fullname)
         if new is None:
             return None
-        return importlib.machinery.ModuleSpec(fullname, _Alias(new))
+        target = importlib.util.find_spec(new)  # its file: runpy's sys.argv[0] for python -m <old name>
+        return importlib.machinery.ModuleSpec(fullname, _Alias(new), origin=target.origin if target else None)
 
 
 def install() -> None:

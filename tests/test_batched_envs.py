@@ -146,3 +146,32 @@ def test_train_with_vector_entry_point_and_with_your_own_vector_env(make_cfg, tm
         run(bad)
     assert not (tmp_path / "c" / "checkpoints").exists()
     assert MAX_LEN == 40 and np.isfinite(TRUE_MEAN)
+
+
+def test_env_wrappers_with_your_own_vector_env_are_refused(make_cfg, tmp_path):
+    own = ["env.id=RandomLength-v0", "+data.vector_env._target_=tests.vector_envs.RandomLengthVectorEnv",
+           "+env.wrappers=[gymnasium.wrappers.TimeAwareObservation]", "trainer.max_epochs=1"]  # fmt: skip
+    with pytest.raises(ConfigError, match="^env.wrappers: single-env wrappers cannot wrap data.vector_env"):
+        run(make_cfg(*own, "+env.imports=[tests.vector_envs]", *QUIET))
+
+
+def test_ddp_ranks_that_waste_steps_in_different_epochs_stay_in_step(tmp_path):
+    """kept_fraction is decided from all ranks' counts: a rank that wasted no step in an epoch where the other did
+    logs it too (else the ranks' collectives would pair up wrongly and gloo abort)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for key in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "NODE_RANK"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "trainer=ddp_cpu", "trainer.devices=2", "env.id=" + BATCHED,
+         "+env.kwargs.max_len=2", "env.return_threshold=null", "data.vectorization_mode=vector_entry_point",
+         "data.num_envs=2", "data.episodes_per_epoch=2", "trainer.max_epochs=12", *QUIET, "hydra.run.dir=run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert len(rows(tmp_path / "run")) == 12

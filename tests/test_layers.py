@@ -44,3 +44,19 @@ def test_the_layers_import_down_only():
     if lint.returncode == 127 or "not found" in lint.stderr:
         pytest.skip("import-linter is not installed")
     assert lint.returncode == 0, lint.stdout[-3000:]
+
+
+def test_an_old_name_is_the_module_itself_and_runs_with_python_m():
+    code = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "import pg_lightning.envs.collector as new\n"
+        "import pg_lightning.collector as old\n"
+        "assert old is new\n"
+        "old.REWARD_LIMIT = 1.0\n"
+        "assert new.REWARD_LIMIT == 1.0  # monkeypatching through the old name reaches the real module\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-m", "pg_lightning.train", "--help"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0 and "Hydra" in proc.stdout, proc.stderr[-2000:]
+    assert "pg_lightning.train is deprecated" in proc.stderr

@@ -70,10 +70,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # The policy needs the env's spaces: read them from one env built as training builds them.
     observation_space, action_space = probe_env(cfg)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    if OmegaConf.select(cfg, "data.vector_env") is not None or OmegaConf.select(cfg, "data.vectorization_mode") == (
-        "vector_entry_point"
-    ):
-        datamodule.build_envs()  # a batched env is checked here, before fit (sync/async copies: by probe_env above)
     policy = build_policy(cfg.network, observation_space, action_space)  # checked: one line naming network
     baseline = make_baseline(cfg, observation_space)
     model: pl.LightningModule = instantiate(cfg.model, policy=policy, baseline=baseline)
@@ -93,6 +89,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if OmegaConf.select(cfg, "data.vector_env") is not None or OmegaConf.select(cfg, "data.vectorization_mode") == (
+        "vector_entry_point"
+    ):
+        # a batched env is checked here, last before fit, so that no earlier check leaves it open (sync/async
+        # copies were checked by probe_env above)
+        datamodule.build_envs()
 
     start = time.perf_counter()
     # Lightning's DDP launcher sets torch's threads to cores / processes unless OMP_NUM_THREADS is
@@ -108,6 +110,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
             # a resume runs in a new run directory by design; BestCheckpoint restores what matters
             warnings.filterwarnings("ignore", message=r".*The dirpath has changed from")
+            # the rollout/ totals and means are computed from all ranks' episodes (all_gather) and logged as they
+            # are, the same value on every rank: no sync_dist needed, whatever Lightning's generic advice says
+            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed")
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 

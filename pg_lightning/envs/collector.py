@@ -212,7 +212,8 @@ class EpisodeCollector:
                             final_rows.append((t, ends))  # kept in storage row t + 1: gathered at the end
                             starts, resetting = resetting, done
                         else:
-                            final_obs.extend((i, t, info["final_obs"][i]) for i in ends)
+                            final_obs.extend((i, t, _numpy(info["final_obs"][i]) if torch_env else info["final_obs"][i])
+                                             for i in ends)
                             starts = done
                 except Exception as err:  # the policy's own errors above stay as they are
                     raise self._env_error(err) from err

@@ -127,8 +127,18 @@ class RolloutDataModule(pl.LightningDataModule):
 
     def _user_vector_env(self) -> gym.vector.VectorEnv:
         """``data.vector_env``, built and checked against ``env.id`` (a ConfigError naming ``data.vector_env``)."""
+        if self.env_wrappers:
+            raise ConfigError(
+                "env.wrappers: single-env wrappers cannot wrap data.vector_env (training would run without them, "
+                "evaluation with them); wrap your vector env itself (gymnasium.wrappers.vector) and drop env.wrappers"
+            )
         import_modules(self.env_imports)
         spec = self.vector_env
+        if isinstance(spec, gym.vector.VectorEnv) and getattr(spec, "closed", False):
+            raise ConfigError(
+                "data.vector_env: the VectorEnv instance given was closed (a datamodule closes its envs at the end of "
+                "fit); give a config or a callable that builds a new one for each fit"
+            )
         try:
             if isinstance(spec, gym.vector.VectorEnv):
                 envs = spec

@@ -228,10 +228,14 @@ class ReinforceModule(pl.LightningModule):
         log("rollout/episodes", self.episodes.compute())
         log = partial(log, sync_dist=True)  # per-rank values: their mean over the ranks
         log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
-        if batch.stepped is not None and int(batch.stepped) != batch.num_steps:
-            # idle copies of a vector env stepped as a whole (async, batched), and NEXT_STEP resets, cost steps too;
-            # (sync copies are stepped only while active: the fraction is 1 and not logged)
-            log("rollout/kept_fraction", batch.num_steps / max(int(batch.stepped), 1))
+        if batch.stepped is not None:
+            # idle copies of a vector env stepped as a whole (async, batched), and NEXT_STEP resets, cost steps too.
+            # Over all ranks, and logged only where some copy-steps were wasted (sync copies are stepped only while
+            # active): the decision is the same on every rank, so is the number of logged keys (DDP's collectives)
+            kept = torch.tensor([float(batch.num_steps), float(batch.stepped)], dtype=torch.float64, device=returns.device)
+            kept = self.all_gather(kept).reshape(-1, 2).sum(0)
+            if kept[0] != kept[1]:
+                self.log("rollout/kept_fraction", kept[0] / kept[1], on_step=False, on_epoch=True, batch_size=1)
         # the lr of this update: the scheduler steps after it. (Logged here, in the epoch's row of
         # metrics.csv; Lightning's LearningRateMonitor would write rows of its own, without an epoch.)
         # float64 and reduced by max (the same value on every rank): logged exactly as the optimizer has it
