@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from pg_lightning.core.recurrent import RecurrentCore
 from pg_lightning.cli.train import run
 from tests.conftest import ROOT
 from tests.helpers import same_batch
+from tests.test_custom_networks import train_cli
 
 DONES = torch.tensor([False, False, True, True, False, False, False, False, True, False, True])  # lengths 3, 1, 5, 2
 QUIET = ["callbacks.progress_bar.refresh_rate=0"]
@@ -148,15 +146,6 @@ def test_a_recurrent_run_resumes_bit_for_bit(make_cfg, tmp_path):
     assert len(first) == 3 and len(resumed) == 2 and "train/value_loss" in straight[0]
     for x, y in zip(straight, first + resumed, strict=True):
         assert {k: v for k, v in x.items() if k not in VARYING} == {k: v for k, v in y.items() if k not in VARYING}
-
-
-def train_cli(*args, cwd, timeout=240):
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    for key in ("HYDRA_FULL_ERROR", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "NODE_RANK"):
-        env.pop(key, None)
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "hydra.run.dir=run"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 def test_ddp_two_ranks_train_a_recurrent_policy_on_dict_observations(tmp_path):

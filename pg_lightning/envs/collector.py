@@ -6,7 +6,7 @@ import contextlib
 import logging
 import multiprocessing.connection
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -26,7 +26,7 @@ from pg_lightning.core.recurrent import is_recurrent, reset_state
 from pg_lightning.core.tree import as_tensors, flatten, leaves, map_tree, map_trees, unflatten
 from pg_lightning.envs.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
 
-__all__ = ["EPISODE_CAP", "EpisodeCollector", "episode_limit", "make_vector_env"]
+__all__ = ["EPISODE_CAP", "VECTORIZATION_MODES", "EpisodeCollector", "episode_limit", "make_vector_env"]
 
 REWARD_LIMIT = float(np.finfo(np.float32).max)  # rewards are stored as float32 (exact for integers up to 2**24)
 
@@ -50,6 +50,15 @@ class _Storage:
         shape = np.shape(example)[1:]
         self.data[name] = np.zeros((self.capacity, self.num_envs, *shape), dtype=dtype or np.asarray(example).dtype)
         return self.data[name]
+
+    def add_step_fields(self, action: np.ndarray, active: np.ndarray, log_probs: np.ndarray | None) -> None:
+        """The fields of a step, shaped at the first step: actions, rewards (float64, as the env gives them: checked
+        and cast once, in the batch), the two flags, and the log-probs when they are recorded."""
+        self.add("actions", action)
+        for name, dtype in (("rewards", np.float64), ("terminated", np.bool_), ("truncated", np.bool_)):
+            self.add(name, active, dtype)
+        if log_probs is not None:
+            self.add("log_probs", log_probs)
 
     def reserve(self, t: int) -> None:
         """Room for rows ``0 .. t + 1``."""
@@ -176,11 +185,7 @@ class EpisodeCollector:
                 action = out[0].cpu().numpy()
                 env_action = action if out[1] is out[0] else out[1].cpu().numpy()
                 if t == 0:
-                    store.add("actions", action)
-                    for name, dtype in (("rewards", np.float64), ("terminated", np.bool_), ("truncated", np.bool_)):
-                        store.add(name, active, dtype)  # rewards as the env gives them: checked and cast once, in the batch
-                    if record_log_probs:
-                        store.add("log_probs", out[2].cpu().numpy())
+                    store.add_step_fields(action, active, out[2].cpu().numpy() if record_log_probs else None)
                     data = store.data
                 data["kept"][t] = active & ~resetting if next_step else active
                 data["actions"][t] = action
@@ -275,11 +280,7 @@ class EpisodeCollector:
             if clip is not None:
                 env_action = np.clip(env_action, *clip)
             if t == 0:
-                store.add("actions", action)
-                for name, dtype in (("rewards", np.float64), ("terminated", np.bool_), ("truncated", np.bool_)):
-                    store.add(name, active, dtype)  # rewards as the env gives them: checked and cast once, in the batch
-                if record_log_probs:
-                    store.add("log_probs", out[2].cpu().numpy())
+                store.add_step_fields(action, active, out[2].cpu().numpy() if record_log_probs else None)
                 data = store.data
             data["kept"][t] = active
             data["actions"][t] = action
