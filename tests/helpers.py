@@ -33,3 +33,12 @@ def same_batch(a: EpisodeBatch, b: EpisodeBatch) -> bool:
         return xspec == yspec and all(torch.equal(u, v) for u, v in zip(xs, ys, strict=True))
 
     return all(equal(getattr(a, f), getattr(b, f)) for f in a._fields if f != "stepped")
+
+
+def missing_extra(env_cfg) -> str | None:
+    """The first module an env config needs that is not installed (its env.imports, and cv2 for Atari's
+    preprocessing), or None: the extras (minigrid, popgym, atari) are not in the dev install."""
+    import importlib.util
+
+    needed = [*env_cfg.imports, *(["cv2"] if "ale_py" in env_cfg.imports else [])]
+    return next((m for m in needed if importlib.util.find_spec(m) is None), None)

@@ -21,6 +21,7 @@ from pg_lightning.cli.train import ConfigError, make_baseline, run, validate
 from pg_lightning.core.tree import map_tree
 from pg_lightning.cli.validation import env_factory
 from tests.conftest import CONF, ROOT
+from tests.helpers import missing_extra
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2"]
 
@@ -32,10 +33,9 @@ def options(group):
 @pytest.mark.parametrize("env", options("env"))
 def test_every_env_config_composes_and_makes_its_env(make_cfg, env):
     cfg = make_cfg(f"env={env}")
-    missing = [m for m in [*cfg.env.imports, *(["cv2"] if "ale_py" in cfg.env.imports else [])]  # AtariPreprocessing: cv2
-               if importlib.util.find_spec(m) is None]
+    missing = missing_extra(cfg.env)
     if missing:
-        pytest.skip(f"{cfg.env.id} needs {missing[0]} (its extra)")
+        pytest.skip(f"{cfg.env.id} needs {missing} (its extra)")
     validate(cfg)
     if env == "lunarlander" and importlib.util.find_spec("Box2D") is None:
         pytest.skip("LunarLander needs the box2d extra")

@@ -21,6 +21,7 @@ from pg_lightning.core.errors import ConfigError
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run, validate
 from tests.conftest import CONF, ROOT
+from tests.helpers import missing_extra
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
 CORRIDOR = "env.id=tests.user_envs:Corridor-v0"
@@ -246,10 +247,9 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
                 "bandit": "pg_lightning/TwoArmedBandit-v0", "cartpole_batched": "CartPole-v1",
                 "cue_memory": "pg_lightning/CueMemory-v0"}  # fmt: skip
     assert cfg.env.id == expected.get(experiment, cfg.env.id)
-    missing = [m for m in [*cfg.env.imports, *(["cv2"] if "ale_py" in cfg.env.imports else [])]  # AtariPreprocessing: cv2
-               if importlib.util.find_spec(m) is None]
+    missing = missing_extra(cfg.env)
     if missing:  # minigrid, popgym, ale_py: the extras
-        pytest.skip(f"experiment={experiment} needs {missing[0]}")
+        pytest.skip(f"experiment={experiment} needs {missing}")
     validate(cfg)
     if experiment in ("acrobot", "pendulum", "inverted_pendulum"):
         assert cfg.baseline._target_ == "pg_lightning.core.baselines.ValueBaseline"

@@ -51,6 +51,7 @@ __all__ = [
     "MultiCategoricalPolicy",
     "OneHot",
     "Policy",
+    "Torso",
     "TanhNormal",
     "distribution",
     "draw",
@@ -112,7 +113,37 @@ def _plain_list(hidden_sizes: object) -> object:
 
 
 
-class Policy(nn.Module):
+class Torso(nn.Module):
+    """``encoder -> [core] -> net``, the structure every network here shares (policies, ``ValueNetwork``).
+
+    Args:
+        encoder: raw observations (``(B, *obs_shape)``, or a dict / tuple of them) -> features ``(B, F)``.
+        net: features (the core's output when there is one) -> the network's outputs.
+        core: a :class:`~pg_lightning.core.recurrent.RecurrentCore`, or None for a feedforward network.
+    """
+
+    def __init__(self, encoder: nn.Module, net: nn.Module, core: RecurrentCore | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.core = core
+        self.net = net
+
+    @property
+    def is_recurrent(self) -> bool:
+        return self.core is not None
+
+    def features(self, obs: Obs, dones: Tensor | None = None) -> Tensor:
+        """``(B, F)`` the net's input: encoded observations, through the core over whole episodes when recurrent
+        (``obs`` then holds complete episodes one after another, ``dones`` ``(B,)`` marks their last steps)."""
+        features = self.encoder(obs)
+        if self.core is None:
+            return features
+        if dones is None:
+            raise ValueError(f"{type(self).__name__} is recurrent: call it as (obs, dones) on complete episodes")
+        return self.core.sequences(features, dones)[0]
+
+
+class Policy(Torso):
     """``encoder -> [core] -> net -> distribution``: the base of every policy here.
 
     Args:
@@ -127,23 +158,8 @@ class Policy(nn.Module):
     Subclasses define :meth:`distribution` (and, for speed, :meth:`_draw`).
     """
 
-    def __init__(self, encoder: nn.Module, net: nn.Module, core: RecurrentCore | None = None) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.core = core
-        self.net = net
-
-    @property
-    def is_recurrent(self) -> bool:
-        return self.core is not None
-
     def forward(self, obs: Obs, dones: Tensor | None = None) -> Distribution:
-        features = self.encoder(obs)
-        if self.core is not None:
-            if dones is None:
-                raise ValueError(f"{type(self).__name__} is recurrent: call it as policy(obs, dones) on complete episodes")
-            features, _ = self.core.sequences(features, dones)
-        return self.distribution(self.net(features))
+        return self.distribution(self.net(self.features(obs, dones)))
 
     def initial_state(self, n: int) -> State:
         """The core's state of ``n`` copies starting an episode (zeros), on the policy's device."""
@@ -193,12 +209,14 @@ class Policy(nn.Module):
 
         def act(obs: Obs, starts: Tensor) -> tuple[Tensor, ...]:
             features = encode(obs)
-            initial = core.initial_state(features.shape[0], features.device)
-            if not state:
+            if not state:  # [zero state of the copies, their state], made at the first step
                 if not bool(starts.all()):
                     raise ValueError("the first step of a recurrent actor must start every copy")
-                state.append(initial)
-            out, state[0] = core.step(features, reset_state(state[0], initial, starts))
+                initial = core.initial_state(features.shape[0], features.device)
+                state[:] = [initial, initial]
+            elif bool(starts.any()):
+                state[1] = reset_state(state[1], state[0], starts)
+            out, state[1] = core.step(features, state[1])
             return finish(net(out))
 
         return act

@@ -81,7 +81,7 @@ class EpisodeCollector:
     How the envs are stepped:
 
     - the sync vector env of :func:`make_vector_env`: copy by copy, only the active ones (an idle
-      copy costs nothing; see :meth:`_step_active`);
+      copy costs nothing; see :meth:`_collect_direct`);
     - any other vector env (async, a native batched env, ``data.vector_env``, any vector wrapper):
       as a whole, idle copies included. ``SAME_STEP`` autoreset gives each episode's last
       observation in ``info["final_obs"]``; ``NEXT_STEP`` returns it as the observation and spends
@@ -170,13 +170,12 @@ class EpisodeCollector:
         final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
         final_rows: list[tuple[int, np.ndarray]] = []  # NEXT_STEP: (t, envs) whose last observation is in row t + 1
         stepped = t = 0
-        direct_plain = single_envs is not None and plain
         # inference mode for the whole loop: the batch's tensors are made after it, usable by autograd
         with torch.inference_mode():
-            if direct_plain:  # the common case, on its own tight loop
+            if single_envs is not None:  # the sync copies of make_vector_env: a tight loop of their own
                 t, stepped = self._collect_direct(store, act, device, single_envs, clip, active, to_start,
-                                                  recurrent, record_log_probs, final_obs)  # fmt: skip
-            while active.any():
+                                                  recurrent, record_log_probs, final_obs, obs_spec, obs_keys)  # fmt: skip
+            while active.any():  # any other vector env, stepped as a whole
                 store.reserve(t)
                 data = store.data
                 obs = data["obs/0"][t] if plain else unflatten(obs_spec, [data[k][t] for k in obs_keys])
@@ -194,32 +193,19 @@ class EpisodeCollector:
                 reward, terminated, truncated = data["rewards"][t], data["terminated"][t], data["truncated"][t]
                 next_rows = [data[k][t + 1] for k in obs_keys]
                 try:
-                    if single_envs is not None:
-                        if direct_plain:
-                            next_rows[0][:] = obs  # idle copies keep their observation
-                        else:
-                            for row, leaf in zip(next_rows, flatten(obs)[0], strict=True):
-                                row[:] = leaf
-                        ends, count = self._step_active(
-                            single_envs, env_action if clip is None else np.clip(env_action, *clip), active, to_start,
-                            t, final_obs, next_rows, reward, terminated, truncated,
-                        )  # fmt: skip
-                        stepped += count
-                        starts = terminated | truncated
+                    next_obs, reward[:], terminated[:], truncated[:], info = _numpy_step(self.envs, env_action, torch_env)
+                    for row, leaf in zip(next_rows, flatten(next_obs)[0], strict=True):
+                        row[:] = leaf
+                    stepped += n
+                    done = (terminated | truncated) & ~resetting  # NEXT_STEP: a reset step is no transition
+                    ends = np.flatnonzero(done & active)
+                    if next_step:  # the last observation is the one returned; the copy resets at its next step
+                        final_rows.append((t, ends))  # kept in storage row t + 1: gathered at the end
+                        starts, resetting = resetting, done
                     else:
-                        next_obs, reward[:], terminated[:], truncated[:], info = _numpy_step(self.envs, env_action, torch_env)
-                        for row, leaf in zip(next_rows, flatten(next_obs)[0], strict=True):
-                            row[:] = leaf
-                        stepped += n
-                        done = (terminated | truncated) & ~resetting  # NEXT_STEP: a reset step is no transition
-                        ends = np.flatnonzero(done & active)
-                        if next_step:  # the last observation is the one returned; the copy resets at its next step
-                            final_rows.append((t, ends))  # kept in storage row t + 1: gathered at the end
-                            starts, resetting = resetting, done
-                        else:
-                            final_obs.extend((i, t, _numpy(info["final_obs"][i]) if torch_env else info["final_obs"][i])
-                                             for i in ends)
-                            starts = done
+                        final_obs.extend((i, t, _numpy(info["final_obs"][i]) if torch_env else info["final_obs"][i])
+                                         for i in ends)
+                        starts = done
                 except Exception as err:  # the policy's own errors above stay as they are
                     raise self._env_error(err) from err
                 if len(ends):
@@ -258,8 +244,16 @@ class EpisodeCollector:
         recurrent: bool,
         record_log_probs: bool,
         final_obs: list[tuple[int, int, Any]],
+        obs_spec: Any,
+        obs_keys: list[str],
     ) -> tuple[int, int]:
-        """The collection loop for the sync copies of :func:`make_vector_env` with array observations: ``(T, copy-steps)``.
+        """The collection loop for the sync copies of :func:`make_vector_env`: ``(T, copy-steps)``.
+
+        Why not ``SyncVectorEnv.step`` (an exception to using gymnasium's vector API as is): it steps every copy,
+        and at the end of an epoch most copies are idle (their episodes would be discarded). Here an idle copy is
+        left where it is, and a copy that ends an episode is reset (exactly as ``SAME_STEP`` autoreset would:
+        ``env.reset()`` with no seed) only if it starts another one; the active copies see the same calls as under
+        ``SyncVectorEnv``, so the batch is identical (a test compares both paths, another a plain reference loop).
 
         The same rule and the same calls as the general loop in :meth:`collect` (a test compares it with a
         plain reference loop), written for the per-step cost: the active copies are a Python list, each
@@ -267,14 +261,16 @@ class EpisodeCollector:
         until ``active`` (updated in place) is all false.
         """
         n = len(single_envs)
+        plain = obs_spec is None  # one array per observation (else a Dict/Tuple: one storage field per leaf)
         running = np.flatnonzero(active).tolist()
         starts = torch.ones(n, dtype=torch.bool)
         t = stepped = 0
         while running:
             store.reserve(t)
             data = store.data
-            obs = data["obs/0"][t]
-            out = act(torch.as_tensor(obs, device=device), starts) if recurrent else act(torch.as_tensor(obs, device=device))
+            rows = [data[k][t] for k in obs_keys]
+            obs_t = torch.as_tensor(rows[0], device=device) if plain else as_tensors(unflatten(obs_spec, rows), device)
+            out = act(obs_t, starts) if recurrent else act(obs_t)
             action = out[0].cpu().numpy()
             env_action = action if out[1] is out[0] else out[1].cpu().numpy()
             if clip is not None:
@@ -287,8 +283,10 @@ class EpisodeCollector:
             if record_log_probs:
                 data["log_probs"][t] = out[2].cpu().numpy()
             reward, terminated, truncated = data["rewards"][t], data["terminated"][t], data["truncated"][t]
-            next_obs = data["obs/0"][t + 1]
-            next_obs[:] = obs  # idle copies keep their observation
+            next_rows = [data[k][t + 1] for k in obs_keys]
+            for row, now in zip(next_rows, rows, strict=True):
+                row[:] = now  # idle copies keep their observation
+            next_obs = next_rows[0]
             ended = []
             try:
                 for i in running:
@@ -302,7 +300,11 @@ class EpisodeCollector:
                             o, _ = single_envs[i].reset()  # as SAME_STEP autoreset would: no seed
                         else:
                             active[i] = False
-                    next_obs[i] = o
+                    if plain:
+                        next_obs[i] = o
+                    else:
+                        for row, value in zip(next_rows, flatten(o)[0], strict=True):
+                            row[i] = value
             except Exception as err:  # the policy's own errors above stay as they are
                 raise self._env_error(err) from err
             stepped += len(running)
@@ -325,9 +327,12 @@ class EpisodeCollector:
         state: list[Any] = []
 
         def act(obs: Any, starts: Tensor) -> tuple[Tensor, ...]:
-            initial = policy.initial_state(self.num_envs)
-            state[:] = [initial if not state else reset_state(state[0], initial, starts)]
-            dist, state[0] = policy.step(obs, state[0])
+            if not state:  # [zero state of the copies, their state], made at the first step
+                initial = policy.initial_state(self.num_envs)
+                state[:] = [initial, initial]
+            elif bool(starts.any()):
+                state[1] = reset_state(state[1], state[0], starts)
+            dist, state[1] = policy.step(obs, state[1])
             return _drawn(dist, self.generator, with_log_prob)
 
         return act
@@ -434,46 +439,6 @@ class EpisodeCollector:
         if type(envs) is not gym.vector.SyncVectorEnv:
             return None, None
         return list(envs.envs), clip
-
-    @staticmethod
-    def _step_active(
-        single_envs: list[gym.Env],
-        actions: np.ndarray,
-        active: np.ndarray,
-        to_start: int,
-        t: int,
-        final_obs: list[tuple[int, int, Any]],
-        next_obs: list[np.ndarray],
-        reward: np.ndarray,
-        terminated: np.ndarray,
-        truncated: np.ndarray,
-    ) -> tuple[np.ndarray, int]:
-        """One vector step that steps only the active copies: ``(the copies that ended an episode, copies stepped)``.
-
-        Why not ``SyncVectorEnv.step`` (an exception to using gymnasium's vector API as is): it
-        steps every copy, and at the end of an epoch most copies are idle (their episodes would
-        be discarded). An idle copy is left where it is; a copy that ends an episode is reset
-        (exactly as ``SAME_STEP`` autoreset would: ``env.reset()`` with no seed) only if it
-        starts another one. The active copies see the same calls as under ``SyncVectorEnv``, so
-        the batch is identical (a test compares both paths, another a plain reference loop).
-        Writes the step into the storage rows given (``next_obs``: one row per observation leaf).
-        """
-        plain = len(next_obs) == 1
-        ends = []
-        stepping = np.flatnonzero(active).tolist()  # Python ints: cheaper indices than numpy's
-        for i in stepping:
-            o, reward[i], terminated[i], truncated[i], _ = single_envs[i].step(actions[i])
-            if terminated[i] or truncated[i]:
-                final_obs.append((i, t, o))
-                ends.append(i)
-                if len(ends) <= to_start:  # starts another episode (decided in env order, as in collect)
-                    o, _ = single_envs[i].reset()
-            if plain:
-                next_obs[0][i] = o
-            else:
-                for row, value in zip(next_obs, flatten(o)[0], strict=True):
-                    row[i] = value
-        return np.asarray(ends, dtype=np.int64), len(stepping)
 
     @staticmethod
     def _flatten(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.core.encoders import OBS_LIMIT, FlattenFloat
+from pg_lightning.core.encoders import OBS_LIMIT, FlattenFloat  # noqa: F401  (0.1: pg_lightning.factory had them)
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.policies import (
     MLP,
@@ -22,6 +21,7 @@ from pg_lightning.core.policies import (
     GaussianPolicy,
     MultiCategoricalPolicy,
     Policy,
+    Torso,
     draw,
 )
 from pg_lightning.core.recurrent import RecurrentCore, is_recurrent
@@ -137,7 +137,7 @@ def make_policy(
     return policy
 
 
-class ValueNetwork(nn.Module):
+class ValueNetwork(Torso):
     """``V(s)``: an encoder, an optional recurrent core and an MLP with one output.
 
     ``forward(obs) -> (B,)``; with a core (``baseline.value_net.core=gru``) it is recurrent:
@@ -145,23 +145,8 @@ class ValueNetwork(nn.Module):
     :meth:`final_values` continues each episode's state into its final observation.
     """
 
-    def __init__(self, encoder: nn.Module, net: nn.Module, core: RecurrentCore | None = None) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.core = core
-        self.net = net
-
-    @property
-    def is_recurrent(self) -> bool:
-        return self.core is not None
-
     def forward(self, obs: Obs, dones: Tensor | None = None) -> Tensor:
-        features = self.encoder(obs)
-        if self.core is not None:
-            if dones is None:
-                raise ValueError("a recurrent value network needs the episodes' dones: value_net(obs, dones)")
-            features, _ = self.core.sequences(features, dones)
-        return self.net(features).squeeze(-1)
+        return self.net(self.features(obs, dones)).squeeze(-1)
 
     def final_values(self, obs: Obs, dones: Tensor, final_obs: Obs) -> Tensor:
         """``(E,)`` ``V`` of each episode's final observation, with the state the episode left
