@@ -47,9 +47,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine  # noqa: E402
-from pg_lightning.lightning.callbacks import GradientDiagnostics  # noqa: E402
-from pg_lightning.cli.train import run  # noqa: E402
+from benchmarks.common import machine
+from pg_lightning.cli.train import run
+from pg_lightning.lightning.callbacks import GradientDiagnostics
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 NO_EARLY_STOP = ["callbacks.early_stopping.stopping_threshold=null"]
@@ -113,8 +113,13 @@ def train(overrides: list[str], root: str | None) -> dict:
     (timer,) = Timer.instances
     if len(timer.epochs) != int(metrics["epochs"]):
         raise RuntimeError(f"timed {len(timer.epochs)} epochs of {int(metrics['epochs'])}")
-    return {"loop": timer.loop, "epochs": timer.epochs, "params": timer.params, "calls": list(CALLS),
-            "n_epochs": len(timer.epochs)}
+    return {
+        "loop": timer.loop,
+        "epochs": timer.epochs,
+        "params": timer.params,
+        "calls": list(CALLS),
+        "n_epochs": len(timer.epochs),
+    }
 
 
 def same_params(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -142,8 +147,12 @@ def main(argv: list[str] | None = None) -> None:
         "without": [*common, *NO_EARLY_STOP, f"trainer.max_epochs={args.epochs}"],
         "with": [*common, *NO_EARLY_STOP, f"trainer.max_epochs={args.epochs}", *diagnostics],
         # to the threshold (early stopping on), the callback in every epoch: the end of training
-        "to_threshold": [*common, f"trainer.max_epochs={args.max_epochs_to_solve}", "callbacks=diagnostics",
-                         "callbacks.diagnostics.every_n_epochs=1"],
+        "to_threshold": [
+            *common,
+            f"trainer.max_epochs={args.max_epochs_to_solve}",
+            "callbacks=diagnostics",
+            "callbacks.diagnostics.every_n_epochs=1",
+        ],
     }
     rows: dict[str, list[dict]] = {name: [] for name in variants}
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -200,10 +209,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| same final parameters with and without, every round | {'yes, bit for bit' if same else 'NO'} |")
 
     # the end of training: the last epochs of the runs to the threshold (N=1)
-    print(f"\nEnd of training: the default config to its threshold (at most {args.max_epochs_to_solve} epochs), "
-          f"the callback in every epoch; the last {LAST_EPOCHS} epochs, medians over rounds:")
-    print("| epoch from the end | batch steps | call ms | epoch ms without the call "
-          "| ratio at N=10: call / (10 x epoch) |")
+    print(
+        f"\nEnd of training: the default config to its threshold (at most {args.max_epochs_to_solve} epochs), "
+        f"the callback in every epoch; the last {LAST_EPOCHS} epochs, medians over rounds:"
+    )
+    print(
+        "| epoch from the end | batch steps | call ms | epoch ms without the call "
+        "| ratio at N=10: call / (10 x epoch) |"
+    )
     print("|--:|--:|--:|--:|--:|")
     solved = [r["n_epochs"] for r in rows["to_threshold"]]
     for back in range(LAST_EPOCHS, 0, -1):
@@ -217,9 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     all_calls = [c for r in rows["to_threshold"] for c in r["calls"]]
     big = [1000 * c["seconds"] / c["steps"] * 1000 for c in all_calls if c["steps"] >= 4000]
     small = [1000 * c["seconds"] / c["steps"] * 1000 for c in all_calls if c["steps"] < 1000]
-    print(f"(runs to the threshold: {', '.join(map(str, solved))} epochs; call ms per 1000 batch steps: "
-          f"{med(small):.1f} below 1000 steps, {med(big):.1f} from 4000 steps)" if big and small else
-          f"(runs to the threshold: {', '.join(map(str, solved))} epochs)")
+    print(
+        f"(runs to the threshold: {', '.join(map(str, solved))} epochs; call ms per 1000 batch steps: "
+        f"{med(small):.1f} below 1000 steps, {med(big):.1f} from 4000 steps)"
+        if big and small
+        else f"(runs to the threshold: {', '.join(map(str, solved))} epochs)"
+    )
 
 
 if __name__ == "__main__":

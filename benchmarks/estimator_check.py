@@ -53,7 +53,9 @@ class Case(NamedTuple):
     mdp: str
     return_type: str = "reward_to_go"
     discount_weight: bool = False
-    baseline: str = "none"  # none | constant | value (exact V^pi) | state (random table) | ema | rloo_step | rloo_episode
+    baseline: str = (
+        "none"  # none | constant | value (exact V^pi) | state (random table) | ema | rloo_step | rloo_episode
+    )
     hidden_sizes: tuple[int, ...] = ()
     unbiased: bool = True
 

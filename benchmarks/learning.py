@@ -32,9 +32,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine, markdown_capture  # noqa: E402
-from pg_lightning.cli.train import run  # noqa: E402
-from pg_lightning.envs.from_config import env_factory  # noqa: E402
+from benchmarks.common import machine, markdown_capture
+from pg_lightning.cli.train import run
+from pg_lightning.envs.from_config import env_factory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -61,8 +61,16 @@ SUITES: dict[str, list[str]] = {
     # ... and pixels: (4, 84, 84) uint8 frames through the Nature CNN; a few epochs, not expected to learn
     "pong": ["experiment=pong"],
 }
-DEFAULT = ["cartpole_none", "cartpole_mean", "cartpole_value", "acrobot", "inverted_pendulum", "pendulum",
-           "memory_gru", "memory_mlp"]
+DEFAULT = [
+    "cartpole_none",
+    "cartpole_mean",
+    "cartpole_value",
+    "acrobot",
+    "inverted_pendulum",
+    "pendulum",
+    "memory_gru",
+    "memory_mlp",
+]
 # suite: (the module it imports, the extra that installs it)
 NEEDS = {
     "inverted_pendulum": ("mujoco", "mujoco"),
@@ -135,7 +143,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
     parser.add_argument("--suites", nargs="+", default=DEFAULT, choices=list(SUITES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--random-episodes", type=int, default=None,
+        "--random-episodes",
+        type=int,
+        default=None,
         help="episodes of the random policy for every suite (0: skip it); default: RANDOM_EPISODES or 100",
     )
     parser.add_argument("--markdown", type=Path, help="also write the table (with the command) to this file")
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
     for suite in args.suites:
         module, extra_name = NEEDS.get(suite, (None, None))
         if module is not None and importlib.util.find_spec(module) is None:
-            print(f"{suite}: skipped, needs `pip install -e \".[{extra_name}]\"`", flush=True)
+            print(f'{suite}: skipped, needs `pip install -e ".[{extra_name}]"`', flush=True)
             continue
         start = time.perf_counter()
         results[suite] = []
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
         )
         print("|---|---|---|:-:|--:|--:|--:|--:|")
         for suite, rows in results.items():
-            median = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+            median = lambda key: statistics.median(r[key] for r in rows)
             print(
                 f"| {suite} | {rows[0]['env']} | `{' '.join(SUITES[suite])}` | "
                 f"{solved(rows)} | {median('rollout/env_steps'):.0f} | "

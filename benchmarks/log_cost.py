@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine
 
 
 class Logs(pl.LightningModule):

@@ -34,7 +34,7 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine
 from pg_lightning.cli.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     (s,) = RssSampler.instances
     hwm = proc_status_kib("VmHWM")
     rss = s.rss_kib
-    mib = lambda kib: kib / 1024  # noqa: E731
+    mib = lambda kib: kib / 1024
     at_warmup, at_end, peak_sample = rss[warmup - 1], rss[-1], max(rss)
     growth = 100 * (at_end / at_warmup - 1)
     tail = list(range(warmup, len(rss) + 1))
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{cfg.data.vectorization_mode} envs ({s.env_steps[-1]} env steps, {metrics['time/train_seconds']:.0f} s), "
         f"seed {args.seed}, default callbacks and CSV logger, overrides {extra or 'none'}\n"
     )
-    print("| epoch | env steps | RSS MiB | vs epoch {w} | Python objects | s since start |".format(w=warmup))
+    print(f"| epoch | env steps | RSS MiB | vs epoch {warmup} | Python objects | s since start |")
     print("|--:|--:|--:|--:|--:|--:|")
     for p in points:
         if p <= len(rss):

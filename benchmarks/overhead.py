@@ -73,10 +73,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine, markdown_capture  # noqa: E402
+from benchmarks.common import machine, markdown_capture
+from pg_lightning.cli.train import make_baseline, run
 from pg_lightning.envs.collector import EpisodeCollector
 from pg_lightning.lightning.module import ReinforceModule
-from pg_lightning.cli.train import make_baseline, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -325,7 +325,7 @@ def profile_breakdown(
     counted = sum(v for (label, _, _), v in zip(CATEGORIES, rows.values(), strict=True) if not label.startswith("  "))
     rest = lit_total - counted
 
-    ms = lambda s: 1000 * s / epochs  # noqa: E731
+    ms = lambda s: 1000 * s / epochs
     print(
         f"\n### Where the time goes: `default` under cProfile, {epochs} epochs (ms per epoch, inflated by cProfile)\n"
     )
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
                 f"{cfg.data.vectorization_mode} envs, seed {args.seed}, overrides {extra or 'none'}; median of {args.repeats} "
                 f"interleaved round(s); env steps per run: {results['plain'][0]['env_steps']}\n"
             )
-            per_epoch = lambda rows, key: statistics.median(1000 * r[key] / args.epochs for r in rows)  # noqa: E731
+            per_epoch = lambda rows, key: statistics.median(1000 * r[key] / args.epochs for r in rows)
             plain_ms, plain_cpu = per_epoch(results["plain"], "loop"), per_epoch(results["plain"], "cpu")
             plain_fit = statistics.median(r["fit"] for r in results["plain"])
             default_ms = per_epoch(results["default"], "loop") if "default" in results else math.nan

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine
+from pg_lightning.core.policies import snapshot
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.envs.networks import make_policy
-from pg_lightning.core.policies import snapshot
 
 
 def raw_rate(envs: gym.vector.VectorEnv, min_steps: int) -> float:
@@ -64,7 +64,9 @@ def minimal_rate(envs: gym.vector.VectorEnv, policy: torch.nn.Module, min_steps:
     return steps / (time.perf_counter() - start)
 
 
-def collector_rate(collector: EpisodeCollector, policy: torch.nn.Module, min_steps: int, per_copy: int) -> tuple[float, float]:
+def collector_rate(
+    collector: EpisodeCollector, policy: torch.nn.Module, min_steps: int, per_copy: int
+) -> tuple[float, float]:
     """Env steps per second that enter the batch (complete episodes, current policy), and the kept fraction."""
     episodes = max(16, per_copy * collector.num_envs)
     kept = stepped = 0
@@ -149,16 +151,38 @@ def row(env_id: str, mode: str, n: int, per_copy: int, policy: torch.nn.Module, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"])
-    parser.add_argument("--num-envs", type=int, nargs="+", default=None,
-                        help="copies (default: 1 8 16 32 for sync/async, 64 256 1024 for vector_entry_point)")
-    parser.add_argument("--modes", nargs="+", default=["sync", "async", "vector_entry_point"],
-                        choices=["sync", "async", "vector_entry_point"])
-    parser.add_argument("--min-steps", type=int, default=20_000, help="env steps per measurement (x num_envs / 64 for batched)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved raw/minimal/collector rounds; medians are printed")
-    parser.add_argument("--episodes-per-copy", type=int, nargs="+", default=[2],
-                        help="episodes per copy in each collect (several: one row each)")
-    parser.add_argument("--breakdown", type=int, default=16, help="after the table: per-call costs at this num_envs (0: skip)")
-    parser.add_argument("--markdown", type=Path, help="also write the table (with the command and the machine) to this file")
+    parser.add_argument(
+        "--num-envs",
+        type=int,
+        nargs="+",
+        default=None,
+        help="copies (default: 1 8 16 32 for sync/async, 64 256 1024 for vector_entry_point)",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["sync", "async", "vector_entry_point"],
+        choices=["sync", "async", "vector_entry_point"],
+    )
+    parser.add_argument(
+        "--min-steps", type=int, default=20_000, help="env steps per measurement (x num_envs / 64 for batched)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved raw/minimal/collector rounds; medians are printed"
+    )
+    parser.add_argument(
+        "--episodes-per-copy",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="episodes per copy in each collect (several: one row each)",
+    )
+    parser.add_argument(
+        "--breakdown", type=int, default=16, help="after the table: per-call costs at this num_envs (0: skip)"
+    )
+    parser.add_argument(
+        "--markdown", type=Path, help="also write the table (with the command and the machine) to this file"
+    )
     args = parser.parse_args(argv)  # fmt: skip
     torch.set_num_threads(1)
     lines: list[str] = []
@@ -173,8 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     out("")
     out(f"rounds {args.rounds} (interleaved; medians); torch 1 thread")
     out("")
-    out("| env | mode | num_envs | episodes / copy | raw steps/s | minimal loop steps/s | collector kept steps/s "
-        "| kept / stepped | collector / minimal | collector / raw |")
+    out(
+        "| env | mode | num_envs | episodes / copy | raw steps/s | minimal loop steps/s | collector kept steps/s "
+        "| kept / stepped | collector / minimal | collector / raw |"
+    )
     out("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for env_id in args.envs:
         probe = gym.make(env_id)

@@ -32,8 +32,8 @@ import argparse
 import importlib.util
 import math
 import re
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +42,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER_ENV = "CartPole-v1"
 INSTALL_PEER = 'pip install -e ".[bench]"'
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument(
         "--ppo-timesteps", type=float, default=1e5, help="PPO's budget; its linear schedules run over it (zoo: 1e5)"
     )
-    parser.add_argument("--markdown", type=Path, help="also write the tables (with the command and the machine) to this file")
+    parser.add_argument(
+        "--markdown", type=Path, help="also write the tables (with the command and the machine) to this file"
+    )
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     ppo_budget = int(args.ppo_timesteps)
 
@@ -200,21 +203,27 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     out()
     out(machine())
     out()
-    out(f"{rows[0]['env']}, overrides: {' '.join(overrides) or 'none'}; `python train.py` as a whole process (imports "
-        "included) and its `trainer.fit`")
+    out(
+        f"{rows[0]['env']}, overrides: {' '.join(overrides) or 'none'}; `python train.py` as a whole process (imports "
+        "included) and its `trainer.fit`"
+    )
     out()
     out("| seed | solved | epochs | env steps | process s | fit s | 100-ep mean |")
     out("|---:|:---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        out(f"| {r['seed']} | {'yes' if r['solved'] else 'no'} | {int(r['epochs'])} | {int(r['rollout/env_steps'])} "
-            f"| {r['process_seconds']:.2f} | {r['time/train_seconds']:.2f} | {r['rollout/return_mean_100']:.1f} |")
+        out(
+            f"| {r['seed']} | {'yes' if r['solved'] else 'no'} | {int(r['epochs'])} | {int(r['rollout/env_steps'])} "
+            f"| {r['process_seconds']:.2f} | {r['time/train_seconds']:.2f} | {r['rollout/return_mean_100']:.1f} |"
+        )
     solved = [r for r in rows if r["solved"]]
     unsolved = len(solved) < len(rows)
     out()
-    out(f"solved {len(solved)}/{len(rows)}; medians over all seeds (an unsolved run counts its whole budget): "
+    out(
+        f"solved {len(solved)}/{len(rows)}; medians over all seeds (an unsolved run counts its whole budget): "
         f"{median_str([r['rollout/env_steps'] for r in rows], unsolved, '.0f')} env steps, process "
         f"{median_str([r['process_seconds'] for r in rows], unsolved, '.2f')} s, fit "
-        f"{median_str([r['time/train_seconds'] for r in rows], unsolved, '.2f')} s")
+        f"{median_str([r['time/train_seconds'] for r in rows], unsolved, '.2f')} s"
+    )
 
     if ppo_rows:
         short = f"{ppo_budget:.0e}".replace("e+0", "e")  # 1e5, as the zoo writes it; exact budgets as they are
@@ -225,8 +234,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         out("| seed | solved | rollouts | env steps | learn s | 100-ep mean |")
         out("|---:|:---:|---:|---:|---:|---:|")
         for p in ppo_rows:
-            out(f"| {p['seed']} | {'yes' if p['solved'] else f'not solved at {budget}'} | {p['rollouts']} "
-                f"| {p['env_steps']} | {p['seconds']:.1f} | {p['return_mean_100']:.1f} |")
+            out(
+                f"| {p['seed']} | {'yes' if p['solved'] else f'not solved at {budget}'} | {p['rollouts']} "
+                f"| {p['env_steps']} | {p['seconds']:.1f} | {p['return_mean_100']:.1f} |"
+            )
         ppo_solved = sum(p["solved"] for p in ppo_rows)
         ppo_unsolved = ppo_solved < len(ppo_rows)
         caveat = " (a bound is involved)" if unsolved or ppo_unsolved else ""
@@ -235,15 +246,21 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         out("| | ours | SB3 PPO (zoo) | ours / PPO |")
         out("|---|--:|--:|--:|")
         out(f"| solved | {len(solved)}/{len(rows)} | {ppo_solved}/{len(ppo_rows)} | |")
-        out(f"| median s: our whole process / PPO's learn | {median_str([r['process_seconds'] for r in rows], unsolved, '.2f')} "
+        out(
+            f"| median s: our whole process / PPO's learn | {median_str([r['process_seconds'] for r in rows], unsolved, '.2f')} "
             f"| {median_str([p['seconds'] for p in ppo_rows], ppo_unsolved, '.1f')} "
-            f"| {statistics.median(r['process_seconds'] for r in rows) / ppo_secs:.2f}{caveat} |")
-        out(f"| median s: our trainer.fit / PPO's learn | {median_str([r['time/train_seconds'] for r in rows], unsolved, '.2f')} "
+            f"| {statistics.median(r['process_seconds'] for r in rows) / ppo_secs:.2f}{caveat} |"
+        )
+        out(
+            f"| median s: our trainer.fit / PPO's learn | {median_str([r['time/train_seconds'] for r in rows], unsolved, '.2f')} "
             f"| {median_str([p['seconds'] for p in ppo_rows], ppo_unsolved, '.1f')} "
-            f"| {statistics.median(r['time/train_seconds'] for r in rows) / ppo_secs:.2f}{caveat} |")
-        out(f"| median env steps | {median_str([r['rollout/env_steps'] for r in rows], unsolved, '.0f')} "
+            f"| {statistics.median(r['time/train_seconds'] for r in rows) / ppo_secs:.2f}{caveat} |"
+        )
+        out(
+            f"| median env steps | {median_str([r['rollout/env_steps'] for r in rows], unsolved, '.0f')} "
             f"| {median_str([p['env_steps'] for p in ppo_rows], ppo_unsolved, '.0f')} "
-            f"| {statistics.median(r['rollout/env_steps'] for r in rows) / statistics.median(p['env_steps'] for p in ppo_rows):.2f}{caveat} |")
+            f"| {statistics.median(r['rollout/env_steps'] for r in rows) / statistics.median(p['env_steps'] for p in ppo_rows):.2f}{caveat} |"
+        )
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(lines) + "\n")

@@ -49,7 +49,9 @@ MOVED: dict[str, str] = {
 
 
 def _warn(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated and will be removed in the next release: import {new}", DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release: import {new}", DeprecationWarning, stacklevel=3
+    )
 
 
 class _Alias(importlib.abc.Loader):
@@ -80,7 +82,9 @@ class _Alias(importlib.abc.Loader):
 class MovedModules(importlib.abc.MetaPathFinder):
     """Finds the old module names of :data:`MOVED`."""
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         new = MOVED.get(fullname)
         if new is None:
             return None

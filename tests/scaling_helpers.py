@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 
 class RankDump(pl.Callback):

@@ -19,7 +19,6 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.core.distributions import (
     DiscreteCategorical,
     MultiBernoulli,
@@ -28,21 +27,26 @@ from pg_lightning.core.distributions import (
     greedy_action,
     sample,
 )
-from pg_lightning.envs.networks import check_policy, make_policy
 from pg_lightning.core.policies import Policy, distribution
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import check_policy, make_policy
 from tests.helpers import same_batch
 
 ENV = "tests.space_envs:Spaces-v0"
 ACTIONS = ["discrete", "multidiscrete", "multidiscrete2d", "multibinary", "box", "box2d"]
 
 
-def collect(obs: str, action: str, core: str | None, num_envs: int = 3, episodes: int = 7, whole: bool = False, policy=None):
+def collect(
+    obs: str, action: str, core: str | None, num_envs: int = 3, episodes: int = 7, whole: bool = False, policy=None
+):
     envs = make_vector_env(ENV, num_envs, env_kwargs={"obs": obs, "action": action})
     if whole:  # any vector wrapper: the collector steps the vector env as a whole (info["final_obs"])
         envs = gym.vector.VectorWrapper(envs)
     torch.manual_seed(0)
     if policy is None:
-        policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden_sizes=[16], core=core, core_size=8)
+        policy = make_policy(
+            envs.single_observation_space, envs.single_action_space, hidden_sizes=[16], core=core, core_size=8
+        )
     collector = EpisodeCollector(envs, seed=1)
     try:
         return policy, [collector.collect(policy, episodes, record_log_probs=True) for _ in range(2)]
@@ -109,7 +113,9 @@ def late_reset(policy: Policy) -> Policy:
 def test_a_state_restarted_at_the_wrong_step_is_caught(core):
     envs = make_vector_env(ENV, 3, env_kwargs={"obs": "box", "action": "discrete"})
     torch.manual_seed(0)
-    policy = late_reset(make_policy(envs.single_observation_space, envs.single_action_space, hidden_sizes=[16], core=core))
+    policy = late_reset(
+        make_policy(envs.single_observation_space, envs.single_action_space, hidden_sizes=[16], core=core)
+    )
     envs.close()
     _, batches = collect("box", "discrete", core, policy=policy)
     assert min(mismatch(policy, batch) for batch in batches) > 1e-3
@@ -119,7 +125,9 @@ def test_the_policies_pass_their_own_contract_check():
     for action in ACTIONS:
         env = gym.make(ENV, obs="dict", action=action)
         for core in (None, "gru"):
-            check_policy(make_policy(env.observation_space, env.action_space, core=core), env.observation_space, env.action_space)
+            check_policy(
+                make_policy(env.observation_space, env.action_space, core=core), env.observation_space, env.action_space
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,13 +199,21 @@ def test_multicategorical_samples_follow_each_head_and_never_a_padded_action():
         probs = torch.softmax(flat[offset : offset + n].double(), 0)
         assert torch.allclose(freq, probs, atol=4 * math.sqrt(0.25 / N))
         offset += n
-    assert torch.allclose(dist.log_prob(drawn)[:5], sum(
-        torch.log_softmax(flat[o : o + n], 0)[drawn[:5, i]] for i, (o, n) in enumerate(zip([0, 2, 5], NVEC, strict=True))
-    ))
+    assert torch.allclose(
+        dist.log_prob(drawn)[:5],
+        sum(
+            torch.log_softmax(flat[o : o + n], 0)[drawn[:5, i]]
+            for i, (o, n) in enumerate(zip([0, 2, 5], NVEC, strict=True))
+        ),
+    )
     entropy = dist.entropy()[0]
-    assert torch.isfinite(entropy) and torch.isclose(entropy, sum(
-        torch.distributions.Categorical(logits=flat[o : o + n]).entropy() for o, n in zip([0, 2, 5], NVEC, strict=True)
-    ))
+    assert torch.isfinite(entropy) and torch.isclose(
+        entropy,
+        sum(
+            torch.distributions.Categorical(logits=flat[o : o + n]).entropy()
+            for o, n in zip([0, 2, 5], NVEC, strict=True)
+        ),
+    )
 
 
 def test_greedy_actions_of_every_distribution():

@@ -7,10 +7,10 @@ from torch import nn
 
 import tests.envs  # noqa: F401  (RandomLength-v0)
 from pg_lightning.core.baselines import EMABaseline, LeaveOneOutBaseline, ValueBaseline
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.networks import make_policy, make_value_network
 from pg_lightning.core.loss import ReinforceLoss
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy, make_value_network
 from pg_lightning.lightning.module import ReinforceModule
 from tests.helpers import make_batch
 

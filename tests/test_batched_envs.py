@@ -14,11 +14,11 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import tests.envs  # noqa: F401  (registers RandomLength-v0)
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.networks import make_policy
-from pg_lightning.core.policies import distribution
 from pg_lightning.cli.train import run
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.policies import distribution
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy
 from pg_lightning.envs.vector_envs import check_vector_env
 from tests.helpers import same_batch
 from tests.test_action_spaces import late_reset
@@ -69,7 +69,9 @@ def test_batches_hold_every_step_of_complete_episodes(kind):
         assert torch.equal(batch.obs[:, 0], batch.step_in_episode().float())
         assert torch.equal(batch.final_obs[:, 0], lengths.float())
         ends = batch.dones
-        assert torch.equal(batch.terminated[ends], lengths % 2 == 0) and torch.equal(batch.truncated[ends], lengths % 2 == 1)
+        assert torch.equal(batch.terminated[ends], lengths % 2 == 0) and torch.equal(
+            batch.truncated[ends], lengths % 2 == 1
+        )
         assert not (batch.terminated & batch.truncated).any() and bool((batch.rewards == 1).all())
         assert int(batch.stepped) >= batch.num_steps  # idle copies (and NEXT_STEP resets) are stepped too
 
@@ -116,11 +118,15 @@ def test_bad_batched_envs_are_one_line_naming_the_key():
         make_vector_env("Acrobot-v1", 4, "vector_entry_point")
     with pytest.raises(ConfigError, match="^env.wrappers: single-env wrappers cannot wrap"):
         make_vector_env("CartPole-v1", 4, "vector_entry_point", wrappers=[gym.wrappers.TimeAwareObservation])
-    with pytest.raises(ConfigError, match=r"^data.vector_env: its single_observation_space .* is not env.id=CartPole-v1's"):
+    with pytest.raises(
+        ConfigError, match=r"^data.vector_env: its single_observation_space .* is not env.id=CartPole-v1's"
+    ):
         check_vector_env(RandomLengthVectorEnv(4), "CartPole-v1")
     with pytest.raises(ConfigError, match="^data.vector_env: autoreset mode .*DISABLED.* is not supported"):
         check_vector_env(RandomLengthVectorEnv(4, autoreset_mode="Disabled"), "RandomLength-v0")
-    with pytest.raises(ConfigError, match="^data.vector_env: instantiating it gave a CartPoleEnv, not a gymnasium.vector"):
+    with pytest.raises(
+        ConfigError, match="^data.vector_env: instantiating it gave a CartPoleEnv, not a gymnasium.vector"
+    ):
         check_vector_env(gym.make("CartPole-v1").unwrapped, "CartPole-v1")
 
 

@@ -3,7 +3,6 @@
 import math
 
 import gymnasium as gym
-
 import numpy as np
 import pytest
 import torch
@@ -135,14 +134,17 @@ def test_async_matches_sync():
 
 
 @pytest.mark.parametrize(
-    "env_id, bounds", [("RandomLength-v0", "clip"), ("ClipEcho-v0", "clip"), ("ClipEcho-v0", "tanh"), ("Chain-v0", "clip")]
+    "env_id, bounds",
+    [("RandomLength-v0", "clip"), ("ClipEcho-v0", "clip"), ("ClipEcho-v0", "tanh"), ("Chain-v0", "clip")],
 )
 def test_stepping_only_the_active_copies_gives_the_batch_of_the_whole_vector_env(env_id, bounds):
     """The sync fast path (single envs stepped one by one) against SyncVectorEnv.step, the reference."""
     env_id = {"Chain-v0": "pg_lightning/Chain-v0"}.get(env_id, env_id)
     env = gym.make(env_id)
     torch.manual_seed(0)
-    policy = make_policy(env.observation_space, env.action_space, hidden_sizes=[8], log_std_init=1.0, action_bounds=bounds)
+    policy = make_policy(
+        env.observation_space, env.action_space, hidden_sizes=[8], log_std_init=1.0, action_bounds=bounds
+    )
     direct = EpisodeCollector(make_vector_env(env_id, 3), seed=5)
     # any vector wrapper makes the collector step the vector env as a whole
     whole = EpisodeCollector(gym.vector.VectorWrapper(make_vector_env(env_id, 3)), seed=5)

@@ -19,7 +19,9 @@ from pg_lightning.envs.networks import make_policy
 from tests.helpers import same_batch
 
 
-def reference_collect(envs, policy, num_episodes: int, seed: int, rank: int, epoch: int, reverse: bool = False) -> EpisodeBatch:
+def reference_collect(
+    envs, policy, num_episodes: int, seed: int, rank: int, epoch: int, reverse: bool = False
+) -> EpisodeBatch:
     n = envs.num_envs
     words = np.random.SeedSequence([seed, rank, epoch]).generate_state(n + 2)
     generator = torch.Generator().manual_seed(int(words[-2]) << 32 | int(words[-1]))

@@ -1,25 +1,25 @@
 """Hydra: every config composes and instantiates; run(cfg), the CLI, resume and a sweep work."""
 
 import csv
-import math
 import functools
 import importlib.util
+import math
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import hydra
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from pg_lightning.core.baselines import Baseline
 from pg_lightning.cli.train import ConfigError, make_baseline, run, validate
-from pg_lightning.core.tree import map_tree
 from pg_lightning.cli.validation import env_factory
+from pg_lightning.core.baselines import Baseline
+from pg_lightning.core.tree import map_tree
 from tests.conftest import CONF, ROOT
 from tests.helpers import missing_extra
 
@@ -52,13 +52,22 @@ def test_every_env_config_composes_and_makes_its_env(make_cfg, env):
 def test_every_option_of_each_group_instantiates(make_cfg, group):
     for option in options(group):
         # network=custom is the contract's empty frame: the user names the factory
-        extra = ["network._target_=pg_lightning.envs.networks.make_policy"] if (group, option) == ("network", "custom") else []
+        extra = (
+            ["network._target_=pg_lightning.envs.networks.make_policy"]
+            if (group, option) == ("network", "custom")
+            else []
+        )
         cfg = make_cfg(f"{group}={option}", *extra)
         needs = {"wandb": ["wandb"], "mlflow": ["mlflow", "sqlalchemy"]}.get(option, []) if group == "logger" else []
         if any(importlib.util.find_spec(m) is None for m in needs):
             # an optional extra (pip install -e ".[wandb]" / ".[mlflow]"), not in dev: composed, not built
-            assert cfg.logger[option]._target_ == {"wandb": "pytorch_lightning.loggers.WandbLogger",
-                                                   "mlflow": "pytorch_lightning.loggers.MLFlowLogger"}[option]
+            assert (
+                cfg.logger[option]._target_
+                == {
+                    "wandb": "pytorch_lightning.loggers.WandbLogger",
+                    "mlflow": "pytorch_lightning.loggers.MLFlowLogger",
+                }[option]
+            )
             continue
         if group == "baseline":
             obj = make_baseline(cfg, gym.spaces.Box(-1, 1, (3,)))
@@ -220,12 +229,16 @@ def test_exact_return_callback_refuses_a_non_tabular_env():
 def test_exact_return_callback_logs_the_exact_objective_of_the_trained_policy(make_cfg):
     from pg_lightning.core.tabular import chain, policy_table, solve
 
-    cfg = make_cfg("env=chain", "trainer.max_epochs=2", "data.episodes_per_epoch=4", "callbacks.progress_bar.refresh_rate=0")
+    cfg = make_cfg(
+        "env=chain", "trainer.max_epochs=2", "data.episodes_per_epoch=4", "callbacks.progress_bar.refresh_rate=0"
+    )
     metrics = run(cfg)
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
     policy = hydra.utils.instantiate(cfg.network)(
         observation_space=gym.spaces.Discrete(6), action_space=gym.spaces.Discrete(2)
     )
-    policy.load_state_dict({k.removeprefix("policy."): v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")})
+    policy.load_state_dict(
+        {k.removeprefix("policy."): v for k, v in ckpt["state_dict"].items() if k.startswith("policy.")}
+    )
     J = float(solve(chain(**cfg.env.kwargs), policy_table(policy, chain(**cfg.env.kwargs))).J)
     assert metrics["exact/return"] == pytest.approx(J, rel=1e-5)

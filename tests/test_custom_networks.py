@@ -17,8 +17,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.distributions import Categorical
 
-from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.cli.evaluation import evaluate
+from pg_lightning.cli.train import run
+from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.envs.networks import (
     PROBE_BATCH,
     build_policy,
@@ -28,7 +29,6 @@ from pg_lightning.envs.networks import (
     make_policy,
     make_value_network,
 )
-from pg_lightning.cli.train import run
 from tests import user_networks as user
 from tests.conftest import CONF, ROOT
 
@@ -230,8 +230,11 @@ VALUE = ["baseline=value", *(f"~baseline.value_net.{k}" for k in ("hidden_sizes"
 @pytest.mark.parametrize(
     "overrides",
     [
-        [f"baseline.value_net._target_={NET}.make_value", "+baseline.value_net.width=8",
-         "baseline.normalize_targets=false"],
+        [
+            f"baseline.value_net._target_={NET}.make_value",
+            "+baseline.value_net.width=8",
+            "baseline.normalize_targets=false",
+        ],
         [f"baseline.value_net._target_={NET}.TinyPopArtValue", "+baseline.value_net.width=8"],  # PopArt: rescale_output
     ],
     ids=["factory-function", "popart"],
@@ -259,7 +262,7 @@ def test_user_value_network_trains_with_baseline_value(tmp_path, overrides):
     ids=["inherited-keys", "column", "no-rescale-output"],
 )  # fmt: skip
 def test_user_value_network_errors_are_one_line(tmp_path, overrides, key, message):
-    with pytest.raises(Exception) as excinfo:  # noqa: PT011 (the ConfigError may come wrapped by Hydra)
+    with pytest.raises(Exception) as excinfo:
         run(compose_cfg(tmp_path, *CUSTOM, *overrides, *FAST))
     assert message in one_line_error(excinfo, key)
     assert not (tmp_path / "checkpoints").exists()  # before training

@@ -16,14 +16,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pg_lightning.core.baselines import EMABaseline, ValueBaseline
-from pg_lightning.lightning.data import RolloutDataModule
-from pg_lightning.envs.env_factory import episode_limit
-from pg_lightning.core.errors import ConfigError, NonFiniteError
 from pg_lightning.cli.evaluation import evaluate, make_eval_env
-from pg_lightning.envs.networks import check_policy, check_value_network, make_policy, make_value_network
-from pg_lightning.lightning.module import ReinforceModule
 from pg_lightning.cli.train import run
+from pg_lightning.core.baselines import EMABaseline, ValueBaseline
+from pg_lightning.core.errors import ConfigError, NonFiniteError
+from pg_lightning.envs.env_factory import episode_limit
+from pg_lightning.envs.networks import check_policy, check_value_network, make_policy, make_value_network
+from pg_lightning.lightning.data import RolloutDataModule
+from pg_lightning.lightning.module import ReinforceModule
 from tests.helpers import make_batch
 
 FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -275,8 +275,9 @@ def test_the_tanh_entropy_sample_is_a_function_of_seed_rank_and_epoch(monkeypatc
     from pg_lightning.lightning.module import ReinforceModule
 
     torch.manual_seed(0)
-    module = ReinforceModule(make_policy(gym.spaces.Box(-1.0, 1.0, (3,)), gym.spaces.Box(-2.0, 2.0, (1,)),
-                                         action_bounds="tanh"))
+    module = ReinforceModule(
+        make_policy(gym.spaces.Box(-1.0, 1.0, (3,)), gym.spaces.Box(-2.0, 2.0, (1,)), action_bounds="tanh")
+    )
     module._stream_seed = 7  # what on_fit_start records: the run's seed
     dist = module.policy(torch.zeros(4, 3))
     where = {"rank": 0, "epoch": 0}
@@ -306,21 +307,33 @@ def test_a_ddp_resume_of_a_tanh_policy_with_an_entropy_bonus_is_exact(tmp_path):
 
     from tests.conftest import ROOT
 
-    common = ["trainer=ddp_cpu", "trainer.devices=2", "env.id=tests.user_envs:BoxRandomLength-v0", "network.action_bounds=tanh",
-              "model.loss.entropy_coef=0.01", "data.episodes_per_epoch=2", "data.num_envs=1",
-              "callbacks.progress_bar.refresh_rate=0", "env.return_threshold=null"]
+    common = [
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "env.id=tests.user_envs:BoxRandomLength-v0",
+        "network.action_bounds=tanh",
+        "model.loss.entropy_coef=0.01",
+        "data.episodes_per_epoch=2",
+        "data.num_envs=1",
+        "callbacks.progress_bar.refresh_rate=0",
+        "env.return_threshold=null",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
 
     def train(*args):
-        proc = subprocess.run([sys.executable, "train.py", *common, *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "train.py", *common, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     train("trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'straight'}")
     train("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'first'}")
-    train("trainer.max_epochs=3", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
-          f"hydra.run.dir={tmp_path / 'resumed'}")
+    train(
+        "trainer.max_epochs=3",
+        f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'resumed'}",
+    )
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key in straight:

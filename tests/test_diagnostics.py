@@ -34,14 +34,12 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from benchmarks.estimator_check import random_softmax_policy
+from pg_lightning.cli.train import run
 from pg_lightning.core.baselines import EMABaseline
 from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.lightning.callbacks import GradientDiagnostics
 from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
 from pg_lightning.core.errors import ConfigError, config_error_in
-from pg_lightning.envs.networks import make_policy
 from pg_lightning.core.loss import ReinforceLoss
-from pg_lightning.lightning.module import ReinforceModule
 from pg_lightning.core.tabular import (
     StateValueBaseline,
     chain,
@@ -51,7 +49,9 @@ from pg_lightning.core.tabular import (
     sample_episodes,
     solve,
 )
-from pg_lightning.cli.train import run
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.lightning.callbacks import GradientDiagnostics
+from pg_lightning.lightning.module import ReinforceModule
 from tests.conftest import CONF
 
 F64 = torch.float64
@@ -245,6 +245,7 @@ def test_estimator_weights_by_hand():
 def _capture(module: ReinforceModule) -> dict[str, list[float]]:
     """Replace ``module.log`` by a recorder: ``{name: [value, ...]}``."""
     logged: dict[str, list[float]] = {}
+
     def log(name, value, **kwargs):
         logged.setdefault(name, []).append(float(value))
 
@@ -304,7 +305,11 @@ def _batches(big: EpisodeBatch, size: int):
     for k in range(len(starts) - 1):
         lo, hi = starts[k], starts[k + 1]
         yield EpisodeBatch(
-            big.obs[lo:hi], big.actions[lo:hi], big.rewards[lo:hi], big.terminated[lo:hi], big.truncated[lo:hi],
+            big.obs[lo:hi],
+            big.actions[lo:hi],
+            big.rewards[lo:hi],
+            big.terminated[lo:hi],
+            big.truncated[lo:hi],
             big.final_obs[k * size : (k + 1) * size],
         )
 
@@ -412,8 +417,12 @@ def test_ordering_on_cartpole(make_cfg, tmp_path):
     trained: 1.17 at worst over 6 seeds; with 12, 1.29 at worst, and the runs take longer).
     """
     cfg = make_cfg(
-        "callbacks=diagnostics", "callbacks.diagnostics.every_n_epochs=1", "baseline=value", "trainer.max_epochs=8",
-        "seed=0", "callbacks.progress_bar.refresh_rate=0",
+        "callbacks=diagnostics",
+        "callbacks.diagnostics.every_n_epochs=1",
+        "baseline=value",
+        "trainer.max_epochs=8",
+        "seed=0",
+        "callbacks.progress_bar.refresh_rate=0",
     )
     run(cfg)
     rows = _rows(tmp_path)
@@ -570,9 +579,18 @@ def test_with_total_returns_the_baseline_rows_still_use_the_reward_to_go(make_cf
 
     from pg_lightning.cli.train import run
 
-    run(make_cfg("callbacks=diagnostics", "callbacks.diagnostics.every_n_epochs=1", "baseline=none",
-                 "model.loss.return_type=total", "trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2",
-                 "callbacks.progress_bar.refresh_rate=0"))
+    run(
+        make_cfg(
+            "callbacks=diagnostics",
+            "callbacks.diagnostics.every_n_epochs=1",
+            "baseline=none",
+            "model.loss.return_type=total",
+            "trainer.max_epochs=2",
+            "data.episodes_per_epoch=4",
+            "data.num_envs=2",
+            "callbacks.progress_bar.refresh_rate=0",
+        )
+    )
     rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
     for row in rows:
         assert float(row["diag/var/reward_to_go_baseline"]) == pytest.approx(float(row["diag/var/reward_to_go"]))

@@ -14,8 +14,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from pg_lightning.envs.collector import EPISODE_CAP
-from pg_lightning.core.errors import ConfigError
 from pg_lightning.cli.evaluation import (
     EvalCallback,
     evaluate,
@@ -25,9 +23,11 @@ from pg_lightning.cli.evaluation import (
     make_eval_env,
     run_episodes,
 )
-from pg_lightning.envs.networks import make_policy
-from pg_lightning.core.policies import TanhNormal, sample
 from pg_lightning.cli.train import run
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.policies import TanhNormal, sample
+from pg_lightning.envs.collector import EPISODE_CAP
+from pg_lightning.envs.networks import make_policy
 from tests.conftest import CONF, ROOT
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]

@@ -24,9 +24,7 @@ from torch import nn
 
 from pg_lightning.core.baselines import ConstantBaseline
 from pg_lightning.core.distributions import MultiCategorical
-from pg_lightning.envs.networks import make_policy
 from pg_lightning.core.loss import ReinforceLoss
-from pg_lightning.lightning.module import ReinforceModule
 from pg_lightning.core.policies import MultiCategoricalPolicy
 from pg_lightning.core.tabular import (
     StateValueBaseline,
@@ -39,6 +37,8 @@ from pg_lightning.core.tabular import (
     solve,
     z_scores,
 )
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.lightning.module import ReinforceModule
 
 D = torch.float64
 NVEC = (2, 3)

@@ -31,11 +31,11 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import tests.fault_envs  # noqa: F401  (registers RankFault-v0, Suicide-v0, Value-v0)
-from pg_lightning.lightning.callbacks import ExceptionCheckpoint
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.core.errors import EnvError
-from pg_lightning.envs.networks import make_policy
 from pg_lightning.cli.train import run
+from pg_lightning.core.errors import EnvError
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.lightning.callbacks import ExceptionCheckpoint
 from tests.conftest import ROOT
 
 TINY = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0",

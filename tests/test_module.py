@@ -6,10 +6,10 @@ import sys
 import pytorch_lightning as pl
 import torch
 
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.lightning.data import RolloutDataModule
-from pg_lightning.envs.networks import make_policy
 from pg_lightning.core.metrics import WindowMean
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy
+from pg_lightning.lightning.data import RolloutDataModule
 from pg_lightning.lightning.module import ReinforceModule
 
 
@@ -78,7 +78,13 @@ def test_metrics_are_logged_under_stable_names_with_the_batch_values():
     }
     for key, value in expected.items():
         torch.testing.assert_close(m[key].double(), value.double(), msg=key)
-    for key in ("rollout/return_mean_100", "time/collect_fps", "train/policy_loss", "train/entropy_loss", "train/grad_norm"):
+    for key in (
+        "rollout/return_mean_100",
+        "time/collect_fps",
+        "train/policy_loss",
+        "train/entropy_loss",
+        "train/grad_norm",
+    ):
         assert torch.isfinite(m[key]), key
     # no baseline here: the advantage is Psi itself
     torch.testing.assert_close(m["train/advantage_sq"], m["train/psi_sq"])

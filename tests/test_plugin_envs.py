@@ -16,10 +16,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pg_lightning.envs.env_factory import EnvFactory, env_spec, reward_threshold
-from pg_lightning.core.errors import ConfigError
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run, validate
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.env_factory import EnvFactory, env_spec, reward_threshold
 from tests.conftest import CONF, ROOT
 from tests.helpers import missing_extra
 
@@ -62,8 +62,11 @@ def test_a_module_env_id_trains_and_takes_its_registered_threshold(make_cfg, tmp
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("env.id=tests.user_envs:Coridor-v0", r"env.id: unknown gymnasium environment 'tests.user_envs:Coridor-v0' "
-         r"\(importing 'tests.user_envs' registered no such id\); did you mean tests.user_envs:Corridor-v0"),
+        (
+            "env.id=tests.user_envs:Coridor-v0",
+            r"env.id: unknown gymnasium environment 'tests.user_envs:Coridor-v0' "
+            r"\(importing 'tests.user_envs' registered no such id\); did you mean tests.user_envs:Corridor-v0",
+        ),
         ("env.id=no_such_module_xyz:Corridor-v0", r"env.id: cannot import the module 'no_such_module_xyz'.*PYTHONPATH"),
         ("env.imports=[no_such_module_xyz]", r"env.imports\[0\]: cannot import 'no_such_module_xyz'"),
         ("env.imports=tests.user_envs", r"env.imports must be a list of module names"),
@@ -114,8 +117,9 @@ def test_wrappers_apply_in_order_to_every_env():
 
 
 def test_wrappers_shape_training_evaluation_and_the_eval_callback(make_cfg, tmp_path):
-    cfg = make_cfg(*FAST, TIME_AWARE, "callbacks=eval", "callbacks.evaluation.every_n_epochs=1",
-                   "callbacks.evaluation.episodes=2")
+    cfg = make_cfg(
+        *FAST, TIME_AWARE, "callbacks=eval", "callbacks.evaluation.every_n_epochs=1", "callbacks.evaluation.episodes=2"
+    )
     run(cfg)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert first_layer_inputs(ckpt) == 5  # trained on CartPole's 4 features plus the wrapper's time
@@ -125,10 +129,16 @@ def test_wrappers_shape_training_evaluation_and_the_eval_callback(make_cfg, tmp_
 
 
 def test_a_wrapper_that_cannot_be_built_names_its_index(make_cfg):
-    cfg = make_cfg(*FAST, "env.wrappers=[{_target_:gymnasium.wrappers.TimeAwareObservation},"
-                          "{_target_:gymnasium.wrappers.TimeAwareObservation,no_such_arg:1}]")
-    with pytest.raises(ConfigError, match=r"^env.wrappers\[1\]: TimeAwareObservation could not wrap CartPole-v1: "
-                                          r"TypeError: .*no_such_arg"):
+    cfg = make_cfg(
+        *FAST,
+        "env.wrappers=[{_target_:gymnasium.wrappers.TimeAwareObservation},"
+        "{_target_:gymnasium.wrappers.TimeAwareObservation,no_such_arg:1}]",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^env.wrappers\[1\]: TimeAwareObservation could not wrap CartPole-v1: "
+        r"TypeError: .*no_such_arg",
+    ):
         run(cfg)
 
 
@@ -136,8 +146,10 @@ def test_a_wrapper_with_running_statistics_is_named_in_a_warning(make_cfg, caplo
     with caplog.at_level(logging.WARNING):
         run(make_cfg(*FAST, "trainer.max_epochs=1", "env.wrappers=[gymnasium.wrappers.NormalizeObservation]"))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("NormalizeObservation keeps running statistics (obs_rms)" in w and "not saved in checkpoints" in w
-               for w in warnings), warnings
+    assert any(
+        "NormalizeObservation keeps running statistics (obs_rms)" in w and "not saved in checkpoints" in w
+        for w in warnings
+    ), warnings
 
 
 def test_a_resume_with_other_wrappers_is_refused(make_cfg, tmp_path):
@@ -155,8 +167,12 @@ def test_cli_user_env_by_import_async_workers_then_evaluate_with_nothing_retyped
     """env.imports registers the id in this process and in every async worker; the checkpoint remembers
     imports and wrappers, so evaluate.py rebuilds the env from ckpt_path alone."""
     train = cli(
-        "train.py", *FAST, "env.imports=[tests.user_envs_imports]", "env.id=ImportedCorridor-v0",
-        "data.vectorization_mode=async", "env.wrappers=[{_target_:gymnasium.wrappers.TimeAwareObservation}]",
+        "train.py",
+        *FAST,
+        "env.imports=[tests.user_envs_imports]",
+        "env.id=ImportedCorridor-v0",
+        "data.vectorization_mode=async",
+        "env.wrappers=[{_target_:gymnasium.wrappers.TimeAwareObservation}]",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert train.returncode == 0, train.stderr[-3000:]
@@ -172,9 +188,18 @@ def test_cli_user_env_by_import_async_workers_then_evaluate_with_nothing_retyped
 def test_cli_ddp_ranks_build_the_user_env(tmp_path):
     """Rank 1 is a fresh process: it imports env.imports and applies the wrappers as rank 0 does."""
     proc = cli(
-        "train.py", "trainer=ddp_cpu", "trainer.devices=2", "trainer.max_epochs=1", "data.episodes_per_epoch=2",
-        "data.num_envs=1", "callbacks.progress_bar.refresh_rate=0", "env.imports=[tests.user_envs_imports]",
-        "env.id=ImportedCorridor-v0", TIME_AWARE, f"hydra.run.dir={tmp_path}", timeout=300,
+        "train.py",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "data.episodes_per_epoch=2",
+        "data.num_envs=1",
+        "callbacks.progress_bar.refresh_rate=0",
+        "env.imports=[tests.user_envs_imports]",
+        "env.id=ImportedCorridor-v0",
+        TIME_AWARE,
+        f"hydra.run.dir={tmp_path}",
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["rollout/episodes"] for r in rows(tmp_path)] == ["4.0"]  # 2 episodes on each of the 2 ranks
@@ -270,8 +295,10 @@ def test_an_env_of_a_missing_extra_names_the_extra(tmp_path):
 
 
 def test_plots_without_matplotlib_name_the_extra(tmp_path):
-    code = ("import sys; sys.modules['matplotlib'] = None; from pg_lightning.cli.plots import main; "
-            f"main([{str(tmp_path)!r}])")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from pg_lightning.cli.plots import main; "
+        f"main([{str(tmp_path)!r}])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -289,8 +316,13 @@ def test_env_spec_is_what_gymnasium_make_finds():
 def test_the_probe_env_has_trainings_time_limit(make_cfg, tmp_path):
     """A wrapper that needs a TimeLimit works on an env registered without one, given data.max_episode_steps,
     in training (the probe and every copy) and in evaluate.py from the checkpoint."""
-    cfg = make_cfg(*FAST, "trainer.max_epochs=1", "env.id=Endless-v0", "data.max_episode_steps=7",
-                   "env.wrappers=[gymnasium.wrappers.TimeAwareObservation]")
+    cfg = make_cfg(
+        *FAST,
+        "trainer.max_epochs=1",
+        "env.id=Endless-v0",
+        "data.max_episode_steps=7",
+        "env.wrappers=[gymnasium.wrappers.TimeAwareObservation]",
+    )
     import tests.envs  # noqa: F401  (registers Endless-v0)
 
     run(cfg)
@@ -310,8 +342,9 @@ def test_evaluate_refuses_a_foreign_wrapper_without_trust(make_cfg, tmp_path, en
         evaluate(ckpt, episodes=1)
 
 
-@pytest.mark.parametrize("wrappers", ["[gymnasium.wrappers.TimeAwareObservation]",
-                                      "[{_target_:gymnasium.wrappers.TimeAwareObservation}]"])
+@pytest.mark.parametrize(
+    "wrappers", ["[gymnasium.wrappers.TimeAwareObservation]", "[{_target_:gymnasium.wrappers.TimeAwareObservation}]"]
+)
 def test_composed_configs_instantiate_without_run(make_cfg, wrappers):
     """hydra.compose users instantiate cfg.data and the EvalCallback themselves: wrapper entries are built there."""
     import hydra

@@ -9,8 +9,8 @@ import torch
 from torch.distributions import Categorical, Independent
 
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.networks import UnsupportedSpaceError, make_policy
 from pg_lightning.core.policies import MLP, TanhNormal, sample, snapshot
+from pg_lightning.envs.networks import UnsupportedSpaceError, make_policy
 
 
 def test_discrete_actions_give_categorical():
@@ -160,7 +160,12 @@ def test_squashed_gaussian_entropy_estimate_matches_the_true_entropy():
     dist = TanhNormal(torch.zeros(100_000, 1), torch.full((100_000, 1), 2.0), torch.tensor([-1.0]), torch.tensor([1.0]))
     torch.manual_seed(0)
     estimate = dist.entropy()
-    one = TanhNormal(torch.zeros(1, 1, dtype=torch.float64), torch.full((1, 1), 2.0, dtype=torch.float64), torch.tensor([-1.0]), torch.tensor([1.0]))
+    one = TanhNormal(
+        torch.zeros(1, 1, dtype=torch.float64),
+        torch.full((1, 1), 2.0, dtype=torch.float64),
+        torch.tensor([-1.0]),
+        torch.tensor([1.0]),
+    )
     a = torch.linspace(-1.0, 1.0, 400_001, dtype=torch.float64)[1:-1, None]
     log_p = one.log_prob(torch.atanh(a))
     true_entropy = -torch.trapezoid(log_p.exp() * log_p, a[:, 0]).item()
@@ -175,7 +180,12 @@ def test_squashed_gaussian_samples_follow_its_density():
     dist = TanhNormal(torch.full((n, 1), 0.5), torch.full((n, 1), 0.7), torch.tensor([0.0]), torch.tensor([2.0]))
     x = dist.env_action(sample(dist, torch.Generator().manual_seed(3)))
     a = torch.linspace(0.0, 2.0, 100_001, dtype=torch.float64)[1:-1, None]
-    one = TanhNormal(torch.tensor([[0.5]], dtype=torch.float64), torch.tensor([[0.7]], dtype=torch.float64), torch.tensor([0.0]), torch.tensor([2.0]))
+    one = TanhNormal(
+        torch.tensor([[0.5]], dtype=torch.float64),
+        torch.tensor([[0.7]], dtype=torch.float64),
+        torch.tensor([0.0]),
+        torch.tensor([2.0]),
+    )
     density = one.log_prob(torch.atanh(a - 1)).exp()
     mean = torch.trapezoid(density * a[:, 0], a[:, 0]).item()
     assert abs(x.mean().item() - mean) < 5 * x.std().item() / n**0.5

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from pg_lightning.core.errors import ConfigError
 from pg_lightning.cli.train import run, validate
 from pg_lightning.cli.validation import resolve_ckpt_path
+from pg_lightning.core.errors import ConfigError
 from tests.conftest import ROOT
 
 FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -42,8 +42,9 @@ def test_sigterm_writes_a_loadable_checkpoint_and_ckpt_path_last_resumes_from_it
     assert on_exception.is_file(), stderr[-3000:]
     saved = torch.load(on_exception, weights_only=True)
     assert saved["epoch"] >= torch.load(last, weights_only=True)["epoch"]
-    from tests.conftest import CONF  # noqa: F401  (the same configs as the CLI)
     from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={runs / '10-00-00'}", "ckpt_path=last", *FAST])
@@ -55,7 +56,9 @@ def test_ckpt_path_last_takes_the_newest_of_every_kind(make_cfg, tmp_path, name)
     runs = tmp_path / "outputs" / "2026-12-01"
     run(make_cfg(*FAST, "trainer.max_epochs=1", output_dir=runs / "09-00-00"))
     source = runs / "09-00-00" / "checkpoints" / "last.ckpt"
-    newer = runs / "09-30-00" / ("" if name.startswith("hpc") else "checkpoints") / name  # Lightning's hpc folder: the run dir
+    newer = (
+        runs / "09-30-00" / ("" if name.startswith("hpc") else "checkpoints") / name
+    )  # Lightning's hpc folder: the run dir
     newer.parent.mkdir(parents=True)
     newer.write_bytes(source.read_bytes())
     os.utime(newer, (time.time() + 10, time.time() + 10))
@@ -101,9 +104,18 @@ def test_slurm_auto_requeue_writes_an_hpc_checkpoint_that_ckpt_path_last_resumes
     (fake / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (fake / "scontrol").chmod(0o755)
     runs = tmp_path / "outputs" / "2026-12-01"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_NTASKS": "1",
-           "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0",
-           "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{fake}:{os.environ['PATH']}",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }
     env.pop("HYDRA_FULL_ERROR", None)
     first = runs / "09-00-00"
     proc = subprocess.Popen(
@@ -177,7 +189,11 @@ def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(t
 
 def _best_state(ckpt):
     callbacks = torch.load(ckpt, weights_only=True)["callbacks"]
-    (state,) = [v for k, v in callbacks.items() if k.startswith("BestCheckpoint") and "'monitor': 'rollout/return_mean_100'" in k]
+    (state,) = [
+        v
+        for k, v in callbacks.items()
+        if k.startswith("BestCheckpoint") and "'monitor': 'rollout/return_mean_100'" in k
+    ]
     return state
 
 
@@ -189,9 +205,21 @@ def test_best_ckpt_after_a_resume_is_the_best_of_the_whole_run(make_cfg, tmp_pat
 
     run(make_cfg(*FAST, "env.return_threshold=null", "trainer.max_epochs=6", output_dir=tmp_path / "a"))
     # the resumed part with a step size that wrecks the policy: its epochs do worse than the earlier best
-    run(make_cfg(*FAST, "env.return_threshold=null", "trainer.max_epochs=9", "model.optimizer.lr=1.0",
-                 f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}", output_dir=tmp_path / "b"))
-    scores = [float(r["rollout/return_mean_100"]) for d in "ab" for r in csv.DictReader(open(tmp_path / d / "csv" / "metrics.csv"))]
+    run(
+        make_cfg(
+            *FAST,
+            "env.return_threshold=null",
+            "trainer.max_epochs=9",
+            "model.optimizer.lr=1.0",
+            f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}",
+            output_dir=tmp_path / "b",
+        )
+    )
+    scores = [
+        float(r["rollout/return_mean_100"])
+        for d in "ab"
+        for r in csv.DictReader(open(tmp_path / d / "csv" / "metrics.csv"))
+    ]
     state = _best_state(tmp_path / "b" / "checkpoints" / "last.ckpt")
     assert float(state["best_model_score"]) == pytest.approx(max(scores), rel=1e-6)
     assert max(scores[6:]) < max(scores[:6])  # (so Lightning's ModelCheckpoint would write a worse best.ckpt)
@@ -199,8 +227,9 @@ def test_best_ckpt_after_a_resume_is_the_best_of_the_whole_run(make_cfg, tmp_pat
     assert state["best_model_path"] == str(tmp_path / "a" / "checkpoints" / "best.ckpt")
     # and the rule itself, on both sides of the restored score
     callback = BestCheckpoint(dirpath=str(tmp_path / "c"), monitor="m", mode="max", save_top_k=1)
-    callback.load_state_dict({"dirpath": str(tmp_path / "a"), "best_model_score": torch.tensor(100.0),
-                              "best_model_path": "a/best.ckpt"})
+    callback.load_state_dict(
+        {"dirpath": str(tmp_path / "a"), "best_model_score": torch.tensor(100.0), "best_model_path": "a/best.ckpt"}
+    )
 
     class Strategy:
         reduce_boolean_decision = staticmethod(lambda decision: decision)

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from pg_lightning.cli.evaluation import evaluate
-from pg_lightning.envs.networks import ValueNetwork, make_value_network
+from pg_lightning.cli.train import run
 from pg_lightning.core.policies import MLP
 from pg_lightning.core.recurrent import RecurrentCore
-from pg_lightning.cli.train import run
+from pg_lightning.envs.networks import ValueNetwork, make_value_network
 from tests.conftest import ROOT
 from tests.helpers import same_batch
 from tests.test_custom_networks import train_cli

@@ -24,12 +24,12 @@ import pytorch_lightning as pl
 import torch
 
 import tests.envs  # noqa: F401  (registers Faulty-v0, Endless-v0)
-from pg_lightning.envs import env_factory as env_factory_module
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.core.errors import ConfigError, EnvError, NonFiniteError
-from pg_lightning.envs.networks import make_policy
 from pg_lightning.cli.train import run
 from pg_lightning.cli.validation import validate
+from pg_lightning.core.errors import ConfigError, EnvError, NonFiniteError
+from pg_lightning.envs import env_factory as env_factory_module
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.networks import make_policy
 from tests.conftest import ROOT
 
 FAST = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -72,7 +72,11 @@ def test_a_checkpoint_from_another_env_or_network_is_refused(make_cfg, tmp_path)
     run(make_cfg(*FAST, "env=pendulum", "trainer.max_epochs=1", output_dir=tmp_path / "p"))
     pendulum = tmp_path / "p" / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=r"ckpt_path: .* does not fit .*missing: policy.high, policy.low"):
-        run(make_cfg(*FAST, "env=pendulum", "network.action_bounds=tanh", f"ckpt_path={pendulum}", "trainer.max_epochs=2"))
+        run(
+            make_cfg(
+                *FAST, "env=pendulum", "network.action_bounds=tanh", f"ckpt_path={pendulum}", "trainer.max_epochs=2"
+            )
+        )
     with pytest.raises(ConfigError, match=r"ckpt_path: .* does not fit .*baseline="):
         run(make_cfg(*FAST, "baseline=value", f"ckpt_path={last}", "trainer.max_epochs=2"))
     junk = tmp_path / "junk.ckpt"
@@ -122,11 +126,14 @@ def test_a_non_finite_loss_stops_the_run_with_a_diagnosis_and_keeps_the_last_goo
 
 def test_a_non_finite_gradient_stops_before_the_optimizer_step(make_cfg):
     cfg = make_cfg(*FAST, "trainer.max_epochs=1")
-    from pg_lightning.cli.train import make_baseline
     import hydra
 
+    from pg_lightning.cli.train import make_baseline
+
     env = gym.make("CartPole-v1")
-    policy = hydra.utils.instantiate(cfg.network)(observation_space=env.observation_space, action_space=env.action_space)
+    policy = hydra.utils.instantiate(cfg.network)(
+        observation_space=env.observation_space, action_space=env.action_space
+    )
     model = hydra.utils.instantiate(cfg.model, policy=policy, baseline=make_baseline(cfg, env.observation_space))
     weight = policy.net[0].weight
     weight.register_hook(lambda grad: grad * float("inf"))
@@ -178,7 +185,11 @@ def test_an_async_env_fault_inside_a_run_stops_it_and_leaves_no_worker(make_cfg,
     import pg_lightning.lightning.data
 
     built = []
-    monkeypatch.setattr(pg_lightning.lightning.data, "make_vector_env", lambda *a, **k: built.append(make_vector_env(*a, **k)) or built[-1])
+    monkeypatch.setattr(
+        pg_lightning.lightning.data,
+        "make_vector_env",
+        lambda *a, **k: built.append(make_vector_env(*a, **k)) or built[-1],
+    )
     cfg = make_cfg(
         *FAST, "env.id=Faulty-v0", "+env.kwargs.fault_after=12", "data.vectorization_mode=async",
         "env.return_threshold=null", "trainer.max_epochs=10",

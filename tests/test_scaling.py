@@ -8,24 +8,24 @@ temporary working directory, so that any stray Hydra output directory would show
 import csv
 import json
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import hydra
+import pytest
+import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-import pytest
-import torch
-import yaml
 
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.core.errors import ConfigError
 from pg_lightning.cli.sweep import SweepSummary
 from pg_lightning.cli.train import make_baseline
+from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from tests.conftest import CONF, ROOT
 
 EPISODES, EPOCHS = 4, 3  # per rank and epoch; epochs of the straight run

@@ -13,10 +13,10 @@ import gymnasium as gym
 import pytest
 import torch
 
+from pg_lightning.cli.train import run
 from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.envs.networks import make_policy
 from pg_lightning.lightning.module import ReinforceModule
-from pg_lightning.cli.train import run
 from tests.conftest import ROOT
 
 FAST = [

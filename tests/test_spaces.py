@@ -126,7 +126,9 @@ def test_make_encoder_on_minigrid_after_drop_text(caplog, monkeypatch):
     pytest.importorskip("minigrid")
     import pg_lightning.envs.spaces as spaces_module
 
-    monkeypatch.setattr(spaces_module, "_LOGGED", set())  # once per env and process: this test's process may have logged
+    monkeypatch.setattr(
+        spaces_module, "_LOGGED", set()
+    )  # once per env and process: this test's process may have logged
     with caplog.at_level(logging.INFO, logger="pg_lightning.envs.spaces"):
         env = DropText(gym.make("MiniGrid-Empty-5x5-v0"))
         DropText(gym.make("MiniGrid-Empty-5x5-v0")).close()  # a second copy (every env copy is wrapped): no second line
@@ -269,8 +271,7 @@ def test_sample_batch_matches_sync_vector_env():
     mine = sample_batch(space, 3)
     assert space.np_random.bit_generator.state == state  # the space's own RNG is untouched
     leaves_real, leaves_mine = (
-        [(p, _get(obs, p).shape, _get(obs, p).dtype) for p, _ in leaves(space)]
-        for obs in (real, mine)
+        [(p, _get(obs, p).shape, _get(obs, p).dtype) for p, _ in leaves(space)] for obs in (real, mine)
     )
     assert type(mine) is dict and type(mine["tup"]) is tuple and list(mine) == list(real)
     assert leaves_mine == leaves_real

@@ -6,8 +6,6 @@ import torch
 
 import pg_lightning.envs.tabular_envs  # noqa: F401
 from benchmarks.estimator_check import random_softmax_policy
-from tests.helpers import same_batch
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.core.tabular import (
     TabularMDP,
     chain,
@@ -21,6 +19,8 @@ from pg_lightning.core.tabular import (
     two_armed_bandit,
     undiscounted_visits,
 )
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from tests.helpers import same_batch
 
 D = torch.float64
 
@@ -177,7 +177,9 @@ def test_sampled_episodes_are_well_formed_and_match_the_exact_values():
     visits = torch.zeros(n, mdp.num_states, dtype=D)  # visits[e, s]: steps of episode e taken in s
     visits.index_put_((batch.episode_index(), batch.obs), torch.ones(batch.num_steps, dtype=D), accumulate=True)
     alive = ~mdp.terminal
-    z = (visits.mean(0) - undiscounted_visits(mdp, policy_table(policy, mdp).detach()))[alive] / (visits.std(0)[alive] / n**0.5)
+    z = (visits.mean(0) - undiscounted_visits(mdp, policy_table(policy, mdp).detach()))[alive] / (
+        visits.std(0)[alive] / n**0.5
+    )
     assert z.abs().max() < 4.5
     again = sample_episodes(mdp, policy, 5, torch.Generator().manual_seed(7))
     same = sample_episodes(mdp, policy, 5, torch.Generator().manual_seed(7))

@@ -14,7 +14,6 @@ import torch
 from benchmarks.estimator_check import CASES, build, evaluate, random_softmax_policy
 from pg_lightning.core.baselines import MeanBaseline
 from pg_lightning.core.loss import ReinforceLoss
-from pg_lightning.lightning.module import ReinforceModule
 from pg_lightning.core.tabular import (
     chain,
     exact_gradient,
@@ -24,6 +23,7 @@ from pg_lightning.core.tabular import (
     score_jacobian,
     z_scores,
 )
+from pg_lightning.lightning.module import ReinforceModule
 
 BATCHES, EPISODES = 500, 20  # 10,000 episodes per option: ~1 s each
 Z_MAX = 4.5

@@ -70,7 +70,9 @@ class RandomLengthVectorEnv(gym.vector.VectorEnv):
         elif mode == AutoresetMode.SAME_STEP:
             ended = terminated | truncated
             if ended.any():
-                info["final_obs"] = np.array([o if e else None for o, e in zip(obs.copy(), ended, strict=True)], dtype=object)
+                info["final_obs"] = np.array(
+                    [o if e else None for o, e in zip(obs.copy(), ended, strict=True)], dtype=object
+                )
                 info["_final_obs"] = ended
                 self.length[ended], self.t[ended] = self._draw(int(ended.sum())), 0
                 obs[ended] = 0.0

@@ -34,16 +34,16 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
+from pg_lightning.cli.validation import check_evaluate_config, load_checkpoint
 from pg_lightning.conf import CONFIG_PATH
-from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
-from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.core import distributions
+from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.core.policies import draw
 from pg_lightning.core.recurrent import is_recurrent
 from pg_lightning.core.tree import map_tree
-from pg_lightning.envs.networks import build_policy
-from pg_lightning.cli.validation import check_evaluate_config, load_checkpoint
+from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.envs.from_config import as_wrappers, env_factory, to_plain, warn_stateful_wrappers, wrapper_specs
+from pg_lightning.envs.networks import build_policy
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,12 @@ def _video_env(
     hint = 'install the video extra: pip install -e ".[video]" (moviepy, pygame-ce)'
     try:
         env = make_eval_env(
-            env_id, env_kwargs, render_mode="rgb_array", max_episode_steps=max_episode_steps, imports=imports, wrappers=wrappers
+            env_id,
+            env_kwargs,
+            render_mode="rgb_array",
+            max_episode_steps=max_episode_steps,
+            imports=imports,
+            wrappers=wrappers,
         )
     except (ValueError, gym.error.Error) as err:
         raise ConfigError(f"video: {env_id} cannot render rgb_array frames ({err})") from err

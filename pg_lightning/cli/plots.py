@@ -241,7 +241,9 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ModuleNotFoundError as err:
-        raise MissingExtraError(f"plots need matplotlib ({err}); install the plots extra: pip install \"pg-lightning[plots]\"") from err
+        raise MissingExtraError(
+            f'plots need matplotlib ({err}); install the plots extra: pip install "pg-lightning[plots]"'
+        ) from err
     return Figure, FigureCanvasAgg
 
 

@@ -1,9 +1,9 @@
 """Training entry point: ``run(cfg)`` is importable; ``main`` is the thin ``@hydra.main`` shell.
 
-    python train.py                               # REINFORCE on CartPole-v1 until solved
-    python train.py experiment=acrobot            # an env with the settings that solve it
-    python train.py -m seed=0,1,2 baseline=none,mean
-    python train.py trainer=ddp_cpu trainer.devices=2   # DDP: 2 processes, one run directory
+python train.py                               # REINFORCE on CartPole-v1 until solved
+python train.py experiment=acrobot            # an env with the settings that solve it
+python train.py -m seed=0,1,2 baseline=none,mean
+python train.py trainer=ddp_cpu trainer.devices=2   # DDP: 2 processes, one run directory
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+from pg_lightning.cli.validation import check_fits, load_checkpoint, resolve_ckpt_path, validate
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.envs.env_factory import reward_threshold
-from pg_lightning.envs.networks import build_policy, build_value_network
-from pg_lightning.cli.validation import check_fits, load_checkpoint, resolve_ckpt_path, validate
 from pg_lightning.envs.from_config import probe_env, wrapper_specs
+from pg_lightning.envs.networks import build_policy, build_value_network
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +99,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     # Lightning's DDP launcher sets torch's threads to cores / processes unless OMP_NUM_THREADS is
     # set: set it during fit, so that this process and the ranks it starts keep torch_num_threads.
-    with _environ(OMP_NUM_THREADS=None if threads is None else str(int(threads))):
-        with warnings.catch_warnings():
-            # OnExceptionCheckpoint makes Lightning read ckpt_path=None as "last" and warn that there
-            # is none: validate() already refused a run directory that holds checkpoints
-            warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
-            warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
-            # Lightning 2.6's own use of a torch API that torch 2.10+ deprecated, on every run; nothing
-            # for a user (or us) to change, and Lightning will follow torch
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-            # a resume runs in a new run directory by design; BestCheckpoint restores what matters
-            warnings.filterwarnings("ignore", message=r".*The dirpath has changed from")
-            # the rollout/ totals and means are computed from all ranks' episodes (all_gather) and logged as they
-            # are, the same value on every rank: no sync_dist needed, whatever Lightning's generic advice says
-            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed")
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    with _environ(OMP_NUM_THREADS=None if threads is None else str(int(threads))), warnings.catch_warnings():
+        # OnExceptionCheckpoint makes Lightning read ckpt_path=None as "last" and warn that there
+        # is none: validate() already refused a run directory that holds checkpoints
+        warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
+        warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
+        # Lightning 2.6's own use of a torch API that torch 2.10+ deprecated, on every run; nothing
+        # for a user (or us) to change, and Lightning will follow torch
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        # a resume runs in a new run directory by design; BestCheckpoint restores what matters
+        warnings.filterwarnings("ignore", message=r".*The dirpath has changed from")
+        # the rollout/ totals and means are computed from all ranks' episodes (all_gather) and logged as they
+        # are, the same value on every rank: no sync_dist needed, whatever Lightning's generic advice says
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
@@ -221,8 +220,11 @@ def _resolve_env(cfg: DictConfig) -> None:
         cfg.env.wrappers = wrapper_specs(cfg.env.get("wrappers"))
         if cfg.env.get("return_threshold") == "spec":
             cfg.env.return_threshold = reward_threshold(cfg.env.id, cfg.env.get("imports"))
-            log.info("%s: env.return_threshold=spec is %s (the env's registered reward_threshold)",
-                     cfg.env.id, cfg.env.return_threshold)
+            log.info(
+                "%s: env.return_threshold=spec is %s (the env's registered reward_threshold)",
+                cfg.env.id,
+                cfg.env.return_threshold,
+            )
 
 
 @contextlib.contextmanager
@@ -324,8 +326,10 @@ def main(cfg: DictConfig) -> float | None:
         # Lightning ends fit with SystemExit() on SIGTERM (SLURM, Kubernetes): exit code 0, as if the
         # run had finished. Exit 143 (128 + SIGTERM) instead, so schedulers see a stopped job.
         written = sorted(p.name for p in Path(cfg.paths.output_dir).glob("**/*.ckpt"))
-        where = f"{', '.join(written)} under {cfg.paths.output_dir}: resume with ckpt_path=last" if written else (
-            "no checkpoint was written (no checkpoint callback)"
+        where = (
+            f"{', '.join(written)} under {cfg.paths.output_dir}: resume with ckpt_path=last"
+            if written
+            else ("no checkpoint was written (no checkpoint callback)")
         )
         print(f"Stopped by SIGTERM; {where}", file=sys.stderr)
         sys.exit(143)

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import hydra
-from hydra._internal.utils import _locate
 import torch
+from hydra._internal.utils import _locate
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.env_factory import env_spec
 from pg_lightning.envs.from_config import (
     as_wrappers,
@@ -29,7 +30,6 @@ from pg_lightning.envs.from_config import (
     to_plain,
     wrapper_specs,
 )
-from pg_lightning.core.errors import ConfigError
 
 __all__ = [
     "LAST_CHECKPOINTS",
@@ -51,7 +51,6 @@ __all__ = [
 
 
 log = logging.getLogger(__name__)
-
 
 
 def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, allow: tuple = ()) -> None:
@@ -103,8 +102,10 @@ def check_env_config(cfg: DictConfig) -> None:
     if kwargs is not None and not isinstance(kwargs, DictConfig):
         raise ConfigError(f"env.kwargs must be a mapping of constructor arguments, got {kwargs!r}")
     threshold = OmegaConf.select(cfg, "env.return_threshold")
-    if threshold != "spec" and threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+    if (
+        threshold != "spec"
+        and threshold is not None
+        and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)))
     ):
         raise ConfigError(f"env.return_threshold must be a number, null or spec, got {threshold!r}")
     wrapper_specs(OmegaConf.select(cfg, "env.wrappers"))
@@ -235,8 +236,11 @@ def check_fits(model: nn.Module, ckpt: str) -> None:
     reshaped = sorted(k for k in ours.keys() & theirs.keys() if ours[k].shape != theirs[k].shape)
     if missing or unexpected or reshaped:
         config = checkpoint["hyper_parameters"]["config"]
-        problems = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                    for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys]
+        problems = [
+            f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+            if keys
+        ]
         raise ConfigError(
             f"ckpt_path: {ckpt!r} does not fit this run's model ({'; '.join(problems)}); it was trained with "
             f"network={config.get('network')!r}, baseline={config.get('baseline')!r}: resume with the same settings"
@@ -272,7 +276,10 @@ def _is_number(v: Any) -> bool:
 def INT(minimum: int, *also: Any) -> Rule:
     """The rule: an integer >= ``minimum`` (or one of ``also``)."""
     extra = "".join(f" or {'null' if a is None else a}" for a in also)
-    return Rule(lambda v: (_is_int(v) and v >= minimum) or (v in also and not isinstance(v, bool)), f"an integer >= {minimum}{extra}")
+    return Rule(
+        lambda v: (_is_int(v) and v >= minimum) or (v in also and not isinstance(v, bool)),
+        f"an integer >= {minimum}{extra}",
+    )
 
 
 def NUMBER(nullable: bool = False) -> Rule:
@@ -303,28 +310,42 @@ WIDTHS = Rule(
 )
 ACTIVATION = ONE_OF("tanh", "relu", "elu", "gelu", "silu")
 DEVICES = Rule(
-    lambda v: (_is_int(v) and (v >= 1 or v == -1))
-    or v == "auto"
-    or (isinstance(v, str) and re.fullmatch(r"-1|\d+(,\s*\d+)*,?", v.strip()) is not None and v.strip() not in ("0", "0,"))
-    or (isinstance(v, list) and v != [] and all(_is_int(n) and n >= 0 for n in v)),
+    lambda v: (
+        (_is_int(v) and (v >= 1 or v == -1))
+        or v == "auto"
+        or (
+            isinstance(v, str)
+            and re.fullmatch(r"-1|\d+(,\s*\d+)*,?", v.strip()) is not None
+            and v.strip() not in ("0", "0,")
+        )
+        or (isinstance(v, list) and v != [] and all(_is_int(n) and n >= 0 for n in v))
+    ),
     "a count >= 1, -1 (all), auto, or a list of device indices",
 )
 VERSION = Rule(lambda v: v is None or isinstance(v, str) or _is_int(v), "a string, an integer or null")
 
 _CHECKPOINT = {
-    "dirpath": STR(), "filename": STR(), "monitor": STR(), "mode": ONE_OF("min", "max"),
-    "save_top_k": INT(-1), "every_n_epochs": Rule(lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or null"),
+    "dirpath": STR(),
+    "filename": STR(),
+    "monitor": STR(),
+    "mode": ONE_OF("min", "max"),
+    "save_top_k": INT(-1),
+    "every_n_epochs": Rule(lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or null"),
     "save_last": Rule(lambda v: v in (True, False, None, "link"), "true, false, link or null"),
-    "enable_version_counter": BOOL, "save_weights_only": BOOL, "verbose": BOOL, "save_on_train_epoch_end": Rule(
-        lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "enable_version_counter": BOOL,
+    "save_weights_only": BOOL,
+    "verbose": BOOL,
+    "save_on_train_epoch_end": Rule(lambda v: v is None or isinstance(v, bool), "true, false or null"),
 }
 _LOGGER = {"save_dir": STR(nullable=False), "name": STR(), "version": VERSION}
 
 # The arguments checked, by the class a node's _target_ names; the key is "<node>.<argument>".
 ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
     "pytorch_lightning.trainer.trainer.Trainer": {
-        "accelerator": Rule(lambda v: isinstance(v, str) and v in ("cpu", "gpu", "cuda", "mps", "tpu", "hpu", "auto"),
-                            "cpu | gpu | cuda | mps | tpu | hpu | auto"),
+        "accelerator": Rule(
+            lambda v: isinstance(v, str) and v in ("cpu", "gpu", "cuda", "mps", "tpu", "hpu", "auto"),
+            "cpu | gpu | cuda | mps | tpu | hpu | auto",
+        ),
         "devices": DEVICES,
         "num_nodes": INT(1),
         "max_epochs": INT(1, -1, None),
@@ -335,41 +356,77 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
         "enable_progress_bar": BOOL,
         "num_sanity_val_steps": INT(-1),
         "default_root_dir": STR(),
-        "fast_dev_run": Rule(lambda v: isinstance(v, bool) or (_is_int(v) and v >= 0), "true, false or an integer >= 0"),
-        "profiler": Rule(lambda v: v is None or isinstance(v, DictConfig) or v in ("simple", "advanced", "pytorch", "xla", "passthrough"),
-                         "null | simple | advanced | pytorch | xla | passthrough (or a profiler's _target_ node)"),
-        "strategy": Rule(lambda v: isinstance(v, (str, DictConfig)), "a strategy name (auto, ddp, ddp_spawn, ...) or a _target_ node"),
+        "fast_dev_run": Rule(
+            lambda v: isinstance(v, bool) or (_is_int(v) and v >= 0), "true, false or an integer >= 0"
+        ),
+        "profiler": Rule(
+            lambda v: (
+                v is None or isinstance(v, DictConfig) or v in ("simple", "advanced", "pytorch", "xla", "passthrough")
+            ),
+            "null | simple | advanced | pytorch | xla | passthrough (or a profiler's _target_ node)",
+        ),
+        "strategy": Rule(
+            lambda v: isinstance(v, (str, DictConfig)), "a strategy name (auto, ddp, ddp_spawn, ...) or a _target_ node"
+        ),
         # the collector feeds the policy float32 observations: a network cast to another dtype ("64",
         # "16-true", ...) fails at the first collection; mixed precision keeps float32 weights
-        "precision": Rule(lambda v: v is None or str(v) in ("32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed"),
-                          "32 | 32-true | 16-mixed | bf16-mixed (float32 weights: the collector feeds float32 observations)"),
+        "precision": Rule(
+            lambda v: v is None or str(v) in ("32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed"),
+            "32 | 32-true | 16-mixed | bf16-mixed (float32 weights: the collector feeds float32 observations)",
+        ),
         "gradient_clip_val": NUMBER(nullable=True),
         "deterministic": Rule(lambda v: v in (True, False, None, "warn"), "true, false, warn or null"),
     },
     "pytorch_lightning.strategies.ddp.DDPStrategy": {
-        "process_group_backend": Rule(lambda v: v is None or v in ("gloo", "nccl", "mpi", "ucc"), "gloo | nccl | mpi | ucc | null"),
+        "process_group_backend": Rule(
+            lambda v: v is None or v in ("gloo", "nccl", "mpi", "ucc"), "gloo | nccl | mpi | ucc | null"
+        ),
     },
     "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint": _CHECKPOINT,
     "pytorch_lightning.callbacks.on_exception_checkpoint.OnExceptionCheckpoint": {
-        "dirpath": STR(nullable=False), "filename": STR(nullable=False)},
+        "dirpath": STR(nullable=False),
+        "filename": STR(nullable=False),
+    },
     "pytorch_lightning.callbacks.early_stopping.EarlyStopping": {
-        "monitor": STR(nullable=False), "mode": ONE_OF("min", "max"), "patience": INT(0), "min_delta": NUMBER(),
-        "stopping_threshold": NUMBER(nullable=True), "divergence_threshold": NUMBER(nullable=True),
-        "check_finite": BOOL, "strict": BOOL, "verbose": BOOL,
+        "monitor": STR(nullable=False),
+        "mode": ONE_OF("min", "max"),
+        "patience": INT(0),
+        "min_delta": NUMBER(),
+        "stopping_threshold": NUMBER(nullable=True),
+        "divergence_threshold": NUMBER(nullable=True),
+        "check_finite": BOOL,
+        "strict": BOOL,
+        "verbose": BOOL,
         "check_on_train_epoch_end": Rule(lambda v: v is None or isinstance(v, bool), "true, false or null"),
     },
     "pytorch_lightning.callbacks.progress.tqdm_progress.TQDMProgressBar": {"refresh_rate": INT(0), "leave": BOOL},
-    "pytorch_lightning.loggers.csv_logs.CSVLogger": {**_LOGGER, "flush_logs_every_n_steps": INT(1), "prefix": STR(False)},
-    "pytorch_lightning.loggers.tensorboard.TensorBoardLogger": {**_LOGGER, "log_graph": BOOL, "default_hp_metric": BOOL,
-                                                               "prefix": STR(False)},
+    "pytorch_lightning.loggers.csv_logs.CSVLogger": {
+        **_LOGGER,
+        "flush_logs_every_n_steps": INT(1),
+        "prefix": STR(False),
+    },
+    "pytorch_lightning.loggers.tensorboard.TensorBoardLogger": {
+        **_LOGGER,
+        "log_graph": BOOL,
+        "default_hp_metric": BOOL,
+        "prefix": STR(False),
+    },
     "pg_lightning.lightning.callbacks.GradientDiagnostics": {"every_n_epochs": INT(1)},
     "pg_lightning.cli.evaluation.EvalCallback": {
-        "episodes": INT(1), "every_n_epochs": INT(1), "greedy": BOOL, "seed": SEED,
-        "max_episode_steps": INT(1, None), "tensorboard_video": BOOL,
+        "episodes": INT(1),
+        "every_n_epochs": INT(1),
+        "greedy": BOOL,
+        "seed": SEED,
+        "max_episode_steps": INT(1, None),
+        "tensorboard_video": BOOL,
     },
     "pg_lightning.envs.networks.make_policy": {
-        "hidden_sizes": WIDTHS, "activation": ACTIVATION, "log_std_init": NUMBER(), "state_dependent_std": BOOL,
-        "action_bounds": ONE_OF("clip", "tanh"), "output_init_scale": NUMBER(nullable=True),
+        "hidden_sizes": WIDTHS,
+        "activation": ACTIVATION,
+        "log_std_init": NUMBER(),
+        "state_dependent_std": BOOL,
+        "action_bounds": ONE_OF("clip", "tanh"),
+        "output_init_scale": NUMBER(nullable=True),
     },
     "pg_lightning.envs.networks.make_value_network": {"hidden_sizes": WIDTHS, "activation": ACTIVATION},
     "pg_lightning.core.baselines.ConstantBaseline": {"value": NUMBER()},
@@ -378,18 +435,27 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
     "pg_lightning.core.baselines.ValueBaseline": {
         "loss_coef": Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0"),
         "lr": Rule(lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or null (model.optimizer's lr)"),
-        "bootstrap_truncated": BOOL, "normalize_targets": BOOL, "stats_decay": FRACTION(),
+        "bootstrap_truncated": BOOL,
+        "normalize_targets": BOOL,
+        "stats_decay": FRACTION(),
     },
     "pg_lightning.core.loss.ReinforceLoss": {
-        "return_type": ONE_OF("reward_to_go", "total"), "discount_weight": BOOL, "normalize_advantages": BOOL,
+        "return_type": ONE_OF("reward_to_go", "total"),
+        "discount_weight": BOOL,
+        "normalize_advantages": BOOL,
     },
     "pg_lightning.lightning.module.ReinforceModule": {"return_window": INT(1)},
-    "pg_lightning.lightning.data.RolloutDataModule": {"vectorization_mode": ONE_OF("sync", "async", "vector_entry_point"), "seed": SEED},
+    "pg_lightning.lightning.data.RolloutDataModule": {
+        "vectorization_mode": ONE_OF("sync", "async", "vector_entry_point"),
+        "seed": SEED,
+    },
     "torch.optim.lr_scheduler.LinearLR": {
         "start_factor": Rule(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
         "end_factor": Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     },
-    "torch.optim.lr_scheduler.CosineAnnealingLR": {"eta_min": Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")},
+    "torch.optim.lr_scheduler.CosineAnnealingLR": {
+        "eta_min": Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")
+    },
 }
 
 # Top-level keys of conf/train.yaml (the others are nodes with a _target_, checked by ARGUMENT_RULES).
@@ -488,8 +554,12 @@ def check_keys(cfg: DictConfig) -> None:
 
 
 # data's copies of the env block: the probe, the policy and checkpoints read env.*, the datamodule data.*
-_FOLLOWS = {"data.env_id": "env.id", "data.env_kwargs": "env.kwargs", "data.env_imports": "env.imports",
-            "data.env_wrappers": "env.wrappers"}
+_FOLLOWS = {
+    "data.env_id": "env.id",
+    "data.env_kwargs": "env.kwargs",
+    "data.env_imports": "env.imports",
+    "data.env_wrappers": "env.wrappers",
+}
 
 
 def _check_follows(cfg: DictConfig) -> None:
@@ -498,8 +568,10 @@ def _check_follows(cfg: DictConfig) -> None:
         if value is _MISSING or OmegaConf.select(cfg, source, default=_MISSING) is _MISSING:
             continue
         if to_plain(value) != to_plain(OmegaConf.select(cfg, source)):
-            raise ConfigError(f"{key} must be ${{{source}}} (the env the policy is built for), got {to_plain(value)!r}; "
-                              f"set {source} instead")
+            raise ConfigError(
+                f"{key} must be ${{{source}}} (the env the policy is built for), got {to_plain(value)!r}; "
+                f"set {source} instead"
+            )
 
 
 # what each accelerator needs on this machine (Lightning's own errors name a package or a class, not the key)
@@ -508,8 +580,10 @@ _ACCELERATORS: dict[str, tuple[Callable[[], bool], str]] = {
     "cuda": (lambda: torch.cuda.is_available(), "no CUDA GPU is visible (torch.cuda.is_available() is false)"),
     "mps": (lambda: torch.backends.mps.is_available(), "Apple's MPS is not available here"),
     "tpu": (lambda: importlib.util.find_spec("torch_xla") is not None, "TPUs need torch_xla, which is not installed"),
-    "hpu": (lambda: importlib.util.find_spec("habana_frameworks") is not None,
-            "HPUs need habana_frameworks, which is not installed"),
+    "hpu": (
+        lambda: importlib.util.find_spec("habana_frameworks") is not None,
+        "HPUs need habana_frameworks, which is not installed",
+    ),
 }
 
 
@@ -518,7 +592,9 @@ def _check_accelerator(cfg: DictConfig) -> None:
     if isinstance(accelerator, str) and accelerator in _ACCELERATORS:
         available, reason = _ACCELERATORS[accelerator]
         if not available():
-            raise ConfigError(f"trainer.accelerator={accelerator}: {reason}; use trainer=cpu (or trainer.accelerator=auto)")
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: {reason}; use trainer=cpu (or trainer.accelerator=auto)"
+            )
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
@@ -532,13 +608,22 @@ def _check_optimizer(cfg: DictConfig) -> None:
         factory([nn.Parameter(torch.zeros(1))])
     except Exception as err:
         reason = " ".join(str(getattr(err, "__cause__", None) or err).split())
-        names = [(m.start(), k) for k in node if isinstance(k, str) and not k.startswith("_")
-                 for m in [re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", reason)] if m]
+        names = [
+            (m.start(), k)
+            for k in node
+            if isinstance(k, str) and not k.startswith("_")
+            for m in [re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", reason)]
+            if m
+        ]
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", reason)
-        where = f"model.optimizer.{unexpected.group(1)}" if unexpected else (
-            f"model.optimizer.{min(names)[1]}" if names else "model.optimizer")
-        raise ConfigError(f"{where}: {node._target_} refuses the model.optimizer arguments: "
-                          f"{type(err).__name__}: {reason[:300]}") from err
+        where = (
+            f"model.optimizer.{unexpected.group(1)}"
+            if unexpected
+            else (f"model.optimizer.{min(names)[1]}" if names else "model.optimizer")
+        )
+        raise ConfigError(
+            f"{where}: {node._target_} refuses the model.optimizer arguments: {type(err).__name__}: {reason[:300]}"
+        ) from err
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:

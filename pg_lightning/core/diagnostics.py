@@ -124,8 +124,10 @@ def _batched_grad(outputs: Tensor, params: list[nn.Parameter], grad_outputs: Ten
 
     def flat(grads, batch_shape) -> Tensor:
         return torch.cat(
-            [(torch.zeros(*batch_shape, *p.shape, device=p.device) if g is None else g).reshape(*batch_shape, -1)
-             for g, p in zip(grads, params, strict=True)],
+            [
+                (torch.zeros(*batch_shape, *p.shape, device=p.device) if g is None else g).reshape(*batch_shape, -1)
+                for g, p in zip(grads, params, strict=True)
+            ],
             dim=-1,
         )
 
@@ -136,8 +138,10 @@ def _batched_grad(outputs: Tensor, params: list[nn.Parameter], grad_outputs: Ten
         result = flat(grads, (grad_outputs.shape[0],))
     except RuntimeError:  # an op without a vmap rule in its backward: one backward per row
         result = torch.stack(
-            [flat(torch.autograd.grad(outputs, params, grad_outputs=row, retain_graph=True, allow_unused=True), ())
-             for row in grad_outputs]
+            [
+                flat(torch.autograd.grad(outputs, params, grad_outputs=row, retain_graph=True, allow_unused=True), ())
+                for row in grad_outputs
+            ]
         )
     return result.to(torch.float64)
 

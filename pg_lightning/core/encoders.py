@@ -198,4 +198,3 @@ class TreeEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"paths={self.paths}"
-

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.returns import discounted_returns, step_in_episode, total_returns
 
-__all__ = ["LossTerms", "ReinforceLoss", "RETURN_TYPES"]
+__all__ = ["RETURN_TYPES", "LossTerms", "ReinforceLoss"]
 
 RETURN_TYPES = ("reward_to_go", "total")
 

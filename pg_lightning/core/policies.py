@@ -51,8 +51,8 @@ __all__ = [
     "MultiCategoricalPolicy",
     "OneHot",
     "Policy",
-    "Torso",
     "TanhNormal",
+    "Torso",
     "distribution",
     "draw",
     "greedy_action",
@@ -108,9 +108,9 @@ def _positive_ints(sizes: object) -> bool:
 
 
 def _plain_list(hidden_sizes: object) -> object:
-    return list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else hidden_sizes
-
-
+    return (
+        list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else hidden_sizes
+    )
 
 
 class Torso(nn.Module):
@@ -291,7 +291,9 @@ class BernoulliPolicy(Policy):
     the env receives them as ``int8``.
     """
 
-    def __init__(self, encoder: nn.Module, net: nn.Module, shape: Sequence[int], core: RecurrentCore | None = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, net: nn.Module, shape: Sequence[int], core: RecurrentCore | None = None
+    ) -> None:
         super().__init__(encoder, net, core)
         self.shape = tuple(int(n) for n in shape)
 
@@ -390,6 +392,7 @@ class GaussianPolicy(Policy):
         if self.action_bounds == "tanh":
             return u, TanhNormal(mean, std, self.low, self.high, event_dims=len(self.action_shape)).env_action(u)
         return u, u
+
 
 _ELEMENTWISE = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
 

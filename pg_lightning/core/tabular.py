@@ -36,8 +36,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.baselines import Baseline
+from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.loss import ReinforceLoss
 
 __all__ = [
@@ -332,7 +332,9 @@ def sample_episodes(
     cum_transitions = mdp.transitions.cumsum(-1)
 
     def draw(cdf: Tensor) -> Tensor:  # inverse-CDF sampling, one draw per row of ``cdf``
-        u = torch.rand(cdf.shape[:-1], dtype=DTYPE, generator=generator) * cdf[..., -1]  # rows need not sum to 1 exactly
+        u = (
+            torch.rand(cdf.shape[:-1], dtype=DTYPE, generator=generator) * cdf[..., -1]
+        )  # rows need not sum to 1 exactly
         return torch.searchsorted(cdf.contiguous(), u[..., None], right=True)[..., 0].clamp_max(cdf.shape[-1] - 1)
 
     state = draw(cum_initial.expand(n, -1))
@@ -371,7 +373,9 @@ def score_jacobian(mdp: TabularMDP, policy: nn.Module) -> Tensor:
     rows = []
     for i in range(S * A):
         grads = torch.autograd.grad(log_probs[i], _params(policy), retain_graph=True, allow_unused=True)
-        rows.append(_flat([torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)]))
+        rows.append(
+            _flat([torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)])
+        )
     return torch.stack(rows)
 
 

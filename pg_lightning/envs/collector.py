@@ -19,11 +19,11 @@ from torch.distributions import Distribution
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.envs.env_factory import EPISODE_CAP, episode_limit
 from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.core.policies import draw
 from pg_lightning.core.recurrent import is_recurrent, reset_state
 from pg_lightning.core.tree import as_tensors, flatten, leaves, map_tree, map_trees, unflatten
+from pg_lightning.envs.env_factory import EPISODE_CAP, episode_limit
 from pg_lightning.envs.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
 
 __all__ = ["EPISODE_CAP", "VECTORIZATION_MODES", "EpisodeCollector", "episode_limit", "make_vector_env"]
@@ -193,7 +193,9 @@ class EpisodeCollector:
                 reward, terminated, truncated = data["rewards"][t], data["terminated"][t], data["truncated"][t]
                 next_rows = [data[k][t + 1] for k in obs_keys]
                 try:
-                    next_obs, reward[:], terminated[:], truncated[:], info = _numpy_step(self.envs, env_action, torch_env)
+                    next_obs, reward[:], terminated[:], truncated[:], info = _numpy_step(
+                        self.envs, env_action, torch_env
+                    )
                     for row, leaf in zip(next_rows, flatten(next_obs)[0], strict=True):
                         row[:] = leaf
                     stepped += n
@@ -203,8 +205,9 @@ class EpisodeCollector:
                         final_rows.append((t, ends))  # kept in storage row t + 1: gathered at the end
                         starts, resetting = resetting, done
                     else:
-                        final_obs.extend((i, t, _numpy(info["final_obs"][i]) if torch_env else info["final_obs"][i])
-                                         for i in ends)
+                        final_obs.extend(
+                            (i, t, _numpy(info["final_obs"][i]) if torch_env else info["final_obs"][i]) for i in ends
+                        )
                         starts = done
                 except Exception as err:  # the policy's own errors above stay as they are
                     raise self._env_error(err) from err
@@ -499,7 +502,9 @@ def _numpy(tree: Any) -> Any:
     return map_tree(lambda x: x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x), tree)
 
 
-def _act_from_distribution(policy: nn.Module, generator: torch.Generator, with_log_prob: bool, obs: Any) -> tuple[Tensor, ...]:
+def _act_from_distribution(
+    policy: nn.Module, generator: torch.Generator, with_log_prob: bool, obs: Any
+) -> tuple[Tensor, ...]:
     """The actor of any ``obs -> Distribution`` policy: the sample, and what the env receives."""
     return _drawn(policy(obs), generator, with_log_prob)
 

@@ -124,9 +124,7 @@ def episode_limit(
     if "max_episode_steps" in env_kwargs:  # gymnasium's own make() argument, given with the env's
         given = env_kwargs.pop("max_episode_steps")
         if max_episode_steps is not None and given != max_episode_steps:
-            raise ConfigError(
-                f"env.kwargs.max_episode_steps={given} and {key}={max_episode_steps} disagree; set one"
-            )
+            raise ConfigError(f"env.kwargs.max_episode_steps={given} and {key}={max_episode_steps} disagree; set one")
         if max_episode_steps is None:
             source = "env.kwargs.max_episode_steps"
         max_episode_steps = given
@@ -193,8 +191,10 @@ class EnvFactory:
         try:
             env = gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
         except gym.error.DependencyNotInstalled as err:
-            raise ConfigError(f"env.id: {self.env_id} needs a package that is not installed ({err})"
-                              f"{_extra_hint(self.env_id, self.imports)}") from err
+            raise ConfigError(
+                f"env.id: {self.env_id} needs a package that is not installed ({err})"
+                f"{_extra_hint(self.env_id, self.imports)}"
+            ) from err
         except TypeError as err:
             unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
             if unexpected and unexpected.group(1) in kwargs:

@@ -52,7 +52,9 @@ def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, An
         if isinstance(spec, str):
             spec = {"_target_": spec}  # a bare class path, e.g. gymnasium.wrappers.FlattenObservation
         if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
-            raise ConfigError(f"{key}[{i}] must be a mapping with a _target_ (a wrapper class or function), got {spec!r}")
+            raise ConfigError(
+                f"{key}[{i}] must be a mapping with a _target_ (a wrapper class or function), got {spec!r}"
+            )
         try:
             hydra.utils.get_object(spec["_target_"])  # what instantiate will look up: fail before building
         except Exception as err:
@@ -118,7 +120,9 @@ def warn_stateful_wrappers(env: gym.Env, env_id: str) -> None:
             log.warning(
                 "%s: the wrapper %s keeps running statistics (%s) in each env copy; they are not saved in "
                 "checkpoints: a resumed run, evaluate.py and EvalCallback start them afresh",
-                env_id, type(env).__name__, ", ".join(stats),
+                env_id,
+                type(env).__name__,
+                ", ".join(stats),
             )
         env = env.env
 

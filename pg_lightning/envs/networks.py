@@ -25,8 +25,8 @@ from pg_lightning.core.policies import (
     draw,
 )
 from pg_lightning.core.recurrent import RecurrentCore, is_recurrent
-from pg_lightning.envs.spaces import UnsupportedSpaceError, make_encoder, sample_batch
 from pg_lightning.core.tree import Obs, as_tensors, index, leaves
+from pg_lightning.envs.spaces import UnsupportedSpaceError, make_encoder, sample_batch
 
 __all__ = [
     "UnsupportedSpaceError",
@@ -293,7 +293,9 @@ def check_policy(policy: Any, observation_space: gym.Space, action_space: gym.Sp
     eval mode, without gradient; the global RNG and the module's mode are restored.
     """
     key = "network"
-    name = _a_module(policy, key, "network factory", "a policy is (observation_space, action_space, **kwargs) -> nn.Module")
+    name = _a_module(
+        policy, key, "network factory", "a policy is (observation_space, action_space, **kwargs) -> nn.Module"
+    )
     if next(iter(policy.parameters()), None) is None:
         raise ConfigError(
             f"{key}: {name} has no parameters: the optimizer needs some (nn.Parameter or layers such as nn.Linear)"
@@ -401,7 +403,9 @@ def check_value_network(value_net: Any, observation_space: gym.Space) -> None:
     recurrent one (``is_recurrent``) is called as ``forward(obs, dones)`` and needs ``final_values(obs, dones,
     final_obs) -> (E,)``, the value of each episode's final observation with the state the episode left."""
     key = "baseline.value_net"
-    name = _a_module(value_net, key, "value network factory", "a value network is (observation_space, **kwargs) -> nn.Module")
+    name = _a_module(
+        value_net, key, "value network factory", "a value network is (observation_space, **kwargs) -> nn.Module"
+    )
     with _probe(value_net):
         values, obs, batch = _forward(value_net, key, name, observation_space)
         if is_recurrent(value_net):  # bootstrapping a truncated episode continues its state into the final observation
@@ -414,7 +418,9 @@ def check_value_network(value_net: Any, observation_space: gym.Space) -> None:
                     f"episode's final observation; it raised {type(err).__name__}: {_one_line(err)}"
                 ) from err
             if not isinstance(final, Tensor) or tuple(final.shape) != (1,):
-                raise ConfigError(f"{key}: {call} must return one value per episode, (1,) for one episode, got {_shape(final)}")
+                raise ConfigError(
+                    f"{key}: {call} must return one value per episode, (1,) for one episode, got {_shape(final)}"
+                )
     if not isinstance(values, Tensor) or not values.is_floating_point():
         what = f"a {values.dtype} tensor" if isinstance(values, Tensor) else f"a {_name(values)}"
         raise ConfigError(f"{key}: {name}.forward returned {what}, expected a ({PROBE_BATCH},) float tensor of values")
@@ -455,8 +461,10 @@ def _build(key: str, node: Any, spaces: dict[str, gym.Space], inherited: frozens
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(node, DictConfig) and OmegaConf.is_missing(node, "_target_"):
-        example = "network=custom network._target_=mypkg.nets.make_policy" if key == "network" else (
-            f"{key}._target_=mypkg.nets.make_value"
+        example = (
+            "network=custom network._target_=mypkg.nets.make_policy"
+            if key == "network"
+            else (f"{key}._target_=mypkg.nets.make_value")
         )
         raise ConfigError(f"{key}._target_: missing; name your network's factory, e.g. {example}")
     target = node.get("_target_") if isinstance(node, (Mapping, DictConfig)) else None
@@ -529,8 +537,7 @@ def build_policy(network: Any, observation_space: gym.Space, action_space: gym.S
     ``network=custom network._target_=...``, which replaces the whole group.
     """
     fix = (
-        "replace the whole group with network=custom network._target_={target} "
-        "(its own arguments: +network.<name>=...)"
+        "replace the whole group with network=custom network._target_={target} (its own arguments: +network.<name>=...)"
     )
     policy = _build(
         "network", network, {"observation_space": observation_space, "action_space": action_space}, _MLP_KEYS, fix
@@ -543,10 +550,7 @@ def build_value_network(value_net: Any, observation_space: gym.Space) -> nn.Modu
     """The value network of a ``baseline.value_net`` config (a partial), called with the observation space
     and checked by :func:`check_value_network`; every failure is one :class:`ConfigError` line naming
     ``baseline.value_net``."""
-    fix = (
-        "drop them with {drop} "
-        "(your factory's own arguments: +baseline.value_net.<name>=...)"
-    )
+    fix = "drop them with {drop} (your factory's own arguments: +baseline.value_net.<name>=...)"
     value_net = _build("baseline.value_net", value_net, {"observation_space": observation_space}, _VALUE_KEYS, fix)
     check_value_network(value_net, observation_space)
     return value_net

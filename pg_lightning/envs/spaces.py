@@ -22,10 +22,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.vector.utils import concatenate, create_empty_array
-from torch import Tensor, nn
+from torch import nn
 
 from pg_lightning.core.encoders import FlattenFloat, ImageEncoder, MultiOneHot, OneHot, TreeEncoder
 from pg_lightning.core.errors import ConfigError
@@ -148,9 +147,7 @@ def _image_encoder(space: spaces.Box, path: str, key: str) -> ImageEncoder:
     except ValueError:
         height, width = space.shape[:2] if last else space.shape[1:]
         what, fix = (f"the image at {path!r}", f" (or {{{path}: flatten}})") if path else ("the image observation", "")
-        raise ConfigError(
-            f"{key}: {what} is {height}x{width}, too small for a CNN; use {key}=flatten{fix}"
-        ) from None
+        raise ConfigError(f"{key}: {what} is {height}x{width}, too small for a CNN; use {key}=flatten{fix}") from None
 
 
 def _leaf_encoder(space: gym.Space, path: str, choice: str, key: str) -> nn.Module:
@@ -166,9 +163,7 @@ def _leaf_encoder(space: gym.Space, path: str, choice: str, key: str) -> nn.Modu
             f"is {_one_line(space)}"
         )
     if choice == "cnn" and not (isinstance(space, spaces.Box) and len(space.shape) == 3):
-        raise ConfigError(
-            f"{key}: cnn needs an image (a 3-D Box), but the observation{where} is {_one_line(space)}"
-        )
+        raise ConfigError(f"{key}: cnn needs an image (a 3-D Box), but the observation{where} is {_one_line(space)}")
     if isinstance(space, spaces.Discrete):
         return OneHot(int(space.n), int(space.start))
     if isinstance(space, spaces.MultiDiscrete):
@@ -178,7 +173,9 @@ def _leaf_encoder(space: gym.Space, path: str, choice: str, key: str) -> nn.Modu
     return FlattenFloat(int(np.prod(space.shape)))  # 1 for a 0-d Box (prod(()) == 1)
 
 
-def make_encoder(space: gym.Space, encoder: str | Mapping[str, str] = "auto", key: str = "network.encoder") -> nn.Module:
+def make_encoder(
+    space: gym.Space, encoder: str | Mapping[str, str] = "auto", key: str = "network.encoder"
+) -> nn.Module:
     """The encoder of a batch of observations of ``space`` to features ``(B, encoder.out_features)``.
 
     Leaves: ``Discrete`` -> ``OneHot``; ``MultiDiscrete`` -> ``MultiOneHot``; ``MultiBinary`` -> ``FlattenFloat``;
@@ -209,7 +206,9 @@ def make_encoder(space: gym.Space, encoder: str | Mapping[str, str] = "auto", ke
     if not tree:
         raise UnsupportedSpaceError(f"env.id: the observation space {_one_line(space)} holds nothing to encode")
     # text leaves (MiniGrid's mission) are not encoded: the TreeEncoder skips them (DropText removes them from the env)
-    encoders = {path: _leaf_encoder(leaf, path, choices.get(path, "auto"), key) for path, leaf in tree if not is_text(leaf)}
+    encoders = {
+        path: _leaf_encoder(leaf, path, choices.get(path, "auto"), key) for path, leaf in tree if not is_text(leaf)
+    }
     if not encoders:
         raise UnsupportedSpaceError(f"env.id: the observation space {_one_line(space)} is all text: {_SUPPORTED}")
     return TreeEncoder(encoders)

@@ -20,8 +20,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
-from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
 from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
 
 __all__ = ["AUTORESET_MODES", "VECTORIZATION_MODES", "autoreset_mode", "check_vector_env", "make_vector_env"]
 
@@ -66,7 +66,9 @@ def make_vector_env(
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ConfigError(f"data.num_envs must be an integer >= 1, got {num_envs!r}")
     if vectorization_mode not in VECTORIZATION_MODES:
-        raise ConfigError(f"data.vectorization_mode must be one of {', '.join(VECTORIZATION_MODES)}, got {vectorization_mode!r}")
+        raise ConfigError(
+            f"data.vectorization_mode must be one of {', '.join(VECTORIZATION_MODES)}, got {vectorization_mode!r}"
+        )
     env_kwargs, steps, source = episode_limit(env_id, env_kwargs, max_episode_steps, imports)
     if source.startswith("the env registers no time limit"):
         log.warning("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
@@ -99,7 +101,9 @@ def _batched(
             "(data.vectorization_mode=vector_entry_point); use data.vectorization_mode=sync or async"
         )
     try:
-        return gym.make_vec(spec, num_envs, vectorization_mode="vector_entry_point", max_episode_steps=steps, **env_kwargs)
+        return gym.make_vec(
+            spec, num_envs, vectorization_mode="vector_entry_point", max_episode_steps=steps, **env_kwargs
+        )
     except TypeError as err:
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
         if unexpected and unexpected.group(1) == "max_episode_steps":
@@ -108,7 +112,9 @@ def _batched(
                 "so its episodes could not be capped; use data.vectorization_mode=sync or async"
             ) from err
         if unexpected:
-            raise ConfigError(f"env.kwargs.{unexpected.group(1)}: {env_id}'s vector entry point takes no such argument") from err
+            raise ConfigError(
+                f"env.kwargs.{unexpected.group(1)}: {env_id}'s vector entry point takes no such argument"
+            ) from err
         raise ConfigError(f"env.kwargs: {env_id}'s vector entry point raised TypeError: {err}") from err
 
 
@@ -127,7 +133,11 @@ def autoreset_mode(envs: gym.vector.VectorEnv, key: str = "data.vector_env") -> 
 
 
 def check_vector_env(
-    envs: Any, env_id: str, env_kwargs: dict[str, Any] | None = None, imports: Sequence[str] = (), key: str = "data.vector_env"
+    envs: Any,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    imports: Sequence[str] = (),
+    key: str = "data.vector_env",
 ) -> None:
     """``data.vector_env`` must be a ``gymnasium.vector.VectorEnv`` whose single spaces are ``env_id``'s,
     with an autoreset mode the collector handles; else a one-line ConfigError naming ``key``."""

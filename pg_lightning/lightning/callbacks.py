@@ -111,7 +111,9 @@ class GradientDiagnostics(pl.Callback):
             return  # one episode has no spread to measure
         loss = pl_module.loss_fn
         psi = record.psi
-        if loss.return_type != "reward_to_go":  # the run weighs by R(tau): the baseline rows use G_t, bootstrapped alike
+        if (
+            loss.return_type != "reward_to_go"
+        ):  # the run weighs by R(tau): the baseline rows use G_t, bootstrapped alike
             bootstrap = batch.truncated & ~batch.terminated
             psi = ReinforceLoss(gamma=loss.gamma).returns(batch.rewards, batch.dones, record.final_values, bootstrap)
         alternatives = estimator_weights(batch.rewards, batch.dones, loss.gamma, psi=psi, baseline=record.baseline)
@@ -195,7 +197,11 @@ class BestCheckpoint(ModelCheckpoint):
             self.best_model_score = self._score_to_beat = torch.as_tensor(score)
             log.info(
                 "resumed: the best so far is %s (%s=%.6g); %s/%s.ckpt is written when an epoch beats it",
-                self.best_model_path, self.monitor, float(score), self.dirpath, self.filename,
+                self.best_model_path,
+                self.monitor,
+                float(score),
+                self.dirpath,
+                self.filename,
             )
 
     def check_monitor_top_k(self, trainer: pl.Trainer, current: Tensor | None = None) -> bool:

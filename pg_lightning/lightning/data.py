@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.envs.env_factory import import_modules
 from pg_lightning.envs.from_config import as_wrappers, to_plain
 from pg_lightning.envs.vector_envs import check_vector_env
@@ -108,7 +108,9 @@ class RolloutDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.collector is None:
             envs, self._envs = (self._envs if self._envs is not None else self._make_envs()), None
-            self.collector = EpisodeCollector(envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0)
+            self.collector = EpisodeCollector(
+                envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0
+            )
             if self._restored:
                 self.collector.load_state_dict(self._restored)
 
@@ -186,4 +188,3 @@ class RolloutDataModule(pl.LightningDataModule):
             self._restored = self.collector.state_dict()
             self.collector.close()
             self.collector = None
-

@@ -8,8 +8,8 @@ from functools import partial
 from typing import NamedTuple
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import grad_norm
 import torch
+from pytorch_lightning.utilities import grad_norm
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import SumMetric
@@ -194,7 +194,14 @@ class ReinforceModule(pl.LightningModule):
                 f"(the loss was finite); lower model.optimizer.lr or check the env's rewards"
             )
         if norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+            self.log(
+                "train/grad_norm",
+                norms["grad_2.0_norm_total"],
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+                sync_dist=True,
+            )
 
     def on_train_batch_end(self, outputs: object, batch: EpisodeBatch, batch_idx: int) -> None:
         self._baseline_before = None  # the step is taken: the baseline's new state stands
@@ -232,7 +239,9 @@ class ReinforceModule(pl.LightningModule):
             # idle copies of a vector env stepped as a whole (async, batched), and NEXT_STEP resets, cost steps too.
             # Over all ranks, and logged only where some copy-steps were wasted (sync copies are stepped only while
             # active): the decision is the same on every rank, so is the number of logged keys (DDP's collectives)
-            kept = torch.tensor([float(batch.num_steps), float(batch.stepped)], dtype=torch.float64, device=returns.device)
+            kept = torch.tensor(
+                [float(batch.num_steps), float(batch.stepped)], dtype=torch.float64, device=returns.device
+            )
             kept = self.all_gather(kept).reshape(-1, 2).sum(0)
             if kept[0] != kept[1]:
                 self.log("rollout/kept_fraction", kept[0] / kept[1], on_step=False, on_epoch=True, batch_size=1)
