@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
         )
         print("|---|---|---|:-:|--:|--:|--:|--:|")
         for suite, rows in results.items():
-            median = lambda key: statistics.median(r[key] for r in rows)
+            def median(key, rows=rows):
+                return statistics.median(r[key] for r in rows)
+
             print(
                 f"| {suite} | {rows[0]['env']} | `{' '.join(SUITES[suite])}` | "
                 f"{solved(rows)} | {median('rollout/env_steps'):.0f} | "

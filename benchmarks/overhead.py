@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             plain_run(cfg, 2)
             lightning_run(cfg, args.show_bar)
         for rep in range(args.repeats):
-            for name in results:
+            for name, runs in results.items():
                 with tempfile.TemporaryDirectory(dir=args.output_root) as out:
                     variant = variants["default" if name == "plain" else name]
                     cfg = compose_cfg(args.seed, args.epochs, out, variant, extra)
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
                         r = plain_run(cfg, args.epochs)
                     else:
                         r = lightning_run(cfg, args.show_bar, no_module_logging=name in NO_MODULE_LOGGING)
-                results[name].append(r)
+                runs.append(r)
                 if r["epochs"] != args.epochs:
                     print(f"warning: {name} ran {r['epochs']} epochs, not {args.epochs}", file=sys.stderr)
                 diff = (

@@ -59,7 +59,7 @@ def run_ours(seed: int, overrides: list[str]) -> dict:
         command = [sys.executable, str(ROOT / "train.py"), f"seed={seed}", f"hydra.run.dir={out}",
                    "callbacks.progress_bar.refresh_rate=0", *overrides]  # fmt: skip
         start = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
         process_seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")

@@ -83,7 +83,7 @@ def test_every_observation_space_reaches_the_loss_as_collected(obs, core):
 
 
 def test_dict_observations_keep_their_structure_and_drop_text():
-    policy, (batch, _) = collect("dict", "discrete", None)
+    _policy, (batch, _) = collect("dict", "discrete", None)
     assert set(batch.obs) == {"image", "direction", "inner"}  # "mission" (Text) dropped
     assert batch.obs["image"].dtype == torch.uint8 and batch.obs["image"].shape[1:] == (5, 5, 3)
     assert batch.obs["direction"].shape == (batch.num_steps,)

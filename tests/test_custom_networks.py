@@ -109,14 +109,14 @@ class BadActor(user.TinyCategorical):
     ("policy", "action_space", "message"),
     [
         (user.ReturnsLogits(BOX_OBS, gym.spaces.Discrete(2)), gym.spaces.Discrete(2),
-         f"network: {NET}.ReturnsLogits.forward returned a torch.Tensor of shape ({PROBE_BATCH}, 2), "
-         "not a torch.distributions.Distribution"),
+         (f"network: {NET}.ReturnsLogits.forward returned a torch.Tensor of shape ({PROBE_BATCH}, 2), "
+         "not a torch.distributions.Distribution")),
         (user.UnbatchedNormal(BOX_OBS, BOX2), BOX2,
-         f"log_prob(sample()) has shape ({PROBE_BATCH}, 2) for {PROBE_BATCH} observations, expected ({PROBE_BATCH},): "
-         "put the action dimensions in the event shape, e.g. Independent(Normal(mean, std), 1)"),
+         (f"log_prob(sample()) has shape ({PROBE_BATCH}, 2) for {PROBE_BATCH} observations, expected ({PROBE_BATCH},): "
+         "put the action dimensions in the event shape, e.g. Independent(Normal(mean, std), 1)")),
         (user.RaisesInForward(BOX_OBS, gym.spaces.Discrete(2)), gym.spaces.Discrete(2),
-         f"network: {NET}.RaisesInForward.forward raised RuntimeError on a batch of {PROBE_BATCH} observations "
-         f"({PROBE_BATCH}, 4) float32: deliberate bug in forward"),
+         (f"network: {NET}.RaisesInForward.forward raised RuntimeError on a batch of {PROBE_BATCH} observations "
+         f"({PROBE_BATCH}, 4) float32: deliberate bug in forward")),
         (user.NoParameters(BOX_OBS, gym.spaces.Discrete(2)), gym.spaces.Discrete(2),
          f"network: {NET}.NoParameters has no parameters: the optimizer needs some"),
         (Unbatched(), gym.spaces.Discrete(2), "returned a Categorical with batch_shape () for a batch of"),
@@ -171,9 +171,9 @@ def test_checks_leave_the_rng_the_mode_and_batchnorm_statistics_alone():
     ("overrides", "message"),
     [
         ([f"network._target_={NET}.TinyCategorical"],
-         f"network: {NET}.TinyCategorical does not take hidden_sizes, activation, log_std_init, state_dependent_std, "
+         (f"network: {NET}.TinyCategorical does not take hidden_sizes, activation, log_std_init, state_dependent_std, "
          f"action_bounds, output_init_scale, encoder, core, core_size (keys of pg_lightning's own network config, which a network._target_ "
-         f"override keeps): replace the whole group with network=custom network._target_={NET}.TinyCategorical"),
+         f"override keeps): replace the whole group with network=custom network._target_={NET}.TinyCategorical")),
         ([*CUSTOM, "+network.depth=2"], f"network: {NET}.TinyCategorical does not take depth: remove ~network.depth"),
         (["network=custom"],
          "network._target_: missing; name your network's factory, e.g. network=custom network._target_="),
@@ -250,12 +250,12 @@ def test_user_value_network_trains_with_baseline_value(tmp_path, overrides):
     ("overrides", "key", "message"),
     [
         (["baseline=value", f"baseline.value_net._target_={NET}.make_value"], "baseline.value_net",
-         f"baseline.value_net: {NET}.make_value does not take hidden_sizes, activation, encoder (keys of pg_lightning's "
+         (f"baseline.value_net: {NET}.make_value does not take hidden_sizes, activation, encoder (keys of pg_lightning's "
          "own baseline.value_net config, which a baseline.value_net._target_ override keeps): drop them with "
-         "~baseline.value_net.hidden_sizes ~baseline.value_net.activation ~baseline.value_net.encoder"),
+         "~baseline.value_net.hidden_sizes ~baseline.value_net.activation ~baseline.value_net.encoder")),
         ([*VALUE, f"baseline.value_net._target_={NET}.ValueColumn"], "baseline.value_net",
-         f"ValueColumn.forward returned shape ({PROBE_BATCH}, 1) for a batch of {PROBE_BATCH} observations "
-         f"({PROBE_BATCH}, 4) float32, expected ({PROBE_BATCH},)"),
+         (f"ValueColumn.forward returned shape ({PROBE_BATCH}, 1) for a batch of {PROBE_BATCH} observations "
+         f"({PROBE_BATCH}, 4) float32, expected ({PROBE_BATCH},)")),
         ([*VALUE, f"baseline.value_net._target_={NET}.make_value"], "baseline.normalize_targets",
          "needs a value_net with rescale_output(scale, shift) (PopArt), which TinyValue has not: give it one"),
     ],

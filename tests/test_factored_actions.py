@@ -234,10 +234,10 @@ def test_vectorised_estimates_equal_autograd_through_the_module_on_component_act
 
 
 OPTIONS = {
-    "total R(tau)": (dict(return_type="total"), None),
-    "reward-to-go x gamma^t": (dict(discount_weight=True), None),
-    "total + constant b": (dict(return_type="total"), "constant"),
-    "reward-to-go x gamma^t + b(s) = V(s)": (dict(discount_weight=True), "value"),
+    "total R(tau)": ({"return_type": "total"}, None),
+    "reward-to-go x gamma^t": ({"discount_weight": True}, None),
+    "total + constant b": ({"return_type": "total"}, "constant"),
+    "reward-to-go x gamma^t + b(s) = V(s)": ({"discount_weight": True}, "value"),
 }
 
 

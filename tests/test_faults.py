@@ -175,7 +175,7 @@ def test_an_async_worker_killed_mid_collection_is_named_without_hang_or_orphan(t
 def test_an_async_worker_killed_inside_a_cli_run_ends_it_with_the_worker_named(tmp_path):
     flag, pid_dir = tmp_path / "kill", tmp_path / "pids"
     flag.touch()
-    code, out, err, seconds = cli(
+    code, _out, err, seconds = cli(
         *TINY, "env.id=tests.fault_envs:Suicide-v0", f"+env.kwargs.flag={flag}", "+env.kwargs.kill_after=30",
         f"+env.kwargs.pid_dir={pid_dir}", "data.vectorization_mode=async", "trainer.max_epochs=50",
         "hydra.run.dir=run", cwd=tmp_path,

@@ -12,11 +12,11 @@ from pg_lightning.envs.memory import ENV_ID, CueMemoryEnv, register  # importing
 
 def run_episode(env, seed, policy):
     """Play one episode; policy(observations so far) -> action. Returns (observations, rewards, cue)."""
-    obs, info = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed)
     cue = env.unwrapped._cue
     observations, rewards = [obs], []
     while True:
-        obs, reward, terminated, truncated, info = env.step(policy(observations))
+        obs, reward, terminated, truncated, _info = env.step(policy(observations))
         rewards.append(reward)
         assert not truncated
         if terminated:
@@ -103,7 +103,7 @@ def test_memory_gets_one_and_a_memoryless_answer_gets_chance():
     memory = [sum(run_episode(env, seed, first_cue)[1]) for seed in range(n)]
     assert memory == [1.0] * n  # the optimal return, every episode
     for fixed in (0, 1):  # a fixed answer: the decision observation is all a memoryless policy sees
-        returns = np.array([sum(run_episode(env, seed, lambda obs: fixed)[1]) for seed in range(n)])
+        returns = np.array([sum(run_episode(env, seed, lambda obs, fixed=fixed: fixed)[1]) for seed in range(n)])
         stderr = returns.std(ddof=1) / np.sqrt(n)
         assert abs(returns.mean()) < 4 * stderr, (fixed, returns.mean(), stderr)
 
@@ -167,6 +167,6 @@ def test_registered_without_a_time_limit_and_made_with_kwargs():
     assert gym.spec(ENV_ID) is spec
     env = gym.make(ENV_ID, delay=2)
     assert env.unwrapped.delay == 2 and env.spec.max_episode_steps is None
-    observations, rewards, _ = run_episode(env, 0, first_cue)
+    _observations, rewards, _ = run_episode(env, 0, first_cue)
     assert len(rewards) == 4 and sum(rewards) == 1.0
     env.close()

@@ -1,5 +1,6 @@
 """ReinforceModule under a real Trainer: on-policy updates, metrics, and the plain-torch math core."""
 
+import itertools
 import subprocess
 import sys
 
@@ -53,7 +54,7 @@ def test_every_update_is_on_policy(monkeypatch):
     assert len(seen_at_collection) == len(seen_at_step) == 4  # one batch, one step per epoch
     for at_collection, at_step in zip(seen_at_collection, seen_at_step, strict=True):
         assert all(torch.equal(a, b) for a, b in zip(at_collection, at_step, strict=True))
-    for before, after in zip(seen_at_collection, seen_at_collection[1:], strict=False):
+    for before, after in itertools.pairwise(seen_at_collection):
         assert not all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # parameters moved
 
 

@@ -224,8 +224,8 @@ def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monke
         envs = make_vector_env("Endless-v0", 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        "Endless-v0: episodes are truncated at 30 steps (the env registers no time limit: pg_lightning's cap; "
-        "set data.max_episode_steps)"
+        ("Endless-v0: episodes are truncated at 30 steps (the env registers no time limit: pg_lightning's cap; "
+        "set data.max_episode_steps)")
     ]
     policy = make_policy(envs.single_observation_space, envs.single_action_space)
     assert EpisodeCollector(envs).collect(policy, 2).episode_lengths().tolist() == [30, 30]

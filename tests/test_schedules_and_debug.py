@@ -1,6 +1,7 @@
 """Learning-rate schedules (scheduler=linear|cosine, logged as train/lr) and the debug= config files."""
 
 import csv
+import itertools
 import logging
 import math
 import os
@@ -62,7 +63,7 @@ def test_linear_schedule_anneals_every_param_group_to_zero_over_max_epochs(make_
     assert follows_linear(policy, LR0, 6), policy
     assert follows_linear(baseline, 0.02, 6), baseline
     assert policy[-1] == pytest.approx(LR0 / 6)  # the last update still learns; the lr is 0 after it
-    assert all(a > b for a, b in zip(policy, policy[1:]))  # strictly decreasing: not constant
+    assert all(a > b for a, b in itertools.pairwise(policy))  # strictly decreasing: not constant
     # the scheduler's state ends at 0 (saved in last.ckpt with the optimizer's)
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["lr_schedulers"][0]["last_epoch"] == 6

@@ -27,7 +27,7 @@ D = torch.float64
 
 def test_invalid_mdps_are_refused():
     P = torch.tensor([[[0.5, 0.5]], [[0.0, 1.0]]])
-    ok = dict(transitions=P, rewards=torch.zeros(2, 1), initial=[1.0, 0.0], terminal=[False, True])
+    ok = {"transitions": P, "rewards": torch.zeros(2, 1), "initial": [1.0, 0.0], "terminal": [False, True]}
     TabularMDP.create(**ok)
     with pytest.raises(ValueError, match="probability distributions"):
         TabularMDP.create(**(ok | {"transitions": P * 0.9}))
