@@ -6,7 +6,7 @@
 
 For each option, ``num_batches`` independent batches of fresh episodes give as many estimates of
 ``grad J`` (the very ``ReinforceLoss`` and baselines of training, see
-``pg_lightning.core.tabular.gradient_estimates``). The table shows, per option:
+``pg_lightning.core.monte_carlo.gradient_estimates``). The table shows, per option:
 
 - ``max|z| vs grad J``: the largest ``|mean - grad J| / standard error`` over the parameters, with
   ``grad J`` by autograd through the exact Bellman solve. Unbiased options stay below ~4.5;
@@ -25,21 +25,20 @@ from typing import NamedTuple
 import torch
 
 from pg_lightning.core.baselines import Baseline, ConstantBaseline, EMABaseline, LeaveOneOutBaseline
+from pg_lightning.core.encoders import OneHot
 from pg_lightning.core.loss import ReinforceLoss
-from pg_lightning.core.policies import MLP, CategoricalPolicy, OneHot
+from pg_lightning.core.monte_carlo import StateValueBaseline, gradient_estimates, gradient_variance, z_scores
+from pg_lightning.core.policies import CategoricalPolicy
 from pg_lightning.core.tabular import (
-    StateValueBaseline,
     TabularMDP,
     chain,
     exact_gradient,
     expected_estimator,
-    gradient_estimates,
-    gradient_variance,
     policy_table,
     solve,
     two_armed_bandit,
-    z_scores,
 )
+from pg_lightning.core.torso import MLP
 
 MDPS = {
     "chain g=0.9": lambda: chain(gamma=0.9),

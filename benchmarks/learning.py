@@ -1,4 +1,4 @@
-"""Learning results: shipped env configs over several seeds; the README's learning table.
+"""Learning results: shipped env configs over several seeds; the learning table in docs/results.md.
 
     python benchmarks/learning.py                                   # the default suites, seeds 0 1 2
     python benchmarks/learning.py --suites cartpole_none cartpole_value --seeds 0 1 2 3 4
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
         )
         print("|---|---|---|:-:|--:|--:|--:|--:|")
         for suite, rows in results.items():
+
             def median(key, rows=rows):
                 return statistics.median(r[key] for r in rows)
 

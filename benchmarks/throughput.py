@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine
-from pg_lightning.core.policies import snapshot
+from pg_lightning.core.torso import snapshot
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.envs.networks import make_policy
 

@@ -1,9 +1,13 @@
 """Old import paths (the flat layout of 0.1), kept working for one release with a ``DeprecationWarning``.
 
 ``import pg_lightning.module`` (or a Hydra ``_target_: pg_lightning.module.ReinforceModule`` in the config
-of an old checkpoint, or ``python -m pg_lightning.train``) finds :mod:`pg_lightning.lightning.module` under its
+of an old checkpoint, or ``python -m pg_lightning.train``) finds `pg_lightning.lightning.module` under its
 old name: the finder below maps each old module name to its new one, warns, and registers the new module
-itself under the old name too.
+itself under the old name too, so that setting an attribute through the old name reaches the real module.
+
+Where a 0.1 module's names now live in several modules (`SPLIT`), the old name is a small module that
+forwards: reading a name finds it in the first of its new homes that has it, and setting a name sets it
+in the home that holds it.
 """
 
 from __future__ import annotations
@@ -45,7 +49,24 @@ MOVED: dict[str, str] = {
     "pg_lightning.validation": "pg_lightning.cli.validation",
     "pg_lightning.vector_envs": "pg_lightning.envs.vector_envs",
 }
-"""Old module name -> new module name."""
+"""Old module name -> the new module that holds it (or, for a `SPLIT` module, most of it)."""
+
+SPLIT: dict[str, tuple[str, ...]] = {
+    "pg_lightning.evaluation": ("pg_lightning.envs.evaluation", "pg_lightning.lightning.evaluation"),
+    "pg_lightning.factory": ("pg_lightning.envs.checks",),
+    "pg_lightning.module": ("pg_lightning.lightning.optim", "pg_lightning.lightning.steps"),
+    "pg_lightning.plots": ("pg_lightning.cli.runs",),
+    "pg_lightning.policies": ("pg_lightning.core.torso",),
+    "pg_lightning.tabular": ("pg_lightning.core.monte_carlo",),
+    "pg_lightning.train": ("pg_lightning.cli.instantiation",),
+    "pg_lightning.validation": (
+        "pg_lightning.cli.rules",
+        "pg_lightning.cli.config_keys",
+        "pg_lightning.cli.checkpoints",
+        "pg_lightning.envs.from_config",
+    ),
+}
+"""Old module name -> the other new modules that hold the rest of its 0.1 public names."""
 
 
 def _warn(old: str, new: str) -> None:
@@ -64,6 +85,12 @@ class _Alias(importlib.abc.Loader):
         return ModuleType(spec.name)  # a placeholder: exec_module puts the new module in its place
 
     def exec_module(self, module: ModuleType) -> None:
+        homes = SPLIT.get(module.__name__)
+        if homes:
+            module.__dict__["_homes"] = tuple(importlib.import_module(m) for m in (self.new, *homes))
+            module.__class__ = _Forwarding
+            _warn(module.__name__, self.new)
+            return
         _warn(module.__name__, self.new)
         # the import system returns what sys.modules holds under the name once exec_module returns: the new module
         # itself, so that setting an attribute through the old name (monkeypatch, mock.patch) reaches the real one
@@ -77,6 +104,35 @@ class _Alias(importlib.abc.Loader):
 
     def is_package(self, fullname: str) -> bool:
         return False
+
+
+class _Forwarding(ModuleType):
+    """An old module whose names are split over several new modules (its ``_homes``)."""
+
+    _homes: tuple[ModuleType, ...]
+
+    def __getattr__(self, name: str) -> object:
+        for home in self.__dict__.get("_homes", ()):
+            if hasattr(home, name):
+                return getattr(home, name)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        for home in self.__dict__.get("_homes", ()):
+            if hasattr(home, name):
+                setattr(home, name, value)
+                return
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        for home in self.__dict__.get("_homes", ()):
+            if hasattr(home, name):
+                delattr(home, name)
+                return
+        super().__delattr__(name)
+
+    def __dir__(self) -> list[str]:
+        return sorted({n for home in self.__dict__.get("_homes", ()) for n in dir(home)})
 
 
 class MovedModules(importlib.abc.MetaPathFinder):

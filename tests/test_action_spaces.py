@@ -28,8 +28,9 @@ from pg_lightning.core.distributions import (
     sample,
 )
 from pg_lightning.core.policies import Policy, distribution
+from pg_lightning.envs.checks import check_policy
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.envs.networks import check_policy, make_policy
+from pg_lightning.envs.networks import make_policy
 from tests.helpers import same_batch
 
 ENV = "tests.space_envs:Spaces-v0"

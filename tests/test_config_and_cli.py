@@ -17,9 +17,9 @@ import pytorch_lightning as pl
 import torch
 
 from pg_lightning.cli.train import ConfigError, make_baseline, run, validate
-from pg_lightning.cli.validation import env_factory
 from pg_lightning.core.baselines import Baseline
 from pg_lightning.core.tree import map_tree
+from pg_lightning.envs.from_config import env_factory
 from tests.conftest import CONF, ROOT
 from tests.helpers import missing_extra
 

@@ -10,6 +10,7 @@ the table and the messages: regenerate it with ``python -m tests.test_config_key
 from __future__ import annotations
 
 import functools
+import html
 import os
 import subprocess
 import sys
@@ -639,14 +640,21 @@ def markdown() -> str:
         "| key | valid values | invalid value | the one line it gives |",
         "|---|---|---|---|",
     ]
-    esc = lambda s: s.replace("|", "\\|")
+
+    def esc(text: str) -> str:  # a table cell's text: a pipe would end the cell
+        return text.replace("|", "\\|")
+
+    def code(text: str) -> str:
+        # inline code as HTML: in a Markdown code span a table's escaped pipe stays "\|" in mkdocs
+        return "<code>" + html.escape(text, quote=False).replace("|", "&#124;") + "</code>"
+
     for row in KEYS:
         if not row.bad:
             lines.append(f"| `{row.key}` | {esc(row.valid)} | no invalid value | {esc(row.why)} |")
         for i, bad in enumerate(row.bad):
             key = f"`{row.key}`" if i == 0 else ""
             valid = esc(row.valid) if i == 0 else ""
-            lines.append(f"| {key} | {valid} | `{esc(bad)}` | `` Config error: {esc(error_line(row.key, bad))} `` |")
+            lines.append(f"| {key} | {valid} | {code(bad)} | {code('Config error: ' + error_line(row.key, bad))} |")
     return "\n".join(lines) + "\n"
 
 

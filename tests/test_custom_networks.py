@@ -20,15 +20,8 @@ from torch.distributions import Categorical
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run
 from pg_lightning.core.errors import ConfigError, config_error_in
-from pg_lightning.envs.networks import (
-    PROBE_BATCH,
-    build_policy,
-    build_value_network,
-    check_policy,
-    check_value_network,
-    make_policy,
-    make_value_network,
-)
+from pg_lightning.envs.checks import PROBE_BATCH, check_policy, check_value_network
+from pg_lightning.envs.networks import build_policy, build_value_network, make_policy, make_value_network
 from tests import user_networks as user
 from tests.conftest import CONF, ROOT
 

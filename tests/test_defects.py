@@ -16,12 +16,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pg_lightning.cli.evaluation import evaluate, make_eval_env
+from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run
 from pg_lightning.core.baselines import EMABaseline, ValueBaseline
 from pg_lightning.core.errors import ConfigError, NonFiniteError
+from pg_lightning.envs.checks import check_policy, check_value_network
 from pg_lightning.envs.env_factory import episode_limit
-from pg_lightning.envs.networks import check_policy, check_value_network, make_policy, make_value_network
+from pg_lightning.envs.evaluation import make_eval_env
+from pg_lightning.envs.networks import make_policy, make_value_network
 from pg_lightning.lightning.data import RolloutDataModule
 from pg_lightning.lightning.module import ReinforceModule
 from tests.helpers import make_batch

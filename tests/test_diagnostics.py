@@ -40,15 +40,8 @@ from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
 from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.core.loss import ReinforceLoss
-from pg_lightning.core.tabular import (
-    StateValueBaseline,
-    chain,
-    gradient_estimates,
-    gradient_variance,
-    policy_table,
-    sample_episodes,
-    solve,
-)
+from pg_lightning.core.monte_carlo import StateValueBaseline, gradient_estimates, gradient_variance, sample_episodes
+from pg_lightning.core.tabular import chain, policy_table, solve
 from pg_lightning.envs.networks import make_policy
 from pg_lightning.lightning.callbacks import GradientDiagnostics
 from pg_lightning.lightning.module import ReinforceModule

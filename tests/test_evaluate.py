@@ -14,20 +14,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from pg_lightning.cli.evaluation import (
-    EvalCallback,
-    evaluate,
-    greedy_action,
-    load_policy,
-    main,
-    make_eval_env,
-    run_episodes,
-)
+from pg_lightning.cli.evaluation import evaluate, load_policy, main
 from pg_lightning.cli.train import run
+from pg_lightning.core.distributions import TanhNormal, sample
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.core.policies import TanhNormal, sample
 from pg_lightning.envs.collector import EPISODE_CAP
+from pg_lightning.envs.evaluation import greedy_action, make_eval_env, run_episodes
 from pg_lightning.envs.networks import make_policy
+from pg_lightning.lightning.evaluation import EvalCallback
 from tests.conftest import CONF, ROOT
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
@@ -40,7 +34,7 @@ def compose_cfg(output_dir, *overrides):
 
 def eval_callback(**kwargs):
     """An override that adds an EvalCallback as ``callbacks.evaluation`` (``++``: or sets the keys given, if conf/callbacks has one)."""
-    args = {"_target_": "pg_lightning.cli.evaluation.EvalCallback", "env_id": "CartPole-v1", **kwargs}
+    args = {"_target_": "pg_lightning.lightning.evaluation.EvalCallback", "env_id": "CartPole-v1", **kwargs}
     return f"++callbacks.evaluation={{{','.join(f'{k}:{v}' for k, v in args.items())}}}"
 
 

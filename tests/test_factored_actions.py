@@ -25,18 +25,9 @@ from torch import nn
 from pg_lightning.core.baselines import ConstantBaseline
 from pg_lightning.core.distributions import MultiCategorical
 from pg_lightning.core.loss import ReinforceLoss
+from pg_lightning.core.monte_carlo import StateValueBaseline, gradient_estimates, sample_episodes, z_scores
 from pg_lightning.core.policies import MultiCategoricalPolicy
-from pg_lightning.core.tabular import (
-    StateValueBaseline,
-    TabularMDP,
-    exact_gradient,
-    expected_estimator,
-    gradient_estimates,
-    policy_table,
-    sample_episodes,
-    solve,
-    z_scores,
-)
+from pg_lightning.core.tabular import TabularMDP, exact_gradient, expected_estimator, policy_table, solve
 from pg_lightning.envs.networks import make_policy
 from pg_lightning.lightning.module import ReinforceModule
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pg_lightning.cli.plots import draw_curves, find_runs, learning_curves, plot_runs
+from pg_lightning.cli.plots import draw_curves, plot_runs
+from pg_lightning.cli.runs import find_runs, learning_curves
 from pg_lightning.cli.train import run
 from pg_lightning.core.errors import ConfigError
 from tests.conftest import ROOT

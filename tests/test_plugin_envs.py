@@ -64,8 +64,10 @@ def test_a_module_env_id_trains_and_takes_its_registered_threshold(make_cfg, tmp
     [
         (
             "env.id=tests.user_envs:Coridor-v0",
-            (r"env.id: unknown gymnasium environment 'tests.user_envs:Coridor-v0' "
-            r"\(importing 'tests.user_envs' registered no such id\); did you mean tests.user_envs:Corridor-v0"),
+            (
+                r"env.id: unknown gymnasium environment 'tests.user_envs:Coridor-v0' "
+                r"\(importing 'tests.user_envs' registered no such id\); did you mean tests.user_envs:Corridor-v0"
+            ),
         ),
         ("env.id=no_such_module_xyz:Corridor-v0", r"env.id: cannot import the module 'no_such_module_xyz'.*PYTHONPATH"),
         ("env.imports=[no_such_module_xyz]", r"env.imports\[0\]: cannot import 'no_such_module_xyz'"),

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent
 
+from pg_lightning.core.distributions import TanhNormal, sample
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.core.policies import MLP, TanhNormal, sample, snapshot
+from pg_lightning.core.torso import MLP, snapshot
 from pg_lightning.envs.networks import UnsupportedSpaceError, make_policy
 
 

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
+from pg_lightning.cli.checkpoints import resolve_ckpt_path
 from pg_lightning.cli.train import run, validate
-from pg_lightning.cli.validation import resolve_ckpt_path
 from pg_lightning.core.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -173,7 +173,7 @@ main()
 def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(tmp_path):
     """Lightning writes checkpoints through an fsspec transaction (a temporary file, then a rename):
     a process killed in the middle of the write leaves the previous last.ckpt whole."""
-    from pg_lightning.cli.validation import load_checkpoint
+    from pg_lightning.cli.checkpoints import load_checkpoint
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(

@@ -18,8 +18,8 @@ import torch
 
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run
-from pg_lightning.core.policies import MLP
 from pg_lightning.core.recurrent import RecurrentCore
+from pg_lightning.core.torso import MLP
 from pg_lightning.envs.networks import ValueNetwork, make_value_network
 from tests.conftest import ROOT
 from tests.helpers import same_batch
@@ -186,7 +186,7 @@ def test_a_recurrent_value_net_without_final_values_is_refused_in_one_line():
     import gymnasium as gym
 
     from pg_lightning.core.errors import ConfigError
-    from pg_lightning.envs.networks import check_value_network
+    from pg_lightning.envs.checks import check_value_network
 
     class NoFinal(torch.nn.Module):
         is_recurrent = True
@@ -206,7 +206,8 @@ def test_a_recurrent_value_net_without_final_values_is_refused_in_one_line():
 def test_tanh_actions_of_a_0d_box_and_of_huge_bounds_keep_one_log_prob_per_step():
     import gymnasium as gym
 
-    from pg_lightning.envs.networks import check_policy, make_policy
+    from pg_lightning.envs.checks import check_policy
+    from pg_lightning.envs.networks import make_policy
 
     obs = gym.spaces.Box(-1, 1, (3,))
     for act in (gym.spaces.Box(-1, 1, shape=()), gym.spaces.Box(-3e38, 3e38, (2,))):

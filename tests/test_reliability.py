@@ -93,7 +93,7 @@ def test_ckpt_path_last_finds_the_newest_earlier_run(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="ckpt_path=last: no"):
         validate(make_cfg("ckpt_path=last", output_dir=runs / "10-00-00"))
     run(make_cfg(*FAST, "trainer.max_epochs=1", output_dir=runs / "09-00-00"))
-    from pg_lightning.cli.validation import resolve_ckpt_path
+    from pg_lightning.cli.checkpoints import resolve_ckpt_path
 
     cfg = make_cfg("ckpt_path=last", output_dir=runs / "10-00-00")
     assert resolve_ckpt_path(cfg) == str(runs / "09-00-00" / "checkpoints" / "last.ckpt")
@@ -224,8 +224,10 @@ def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monke
         envs = make_vector_env("Endless-v0", 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        ("Endless-v0: episodes are truncated at 30 steps (the env registers no time limit: pg_lightning's cap; "
-        "set data.max_episode_steps)")
+        (
+            "Endless-v0: episodes are truncated at 30 steps (the env registers no time limit: pg_lightning's cap; "
+            "set data.max_episode_steps)"
+        )
     ]
     policy = make_policy(envs.single_observation_space, envs.single_action_space)
     assert EpisodeCollector(envs).collect(policy, 2).episode_lengths().tolist() == [30, 30]

@@ -296,7 +296,8 @@ def test_encoders_module_imports_neither_gymnasium_nor_lightning():
 
 
 def test_make_encoder_on_a_tuple_with_text_uses_the_paths_drop_text_gives():
-    from pg_lightning.envs.networks import check_policy, make_policy
+    from pg_lightning.envs.checks import check_policy
+    from pg_lightning.envs.networks import make_policy
 
     space = spaces.Tuple((spaces.Text(5), spaces.Box(-1, 1, (3,))))
     assert make_encoder(space).paths == ["0"]  # the Box is element 0 once the text is dropped, as DropText re-indexes

@@ -6,6 +6,7 @@ import torch
 
 import pg_lightning.envs.tabular_envs  # noqa: F401
 from benchmarks.estimator_check import random_softmax_policy
+from pg_lightning.core.monte_carlo import sample_episodes, score_jacobian
 from pg_lightning.core.tabular import (
     TabularMDP,
     chain,
@@ -13,8 +14,6 @@ from pg_lightning.core.tabular import (
     expected_estimator,
     optimal_values,
     policy_table,
-    sample_episodes,
-    score_jacobian,
     solve,
     two_armed_bandit,
     undiscounted_visits,

@@ -14,15 +14,8 @@ import torch
 from benchmarks.estimator_check import CASES, build, evaluate, random_softmax_policy
 from pg_lightning.core.baselines import MeanBaseline
 from pg_lightning.core.loss import ReinforceLoss
-from pg_lightning.core.tabular import (
-    chain,
-    exact_gradient,
-    gradient_estimates,
-    policy_table,
-    sample_episodes,
-    score_jacobian,
-    z_scores,
-)
+from pg_lightning.core.monte_carlo import gradient_estimates, sample_episodes, score_jacobian, z_scores
+from pg_lightning.core.tabular import chain, exact_gradient, policy_table
 from pg_lightning.lightning.module import ReinforceModule
 
 BATCHES, EPISODES = 500, 20  # 10,000 episodes per option: ~1 s each

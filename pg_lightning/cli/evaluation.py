@@ -1,4 +1,4 @@
-"""Evaluate trained policies: from a checkpoint (``evaluate``, the CLI) and during training (``EvalCallback``).
+"""Evaluate the policy of a checkpoint: ``evaluate`` and the ``evaluate.py`` / ``pg-evaluate`` CLI.
 
     python evaluate.py ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt            # 10 greedy episodes
     python evaluate.py ckpt_path=... episodes=100 greedy=false seed=1 video=true
@@ -9,6 +9,11 @@ The env and the network are rebuilt from the training config saved in the checkp
 the Gaussian's mean for Box actions, squashed into the box for ``network.action_bounds=tanh``),
 stochastic ones are drawn as in training, from a ``torch.Generator`` seeded with ``seed``. The same
 numbers in, the same episodes out.
+
+The episodes themselves are `pg_lightning.envs.evaluation`'s; evaluation during training is
+`pg_lightning.lightning.evaluation.EvalCallback` (``callbacks=eval``).
+
+Layer: cli (Hydra; may import every layer).
 """
 
 from __future__ import annotations
@@ -16,163 +21,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import hydra
-import numpy as np
-import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch import nn
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
-from pg_lightning.cli.validation import check_evaluate_config, load_checkpoint
+from pg_lightning.cli.checkpoints import load_checkpoint
+from pg_lightning.cli.validation import check_evaluate_config
 from pg_lightning.conf import CONFIG_PATH
-from pg_lightning.core import distributions
 from pg_lightning.core.errors import ConfigError, config_error_in
-from pg_lightning.core.policies import draw
-from pg_lightning.core.recurrent import is_recurrent
-from pg_lightning.core.tree import map_tree
-from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
-from pg_lightning.envs.from_config import as_wrappers, env_factory, to_plain, warn_stateful_wrappers, wrapper_specs
+from pg_lightning.envs.evaluation import check_int, episode_stats, make_eval_env, make_video_env, run_episodes
+from pg_lightning.envs.from_config import as_wrappers, env_factory, warn_stateful_wrappers, wrapper_specs
 from pg_lightning.envs.networks import build_policy
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EvalCallback",
-    "evaluate",
-    "format_summary",
-    "greedy_action",
-    "load_checkpoint",
-    "load_policy",
-    "main",
-    "make_eval_env",
-    "run_episodes",
-]
+__all__ = ["evaluate", "format_summary", "load_checkpoint", "load_policy", "main"]
 
 SUMMARY_FILE = "evaluation.json"
 POLICY_FACTORY = "pg_lightning.envs.networks.make_policy"
 # Targets that evaluation calls from a checkpoint's config without trust_checkpoint_code.
 TRUSTED_TARGETS = ("pg_lightning.", "gymnasium.")
-
-
-# ---------------------------------------------------------------------------------------------
-# actions and episodes
-
-
-def greedy_action(dist: Distribution) -> Tensor:
-    """The action the env receives from a deterministic policy: :func:`pg_lightning.core.distributions.greedy_action`
-    (argmax, per-component argmax, ``p > 0.5``, the mean or the squashed mean), or a ConfigError naming ``greedy``."""
-    try:
-        return distributions.greedy_action(dist)
-    except TypeError:
-        raise ConfigError(f"greedy: no greedy action for a {type(dist).__name__} policy; use greedy=false") from None
-
-
-def _env_action(dist: Distribution, greedy: bool, generator: torch.Generator) -> Tensor:
-    return greedy_action(dist) if greedy else draw(dist, generator)[1]  # as the collector draws
-
-
-def make_eval_env(
-    env_id: str,
-    env_kwargs: dict[str, Any] | None = None,
-    render_mode: str | None = None,
-    max_episode_steps: int | None = None,
-    imports: Sequence[str] = (),
-    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
-) -> gym.Env:
-    """One env as training builds each copy (:class:`~pg_lightning.envs.env_factory.EnvFactory`), Box actions clipped.
-
-    ``imports`` and ``wrappers`` are the run's ``env.imports`` and (built) ``env.wrappers``.
-    ``max_episode_steps`` adds (or replaces) the time limit, an ``env_kwargs["max_episode_steps"]``
-    included (it is dropped); ``None`` keeps that kwarg's limit, else the env's registered one,
-    or, for an env registered without one, caps episodes at
-    :data:`pg_lightning.envs.env_factory.EPISODE_CAP` steps, as training does: no episode runs forever.
-    """
-    env_kwargs = dict(env_kwargs or {})
-    if max_episode_steps is not None:  # the evaluation's own limit wins over the training env's kwarg
-        env_kwargs.pop("max_episode_steps", None)
-    # the rule training uses
-    kwargs, steps, _ = episode_limit(env_id, env_kwargs, max_episode_steps, imports, key="max_episode_steps")
-    env = EnvFactory(env_id, kwargs, tuple(imports), tuple(wrappers), steps, render_mode)()
-    if isinstance(env.action_space, gym.spaces.Box):
-        env = gym.wrappers.ClipAction(env)  # as make_vector_env: the env gets actions inside the bounds
-    return env
-
-
-def run_episodes(
-    policy: nn.Module,
-    env: gym.Env,
-    episodes: int,
-    greedy: bool = True,
-    seed: int = 0,
-    frames: list[np.ndarray] | None = None,
-) -> tuple[list[float], list[int]]:
-    """Run ``episodes`` complete episodes of ``policy`` on ``env``; return their returns and lengths.
-
-    Episode ``i`` starts from ``env.reset(seed=seed + i)``. Greedy actions: :func:`greedy_action`;
-    otherwise sampled as in training, from a private ``torch.Generator`` seeded with ``seed``
-    A recurrent policy acts through ``step``, its state restarting from zero with each episode;
-    (the global RNG is not touched, so evaluating during training changes nothing else). The
-    policy runs in eval mode, without gradient, on its own device, and is put back as it was.
-    ``frames``: if a list, ``env.render()`` of the first episode (every step) is appended to it.
-    """
-    generator = torch.Generator().manual_seed(int(seed))
-    device = next(policy.parameters()).device
-    recurrent = is_recurrent(policy)
-    was_training = policy.training
-    policy.eval()
-    returns: list[float] = []
-    lengths: list[int] = []
-    try:
-        for i in range(episodes):
-            obs, _ = env.reset(seed=int(seed) + i)
-            record = frames is not None and i == 0
-            if record:
-                frames.append(env.render())
-            total, length, done = 0.0, 0, False
-            state = policy.initial_state(1) if recurrent else None  # a recurrent policy starts each episode at zero
-            while not done:
-                with torch.inference_mode():
-                    batch = map_tree(lambda x: torch.as_tensor(x, device=device).unsqueeze(0), obs)
-                    if recurrent:
-                        dist, state = policy.step(batch, state)
-                    else:
-                        dist = policy(batch)
-                    action = _env_action(dist, greedy, generator)[0].cpu().numpy()
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                length += 1
-                done = bool(terminated or truncated)
-                if record:
-                    frames.append(env.render())
-            returns.append(total)
-            lengths.append(length)
-    finally:
-        policy.train(was_training)
-    return returns, lengths
-
-
-def _stats(returns: Sequence[float], lengths: Sequence[int]) -> dict[str, float]:
-    """Mean, population std (ddof=0), min and max of the returns; mean and std of the lengths."""
-    r, n = np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
-    return {
-        "return_mean": float(r.mean()),
-        "return_std": float(r.std()),
-        "return_min": float(r.min()),
-        "return_max": float(r.max()),
-        "length_mean": float(n.mean()),
-        "length_std": float(n.std()),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,12 +121,6 @@ def _foreign_targets(tree: Any, where: str = "") -> list[str]:
 # evaluate: the function behind the CLI
 
 
-def _check_int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def evaluate(
     ckpt_path: str | os.PathLike | None,
     episodes: int = 10,
@@ -266,7 +136,7 @@ def evaluate(
     Args:
         ckpt_path: a checkpoint written by ``train.py`` (``checkpoints/last.ckpt`` or ``best.ckpt``).
         episodes: complete episodes to run.
-        greedy: deterministic actions (:func:`greedy_action`); false samples as in training.
+        greedy: deterministic actions (:func:`pg_lightning.envs.evaluation.greedy_action`); false samples as in training.
         seed: episode ``i`` starts from ``env.reset(seed=seed + i)``; sampled actions come from a
             ``torch.Generator`` seeded with ``seed``.
         video: record every episode to ``<output_dir>/videos/eval-episode-<i>.mp4``
@@ -286,10 +156,10 @@ def evaluate(
         ``length_mean``, ``length_std``, the per-episode ``returns`` and ``lengths``, the settings,
         the checkpoint's ``epoch`` and ``global_step``, ``summary_path`` and ``videos`` (paths or None).
     """
-    episodes = _check_int("episodes", episodes, 1)
-    seed = _check_int("seed", seed, 0)
+    episodes = check_int("episodes", episodes, 1)
+    seed = check_int("seed", seed, 0)
     if max_episode_steps is not None:
-        max_episode_steps = _check_int("max_episode_steps", max_episode_steps, 1)
+        max_episode_steps = check_int("max_episode_steps", max_episode_steps, 1)
     if not isinstance(greedy, bool):
         raise ConfigError(f"greedy must be true or false, got {greedy!r}")
     if video and output_dir is None:
@@ -297,6 +167,7 @@ def evaluate(
     if not isinstance(trust_checkpoint_code, bool):
         raise ConfigError(f"trust_checkpoint_code must be true or false, got {trust_checkpoint_code!r}")
     checkpoint = load_checkpoint(ckpt_path)
+    assert ckpt_path is not None  # load_checkpoint names a missing ckpt_path
     policy, config = load_policy(ckpt_path, checkpoint, trust_checkpoint_code)
     env_id, env_kwargs = config["env"]["id"], dict(config["env"].get("kwargs") or {})
     imports = tuple(config["env"].get("imports") or ())
@@ -304,10 +175,10 @@ def evaluate(
     if max_episode_steps is None:  # the training episodes' cap, if the run set one
         max_episode_steps = (config.get("data") or {}).get("max_episode_steps")
     out = Path(output_dir) if output_dir is not None else None
-    video_dir = out / "videos" if video else None
+    video_dir = out / "videos" if video and out is not None else None  # video needs an output_dir (checked)
     env = (
-        _video_env(env_id, env_kwargs, max_episode_steps, video_dir, seed, imports, wrappers)
-        if video
+        make_video_env(env_id, env_kwargs, max_episode_steps, video_dir, seed, imports, wrappers)
+        if video_dir is not None
         else make_eval_env(env_id, env_kwargs, max_episode_steps=max_episode_steps, imports=imports, wrappers=wrappers)
     )
     warn_stateful_wrappers(env, env_id)
@@ -326,7 +197,7 @@ def evaluate(
         "greedy": greedy,
         "seed": seed,
         "max_episode_steps": time_limit,  # the time limit in force
-        **_stats(returns, lengths),
+        **episode_stats(returns, lengths),
         "returns": returns,
         "lengths": lengths,
         "videos": sorted(str(p) for p in video_dir.glob("*.mp4")) if video_dir is not None else None,
@@ -337,43 +208,6 @@ def evaluate(
         summary["summary_path"] = str((out / SUMMARY_FILE).resolve())
         Path(summary["summary_path"]).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _video_env(
-    env_id: str,
-    env_kwargs: dict[str, Any],
-    max_episode_steps: int | None,
-    video_dir: Path,
-    seed: int,
-    imports: Sequence[str] = (),
-    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
-) -> gym.Env:
-    """``make_eval_env`` rendering ``rgb_array`` frames, under gymnasium's ``RecordVideo`` (every episode)."""
-    from gymnasium.error import DependencyNotInstalled
-
-    hint = 'install the video extra: pip install -e ".[video]" (moviepy, pygame-ce)'
-    try:
-        env = make_eval_env(
-            env_id,
-            env_kwargs,
-            render_mode="rgb_array",
-            max_episode_steps=max_episode_steps,
-            imports=imports,
-            wrappers=wrappers,
-        )
-    except (ValueError, gym.error.Error) as err:
-        raise ConfigError(f"video: {env_id} cannot render rgb_array frames ({err})") from err
-    try:
-        env.reset(seed=seed)  # a first frame now, so that a missing renderer fails before any episode
-        if not isinstance(env.render(), np.ndarray):
-            raise ConfigError(f"video: {env_id} renders no rgb_array frames")
-        return gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda _: True, name_prefix="eval")
-    except DependencyNotInstalled as err:
-        env.close()
-        raise ConfigError(f"video: {err}; {hint}") from err
-    except BaseException:
-        env.close()
-        raise
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -429,155 +263,6 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     log.info(format_summary(summary))
     return summary["return_mean"]
-
-
-# ---------------------------------------------------------------------------------------------
-# during training
-
-
-class EvalCallback(pl.Callback):
-    """Every ``every_n_epochs`` epochs, run ``episodes`` evaluation episodes on an env of its own and log:
-
-    - ``eval/return_mean``, ``eval/return_std`` (population std), ``eval/length_mean``
-
-    with ``pl_module.log(on_epoch=True)``, after the epoch's optimizer step, in epochs
-    ``every_n_epochs - 1, 2 * every_n_epochs - 1, ...`` (0-based, as ``metrics.csv`` counts).
-    Lightning runs this hook before those of EarlyStopping and ModelCheckpoint whatever the order
-    of the callbacks, so both can monitor ``eval/return_mean``. With ``every_n_epochs > 1`` the
-    metric is missing in the other epochs: give EarlyStopping ``strict: false`` (it then sees the
-    last evaluation's value between evaluations).
-
-    Episode ``i`` of every evaluation starts from ``reset(seed=seed + i)``: each evaluation sees
-    the same start states, so successive evaluations differ by the policy only. Sampled actions
-    (``greedy=False``) come from a generator of its own: the training batches are exactly those
-    of a run without this callback. Under DDP every rank runs the same episodes with the same
-    (synchronised) weights and seeds, so every rank logs the same numbers (``sync_dist`` averages
-    them all the same).
-
-    Args:
-        env_id: the env to evaluate on (usually the training env, ``${env.id}``).
-        env_kwargs: its keyword arguments (``${env.kwargs}``).
-        episodes: complete episodes per evaluation.
-        every_n_epochs: evaluate after every n-th epoch.
-        greedy: deterministic actions (argmax / the Gaussian's mean), else sampled.
-        seed: first episode's env seed; also seeds the action sampler.
-        max_episode_steps: cap on episode length (``None``: the env's own time limit, as in
-            :func:`make_eval_env`; use the training run's ``data.max_episode_steps`` if it sets one).
-            A value replaces an ``env_kwargs`` ``max_episode_steps``, as in :func:`make_eval_env`.
-        tensorboard_video: also log the first episode of each evaluation as an animated GIF to
-            every ``TensorBoardLogger`` of the trainer (tag ``eval/video``, the Images tab), on
-            rank 0. Needs an env that renders ``rgb_array`` frames (``pygame`` for CartPole) and
-            Pillow; frames are halved until at most 320 pixels wide.
-        imports: modules to import before the env is built (``${env.imports}``).
-        wrappers: ``env -> env`` callables applied in order, or ``env.wrappers`` config entries
-            (``${env.wrappers}``: the node is not instantiated recursively), so evaluation sees the
-            env as training does.
-    """
-
-    def __init__(
-        self,
-        env_id: str,
-        env_kwargs: dict[str, Any] | None = None,
-        episodes: int = 10,
-        every_n_epochs: int = 1,
-        greedy: bool = True,
-        seed: int = 0,
-        max_episode_steps: int | None = None,
-        tensorboard_video: bool = False,
-        imports: Sequence[str] = (),
-        wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
-    ) -> None:
-        key = "callbacks.evaluation"
-        try:
-            env_spec(env_id, imports)
-        except ConfigError as err:  # env.id / env.imports[i]: this callback's env_id / imports[i]
-            message = re.sub(r"^env\.id", "env_id", re.sub(r"^env\.imports", "imports", str(err)))
-            raise ConfigError(f"{key}.{message}") from err
-        self.env_id = env_id
-        self.imports = tuple(imports or ())
-        self.wrappers = as_wrappers(wrappers, f"{key}.wrappers")
-        self.env_kwargs = dict(to_plain(env_kwargs) or {})
-        self.episodes = _check_int(f"{key}.episodes", episodes, 1)
-        self.every_n_epochs = _check_int(f"{key}.every_n_epochs", every_n_epochs, 1)
-        self.greedy = bool(greedy)
-        self.seed = _check_int(f"{key}.seed", seed, 0)
-        self.max_episode_steps = (
-            None if max_episode_steps is None else _check_int(f"{key}.max_episode_steps", max_episode_steps, 1)
-        )
-        self.tensorboard_video = bool(tensorboard_video)
-        self.env: gym.Env | None = None
-
-    def _env(self) -> gym.Env:
-        if self.env is None:
-            self.env = make_eval_env(
-                self.env_id,
-                self.env_kwargs,
-                render_mode="rgb_array" if self.tensorboard_video else None,
-                max_episode_steps=self.max_episode_steps,
-                imports=self.imports,
-                wrappers=self.wrappers,
-            )
-        return self.env
-
-    def should_evaluate(self, epoch: int) -> bool:
-        """Whether epoch ``epoch`` (0-based) ends with an evaluation."""
-        return (epoch + 1) % self.every_n_epochs == 0
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.should_evaluate(trainer.current_epoch):
-            return
-        frames: list[np.ndarray] | None = None
-        tensorboards = [lg for lg in trainer.loggers if isinstance(lg, pl.loggers.TensorBoardLogger)]
-        if self.tensorboard_video and tensorboards and trainer.is_global_zero:
-            frames = []
-        returns, lengths = run_episodes(pl_module.policy, self._env(), self.episodes, self.greedy, self.seed, frames)
-        stats = _stats(returns, lengths)
-        log = {"on_step": False, "on_epoch": True, "batch_size": 1, "sync_dist": True}
-        pl_module.log("eval/return_mean", stats["return_mean"], prog_bar=True, **log)
-        pl_module.log("eval/return_std", stats["return_std"], **log)
-        pl_module.log("eval/length_mean", stats["length_mean"], **log)
-        if frames:
-            gif, height, width = _gif(frames, fps=self._env().metadata.get("render_fps") or 30)
-            for logger in tensorboards:
-                _add_gif(logger.experiment, "eval/video", gif, height, width, trainer.global_step)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.env is not None:
-            self.env.close()
-            self.env = None
-
-
-def _gif(frames: list[np.ndarray], fps: float, max_width: int = 320) -> tuple[bytes, int, int]:
-    """Encode ``(H, W, 3)`` uint8 frames as an animated GIF (halved until at most ``max_width`` wide)."""
-    import io
-
-    from PIL import Image
-
-    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-    width, height = images[0].size
-    while width > max_width:
-        width, height = width // 2, height // 2
-    images = [im.resize((width, height)) for im in images]
-    buffer = io.BytesIO()
-    # GIF delays are in 10 ms units; browsers play delays under 20 ms slowly, hence the floor
-    images[0].save(
-        buffer, format="GIF", save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0
-    )
-    return buffer.getvalue(), height, width
-
-
-def _add_gif(writer: Any, tag: str, gif: bytes, height: int, width: int, step: int) -> None:
-    """Add an encoded GIF to a TensorBoard ``SummaryWriter`` as an image summary.
-
-    This is what ``SummaryWriter.add_video`` writes, without its moviepy encoder: torch's
-    ``add_video`` imports ``moviepy.editor``, which moviepy 2 removed (it then prints a warning
-    and logs nothing), so the GIF is encoded with Pillow here.
-    """
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
-    writer.flush()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class SweepSummary(Callback):
         self.filename = filename
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Write the job's record (``job_return.json``) and rewrite the sweep's CSV; multiruns only, rank 0."""
         if config.hydra.mode != RunMode.MULTIRUN or _rank() != 0:  # DDP: the job's rank 0 reports
             return
         failed = job_return.status != JobStatus.COMPLETED
@@ -58,6 +59,7 @@ class SweepSummary(Callback):
         self.write(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write the CSV once more and print the table: its columns that differ between jobs."""
         table = self.write(config.hydra.sweep.dir)
         if table:
             header, rows = table[0], table[1:]

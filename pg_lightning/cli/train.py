@@ -8,45 +8,50 @@ python train.py trainer=ddp_cpu trainer.devices=2   # DDP: 2 processes, one run 
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import logging
 import math
 import os
-import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import nn
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
-from pg_lightning.cli.validation import check_fits, load_checkpoint, resolve_ckpt_path, validate
+from pg_lightning.cli.checkpoints import check_fits, load_checkpoint, resolve_ckpt_path
+from pg_lightning.cli.ddp import ddp_ranks_join_this_job, set_environ
+from pg_lightning.cli.instantiation import instantiate
+from pg_lightning.cli.validation import validate
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.envs.env_factory import reward_threshold
 from pg_lightning.envs.from_config import probe_env, wrapper_specs
 from pg_lightning.envs.networks import build_policy, build_value_network
 
+if TYPE_CHECKING:
+    from pg_lightning.core.baselines import Baseline
+    from pg_lightning.lightning.data import RolloutDataModule
+    from pg_lightning.lightning.module import ReinforceModule
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ConfigError", "main", "make_baseline", "run", "validate"]  # ConfigError re-exported for convenience
 
 
-def make_baseline(cfg: DictConfig, observation_space: gym.Space):
+def make_baseline(cfg: DictConfig, observation_space: gym.Space) -> Baseline:
     """Instantiate ``cfg.baseline``; a learned one's ``value_net`` (a partial) gets the space."""
     value_net = OmegaConf.select(cfg, "baseline.value_net")
-    built = {}
+    built: dict[str, nn.Module] = {}
     if value_net is not None:
         built["value_net"] = build_value_network(value_net, observation_space)
     return instantiate(cfg.baseline, **built)
@@ -69,10 +74,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # The policy needs the env's spaces: read them from one env built as training builds them.
     observation_space, action_space = probe_env(cfg)
-    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    datamodule: RolloutDataModule = instantiate(cfg.data)
     policy = build_policy(cfg.network, observation_space, action_space)  # checked: one line naming network
     baseline = make_baseline(cfg, observation_space)
-    model: pl.LightningModule = instantiate(cfg.model, policy=policy, baseline=baseline)
+    model: ReinforceModule = instantiate(cfg.model, policy=policy, baseline=baseline)
     # The full resolved config travels in every checkpoint (hyper_parameters.config) and to loggers.
     model.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
     # Errors that Lightning would only meet inside fit(), after OnExceptionCheckpoint and the loggers
@@ -99,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     # Lightning's DDP launcher sets torch's threads to cores / processes unless OMP_NUM_THREADS is
     # set: set it during fit, so that this process and the ranks it starts keep torch_num_threads.
-    with _environ(OMP_NUM_THREADS=None if threads is None else str(int(threads))), warnings.catch_warnings():
+    with set_environ(OMP_NUM_THREADS=None if threads is None else str(int(threads))), warnings.catch_warnings():
         # OnExceptionCheckpoint makes Lightning read ckpt_path=None as "last" and warn that there
         # is none: validate() already refused a run directory that holds checkpoints
         warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
@@ -131,74 +136,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return {cfg.optimized_metric: metrics.get(cfg.optimized_metric, math.nan)} | metrics
 
 
-def instantiate(node: DictConfig, **kwargs):
-    """``hydra.utils.instantiate``; any error of the target becomes a one-line ConfigError naming its key.
-
-    Hydra reports a target it cannot find or call, and any exception raised by the constructor
-    (Lightning's ``MisconfigurationException``, a ``ValueError`` or ``TypeError`` of the Trainer, a
-    logger or a callback), as ``InstantiationException`` with the node's ``full_key``. When the
-    constructor's message names one of the node's arguments (``devices``, ``accelerator``, an
-    unexpected keyword), the key is ``<node>.<argument>``, else the node (e.g. ``trainer``). A
-    ConfigError raised by a constructor stays as it is.
-    """
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if config_error_in(err) is not None:
-            raise
-        raise ConfigError(_instantiation_message(node, err)) from err
-
-
-def _instantiation_message(node: DictConfig, err: InstantiationException) -> str:
-    """``<key>: <what the constructor said>`` on one line (see :func:`instantiate`)."""
-    text = str(err)
-    full_key = re.search(r"^full_key: (\S+)", text, re.MULTILINE)
-    where = full_key.group(1) if full_key else "config"
-    cause = err.__cause__
-    if cause is None or text.startswith("Error locating target"):  # Hydra's own: a target it cannot find, ...
-        first = re.sub(r",? set env var HYDRA_FULL_ERROR=1.*", "", text.splitlines()[0]).strip()
-        return f"{where}: {first}"
-    reason = " ".join(str(cause).split()) or type(cause).__name__
-    target = re.search(r"target '([\w.]+)'", text)
-    name = target.group(1).rsplit(".", 1)[-1] if target else "the target"
-    argument = _argument_named(node, reason)
-    if argument is not None:
-        shown = f"={node.get(argument)!r}" if isinstance(node, DictConfig) and argument in node else ""
-        where = f"{where}.{argument}"
-        return f"{where}: {name} refuses {argument}{shown}: {type(cause).__name__}: {_clip(reason)}"
-    return f"{where}: {name} raised {type(cause).__name__}: {_clip(reason)}"
-
-
-def _argument_named(node: DictConfig, reason: str) -> str | None:
-    """The argument of ``node`` that a constructor's message is about, or None.
-
-    An unexpected keyword argument; else the node's argument named earliest in the message as a
-    word (Lightning names them: ``Trainer(devices=0)``, `` `max_epochs` ``, ``accelerator``).
-    """
-    target = node.get("_target_") if isinstance(node, DictConfig) else None
-    name = str(target).rsplit(".", 1)[-1]
-    unexpected = re.search(r"(\w+)(?:\.__init__)?\(\) got an unexpected keyword argument '(\w+)'", reason)
-    if unexpected and unexpected.group(1) == name:  # the target's own argument (not one of an env it builds)
-        return unexpected.group(2)
-    if not isinstance(node, DictConfig):
-        return None
-    found = []
-    for name in node:
-        if isinstance(name, str) and not name.startswith("_"):
-            match = re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", reason)
-            if match:
-                found.append((match.start(), name))
-    return min(found)[1] if found else None
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class _DropAdvert(logging.Filter):
     """Drops Lightning's "install litlogger" tip, printed by every Trainer that has no LitLogger."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False for the tip's record."""
         return "litlogger" not in record.getMessage()
 
 
@@ -227,35 +169,20 @@ def _resolve_env(cfg: DictConfig) -> None:
             )
 
 
-@contextlib.contextmanager
-def _environ(**values: str | None) -> Iterator[None]:
-    """Set the environment variables given (``None``: leave as is), and restore them on exit."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items() if v is not None})
-    try:
-        yield
-    finally:
-        _restore_environ(saved)
-
-
-def _restore_environ(saved: dict[str, str | None]) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], log_dir: str | Path) -> None:
-    ckpt_dirs = sorted({str(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})
+    ckpt_dirs = sorted({str(d) for c in trainer.checkpoint_callbacks if (d := getattr(c, "dirpath", None))})
     threshold = cfg.env.get("return_threshold")
     solved = "no threshold" if threshold is None else ("yes" if metrics["solved"] else "no")
     lines = [
-        f"{cfg.env.id}: {int(metrics['epochs'])} epochs, "
-        f"{int(metrics.get('rollout/env_steps', 0))} env steps, "
-        f"{int(metrics.get('rollout/episodes', 0))} episodes, {metrics['time/train_seconds']:.1f} s",
-        f"100-episode mean return {metrics.get('rollout/return_mean_100', math.nan):.4g} "
-        f"(threshold {threshold}, solved: {solved})",
+        (
+            f"{cfg.env.id}: {int(metrics['epochs'])} epochs, "
+            f"{int(metrics.get('rollout/env_steps', 0))} env steps, "
+            f"{int(metrics.get('rollout/episodes', 0))} episodes, {metrics['time/train_seconds']:.1f} s"
+        ),
+        (
+            f"100-episode mean return {metrics.get('rollout/return_mean_100', math.nan):.4g} "
+            f"(threshold {threshold}, solved: {solved})"
+        ),
         f"checkpoints: {', '.join(ckpt_dirs) or 'none'}",
         f"logs: {log_dir}",
     ]
@@ -268,48 +195,6 @@ def _summary(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], lo
     log.info("\n".join(lines))
 
 
-# What Lightning's DDP launcher sets in the launching process (and torchrun or SLURM may set before).
-_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-@contextlib.contextmanager
-def _ddp_ranks_join_this_job() -> Iterator[None]:
-    """Make the ranks that Lightning's DDP launcher starts (``strategy=ddp``) join this Hydra job.
-
-    Lightning starts ranks ``1..devices-1`` by running ``__main__`` again with ``sys.argv[1:]``
-    plus ``hydra.run.dir=<HydraConfig run.dir>`` (``_hydra_subprocess_cmd``), which recomposes
-    the config from the command line. In a multirun that command line is the whole sweep
-    (``-m seed=0,1 ...``), ``run.dir`` is not the job's directory, and under the joblib launcher
-    ``__main__`` is joblib's worker, not this script: each rank would start a sweep of its own.
-    So for the job's duration the ranks' command is ``python -m pg_lightning.cli.train`` replaying
-    the config this job saved (``<job dir>/.hydra/config.yaml``: exactly what the sweeper chose,
-    whatever the config files say by then; the job's overrides where ``hydra.output_subdir`` is
-    null), as a single run in the job's directory. Afterwards the process group is destroyed and
-    the rendezvous variables Lightning set are restored, so that the next job of a sweep in this
-    process starts a group of its own (Lightning would otherwise find ``LOCAL_RANK`` set, start
-    no ranks and wait for them). Ranks started by torchrun or SLURM are not affected.
-    """
-    hydra_cfg = HydraConfig.get()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    main_module = sys.modules["__main__"]
-    argv, main_spec = list(sys.argv), getattr(main_module, "__spec__", None)
-    environ = {k: os.environ.get(k) for k in _DDP_ENV}
-    if hydra_cfg.output_subdir is not None:
-        sys.argv = [argv[0], f"--config-path={job_dir / hydra_cfg.output_subdir}", "--config-name=config"]
-    else:
-        sys.argv = [argv[0], *hydra_cfg.overrides.task]
-    main_module.__spec__ = importlib.util.find_spec("pg_lightning.cli.train")
-    with read_write(hydra_cfg):  # this job's copy: Hydra sets the next job's HydraConfig afresh
-        hydra_cfg.run.dir = str(job_dir)
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        sys.argv, main_module.__spec__ = argv, main_spec
-        _restore_environ(environ)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """CLI: train, print the summary, return the optimized metric (for sweepers).
@@ -320,7 +205,7 @@ def main(cfg: DictConfig) -> float | None:
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        with _ddp_ranks_join_this_job():
+        with ddp_ranks_join_this_job():
             metrics = run(cfg)
     except SIGTERMException:
         # Lightning ends fit with SystemExit() on SIGTERM (SLURM, Kubernetes): exit code 0, as if the

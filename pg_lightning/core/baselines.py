@@ -32,6 +32,7 @@ task, not as part of it.
 from __future__ import annotations
 
 import math
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.recurrent import is_recurrent
+from pg_lightning.core.tree import Obs
 
 __all__ = [
     "Baseline",
@@ -115,6 +117,9 @@ class EMABaseline(Baseline):
         decay: weight of the past, in ``[0, 1)``.
     """
 
+    average: Tensor  # buffer (): the moving average of the earlier batches' mean Psi (float64)
+    count: Tensor  # buffer (): the number of batches averaged
+
     def __init__(self, decay: float = 0.9) -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:
@@ -166,8 +171,8 @@ class LeaveOneOutBaseline(Baseline):
         t = batch.step_in_episode()
         horizon = int(t.max()) + 1
         total = torch.zeros(horizon, dtype=psi.dtype, device=psi.device).index_add_(0, t, psi)
-        count = torch.bincount(t, minlength=horizon).to(psi.dtype)
-        others = count[t] - 1
+        reached = torch.bincount(t, minlength=horizon).to(psi.dtype)  # the episodes that reached each step
+        others = reached[t] - 1
         return torch.where(others > 0, (total[t] - psi) / others.clamp_min(1), torch.zeros_like(psi))
 
 
@@ -198,6 +203,10 @@ class ValueBaseline(Baseline):
             ``rescale_output`` (:class:`~pg_lightning.envs.networks.ValueNetwork` has it).
         stats_decay: weight of the past in the moving mean and standard deviation of the returns.
     """
+
+    target_mean: Tensor  # buffer (): mu, the moving mean of the returns
+    target_std: Tensor  # buffer (): sigma, their moving standard deviation
+    stats_count: Tensor  # buffer (): the number of batches in mu and sigma
 
     def __init__(
         self,
@@ -270,7 +279,10 @@ class ValueBaseline(Baseline):
             var = d * self.target_std**2 + (1 - d) * std**2 + d * (1 - d) * (self.target_mean - mean) ** 2
             mean, std = d * self.target_mean + (1 - d) * mean, var.sqrt()
         # (Adam's moments of the output layer stay on the old scale: harmless at these decays)
-        self.value_net.rescale_output(std / self.target_std, (mean - self.target_mean) / self.target_std)
+        # __init__ checked that a normalize_targets value_net has rescale_output
+        cast(_PopArtNet, self.value_net).rescale_output(
+            std / self.target_std, (mean - self.target_mean) / self.target_std
+        )
         self.target_mean.copy_(mean)
         self.target_std.copy_(std)
         self.stats_count += 1
@@ -285,5 +297,18 @@ class ValueBaseline(Baseline):
             return None
         with torch.no_grad():
             if is_recurrent(self.value_net):  # V(s_T) with the state each episode left
-                return self._scaled(self.value_net.final_values(batch.obs, batch.dones, batch.final_obs))
+                value_net = cast(_RecurrentValueNet, self.value_net)  # the recurrent value-net contract
+                return self._scaled(value_net.final_values(batch.obs, batch.dones, batch.final_obs))
             return self._scaled(self.value_net(batch.final_obs))
+
+
+class _PopArtNet(Protocol):
+    """A value net that ``normalize_targets`` can rescale (``ValueNetwork.rescale_output``)."""
+
+    def rescale_output(self, scale: Tensor, shift: Tensor) -> None: ...
+
+
+class _RecurrentValueNet(Protocol):
+    """A recurrent value net: ``V`` of each episode's final observation with the state the episode left."""
+
+    def final_values(self, obs: Obs, dones: Tensor, final_obs: Obs) -> Tensor: ...

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from pg_lightning.core.policies import distribution
 from pg_lightning.core.returns import discounted_returns, step_in_episode, total_returns
-from pg_lightning.core.tree import index
+from pg_lightning.core.tree import Obs, index
 
 __all__ = [
     "ESTIMATORS",
@@ -65,7 +65,7 @@ class GradientStats(NamedTuple):
 
 def per_episode_gradients(
     policy: nn.Module,
-    obs: Tensor,
+    obs: Obs,
     actions: Tensor,
     dones: Tensor,
     weights: Tensor,
@@ -122,7 +122,7 @@ def per_episode_gradients(
 def _batched_grad(outputs: Tensor, params: list[nn.Parameter], grad_outputs: Tensor) -> Tensor:
     """``(K, P)``: the gradient of ``sum_t grad_outputs[k, t] * outputs[t]`` for each ``k``."""
 
-    def flat(grads, batch_shape) -> Tensor:
+    def flat(grads: Sequence[Tensor | None], batch_shape: tuple[int, ...]) -> Tensor:
         return torch.cat(
             [
                 (torch.zeros(*batch_shape, *p.shape, device=p.device) if g is None else g).reshape(*batch_shape, -1)

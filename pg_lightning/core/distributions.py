@@ -40,6 +40,8 @@ __all__ = [
     "sample",
 ]
 
+_NO_SAMPLE_DIMS = torch.Size()  # the default sample shape of rsample: one draw per batch entry
+
 
 class DiscreteCategorical(Categorical):
     """``Categorical`` over ``n`` actions whose env action is ``sample + start`` (gymnasium's ``Discrete(n, start)``)."""
@@ -125,7 +127,7 @@ class TanhNormal(Distribution):
     def _log_dtanh(u: Tensor) -> Tensor:
         return 2 * (math.log(2.0) - u - nn.functional.softplus(-2 * u))
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = _NO_SAMPLE_DIMS) -> Tensor:
         return self.base.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ torch.Size([5, 6])
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -78,6 +78,9 @@ class MultiOneHot(nn.Module):
         nvec: number of values of each component, any shape.
         start: the smallest value of each component, same shape as ``nvec`` (or a scalar).
     """
+
+    start: Tensor  # buffer (K,): the smallest value of each component, flattened
+    keep: Tensor  # buffer (sum(nvec),): the columns of the (B, K * max_n) one-hots that are real values
 
     def __init__(self, nvec: Sequence[int] | np.ndarray, start: Sequence[int] | np.ndarray | int = 0) -> None:
         super().__init__()
@@ -190,7 +193,8 @@ class TreeEncoder(nn.Module):
         self.paths = list(encoders)
         self.encoders = nn.ModuleList(encoders.values())
         self._parts = [path.split("/") if path else [] for path in self.paths]
-        self.out_features = sum(int(encoder.out_features) for encoder in self.encoders)
+        # every encoder has an int out_features (the module docstring's contract)
+        self.out_features = sum(int(cast(int, encoder.out_features)) for encoder in self.encoders)
 
     def forward(self, obs: Any) -> Tensor:
         features = [encoder(_lookup(obs, parts)) for encoder, parts in zip(self.encoders, self._parts)]

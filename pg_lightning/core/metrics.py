@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -35,8 +37,11 @@ class WindowMean(Metric):
     """
 
     full_state_update = False
+    values: Tensor  # state (window,): the ring buffer of the last values
+    filled: Tensor  # state (window,) bool: the slots of values that hold one
+    count: Tensor  # state (): the number of values seen
 
-    def __init__(self, window: int = 100, **kwargs) -> None:
+    def __init__(self, window: int = 100, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if window < 1:
             raise ConfigError(f"model.return_window must be >= 1, got {window}")

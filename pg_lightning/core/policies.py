@@ -6,19 +6,18 @@ Every policy here is ``encoder -> [recurrent core] -> net -> distribution``:
   (:mod:`pg_lightning.core.encoders`);
 - the optional core (:class:`~pg_lightning.core.recurrent.RecurrentCore`, ``network=gru|lstm``) gives
   the policy a memory of the episode so far;
-- ``net`` (an :class:`MLP`) maps features to the distribution's parameters, and the policy's
+- ``net`` (an `pg_lightning.core.torso.MLP`) maps features to the distribution's parameters, and the policy's
   class to the distribution of its action space (:mod:`pg_lightning.core.distributions`).
 
-Plain torch: no Lightning, no gymnasium. :func:`pg_lightning.envs.networks.make_policy` builds the
-right policy from an environment's spaces.
+The shared ``encoder -> [core] -> net`` structure is `pg_lightning.core.torso.Torso`. Plain torch (layer: core):
+no Lightning, no gymnasium. :func:`pg_lightning.envs.networks.make_policy` builds the right policy from an
+environment's spaces.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -32,115 +31,25 @@ from pg_lightning.core.distributions import (
     bernoulli_sample,
     categorical_sample,
     draw,
-    greedy_action,
     normal_sample,
     padded_logits,
-    sample,
 )
-from pg_lightning.core.encoders import FlattenFloat, OneHot
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.recurrent import RecurrentCore, State, is_recurrent, reset_state
+from pg_lightning.core.torso import Torso, snapshot
 from pg_lightning.core.tree import Obs
 
 __all__ = [
     "ACTION_BOUNDS",
-    "MLP",
     "BernoulliPolicy",
     "CategoricalPolicy",
     "GaussianPolicy",
     "MultiCategoricalPolicy",
-    "OneHot",
     "Policy",
-    "TanhNormal",
-    "Torso",
     "distribution",
-    "draw",
-    "greedy_action",
-    "is_recurrent",
-    "sample",
-    "snapshot",
 ]
 
 ACTION_BOUNDS = ("clip", "tanh")
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
-
-
-class MLP(nn.Sequential):
-    """``in_features -> hidden_sizes... -> out_features``; ``hidden_sizes=[]`` is a linear map.
-
-    Args:
-        in_features: input width.
-        out_features: output width.
-        hidden_sizes: widths of the hidden layers.
-        activation: one of ``tanh, relu, elu, gelu, silu``, applied after each hidden layer.
-    """
-
-    def __init__(self, in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str) -> None:
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"network.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if not _positive_ints(hidden_sizes):
-            raise ConfigError(
-                f"network.hidden_sizes must be a list of positive integers (layer widths), got {_plain_list(hidden_sizes)!r}"
-            )
-        layers: list[nn.Module] = []
-        width = in_features
-        for size in hidden_sizes:
-            layers += [nn.Linear(width, int(size)), ACTIVATIONS[activation]()]
-            width = int(size)
-        layers.append(nn.Linear(width, out_features))
-        super().__init__(*layers)
-
-
-def _positive_ints(sizes: object) -> bool:
-    """``sizes`` is a sequence (not a string) of integers >= 1 (bools are not widths)."""
-    return (
-        isinstance(sizes, Sequence)
-        and not isinstance(sizes, (str, bytes))
-        and all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes)
-    )
-
-
-def _plain_list(hidden_sizes: object) -> object:
-    return (
-        list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else hidden_sizes
-    )
-
-
-class Torso(nn.Module):
-    """``encoder -> [core] -> net``, the structure every network here shares (policies, ``ValueNetwork``).
-
-    Args:
-        encoder: raw observations (``(B, *obs_shape)``, or a dict / tuple of them) -> features ``(B, F)``.
-        net: features (the core's output when there is one) -> the network's outputs.
-        core: a :class:`~pg_lightning.core.recurrent.RecurrentCore`, or None for a feedforward network.
-    """
-
-    def __init__(self, encoder: nn.Module, net: nn.Module, core: RecurrentCore | None = None) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.core = core
-        self.net = net
-
-    @property
-    def is_recurrent(self) -> bool:
-        return self.core is not None
-
-    def features(self, obs: Obs, dones: Tensor | None = None) -> Tensor:
-        """``(B, F)`` the net's input: encoded observations, through the core over whole episodes when recurrent
-        (``obs`` then holds complete episodes one after another, ``dones`` ``(B,)`` marks their last steps)."""
-        features = self.encoder(obs)
-        if self.core is None:
-            return features
-        if dones is None:
-            raise ValueError(f"{type(self).__name__} is recurrent: call it as (obs, dones) on complete episodes")
-        return self.core.sequences(features, dones)[0]
 
 
 class Policy(Torso):
@@ -163,7 +72,8 @@ class Policy(Torso):
 
     def initial_state(self, n: int) -> State:
         """The core's state of ``n`` copies starting an episode (zeros), on the policy's device."""
-        return self._core().initial_state(n, self.net[-1].weight.device)
+        core = self._core()
+        return core.initial_state(n, next(core.parameters()).device)
 
     def step(self, obs: Obs, state: State) -> tuple[Distribution, State]:
         """One step of ``N`` copies of a recurrent policy: ``(distribution (N,), next state)``."""
@@ -255,6 +165,9 @@ class MultiCategoricalPolicy(Policy):
     long from 0, log-probs summed over the components, the env receives ``sample + start``.
     """
 
+    slots: Tensor  # buffer (sum(nvec),): where each real logit goes among the K * max(nvec) padded ones
+    start: Tensor  # buffer nvec.shape: the env's first action of each component
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -332,6 +245,9 @@ class GaussianPolicy(Policy):
     ``action_shape``; ``log_prob`` sums over the action's components.
     """
 
+    low: Tensor  # buffer action_shape: the Box's bounds (action_bounds="tanh" only)
+    high: Tensor
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -372,7 +288,7 @@ class GaussianPolicy(Policy):
 
     def mean_std(self, out: Tensor) -> tuple[Tensor, Tensor]:
         """The Gaussian's (pre-squash) mean and standard deviation, each ``(B, *action_shape)``, from the net's output."""
-        if self.state_dependent_std:
+        if self.log_std is None:  # state_dependent_std
             mean, log_std = out.split(self.action_dim, dim=-1)
             log_std = log_std + self.log_std_init
         else:
@@ -392,43 +308,6 @@ class GaussianPolicy(Policy):
         if self.action_bounds == "tanh":
             return u, TanhNormal(mean, std, self.low, self.high, event_dims=len(self.action_shape)).env_action(u)
         return u, u
-
-
-_ELEMENTWISE = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
-
-
-def snapshot(module: nn.Module) -> Callable[[Tensor], Tensor]:
-    """``module``'s forward as a plain function of its current parameters, for per-step inference.
-
-    ``nn.Module.__call__`` (hook dispatch) and ``Parameter`` arguments cost more than a 64-wide
-    layer on a CPU, and the collector runs the policy once per vector step with parameters that
-    do not change during a collection. So it builds this once per collection: ``Sequential``
-    containers are unrolled, a ``Linear`` becomes ``F.linear`` with detached views of its
-    parameters (the same kernel as its ``forward``: bit-identical outputs; the views share
-    storage, so call this again after moving the module to another device), ``Tanh``/``ReLU``
-    become ``torch.tanh``/``torch.relu``, ``FlattenFloat`` its bound ``forward``, and any other module (or one with hooks of its own,
-    which must still run) is called as is. Use it under ``torch.inference_mode``/``no_grad``.
-    """
-    if module._forward_hooks or module._forward_pre_hooks:
-        return module
-    if isinstance(module, nn.Sequential):
-        steps = [snapshot(layer) for layer in module]
-
-        def forward(x: Tensor) -> Tensor:
-            for step in steps:
-                x = step(x)
-            return x
-
-        return forward
-    if type(module) is nn.Linear:
-        return partial(nn.functional.linear, weight=module.weight.detach(), bias=_detach(module.bias))
-    if type(module) is FlattenFloat:
-        return module.forward  # parameter-free: its forward without nn.Module's call machinery
-    return _ELEMENTWISE.get(type(module), module)
-
-
-def _detach(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach()
 
 
 def distribution(policy: nn.Module, obs: Obs, dones: Tensor) -> Distribution:

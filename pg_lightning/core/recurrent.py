@@ -11,7 +11,7 @@ Plain torch: no Lightning, no gymnasium.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TypeAlias, cast
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +24,7 @@ __all__ = ["CORES", "RecurrentCore", "State", "is_recurrent", "reset_state"]
 
 CORES = ("gru", "lstm")
 
-State = Union[Tensor, tuple[Tensor, Tensor]]
+State: TypeAlias = Tensor | tuple[Tensor, Tensor]
 """A core's state, batch first: ``(N, H)`` for a GRU, ``(h, c)`` each ``(N, H)`` for an LSTM."""
 
 
@@ -39,8 +39,13 @@ def is_recurrent(module: object) -> bool:
 
 def reset_state(state: State, initial: State, starts: Tensor) -> State:
     """``state`` with the rows of ``starts`` (``(N,)`` bool) replaced by ``initial``'s: those copies start an episode."""
-    if isinstance(state, tuple):
-        return tuple(reset_state(s, i, starts) for s, i in zip(state, initial, strict=True))
+    if isinstance(state, tuple):  # an LSTM's (h, c)
+        h0, c0 = initial
+        return _reset(state[0], h0, starts), _reset(state[1], c0, starts)
+    return _reset(state, cast(Tensor, initial), starts)  # a GRU's state: initial is a tensor too
+
+
+def _reset(state: Tensor, initial: Tensor, starts: Tensor) -> Tensor:
     return torch.where(starts.to(state.device).view(-1, *([1] * (state.dim() - 1))), initial, state)
 
 
@@ -101,8 +106,8 @@ class RecurrentCore(nn.Module):
 
 
 def _layered(state: State) -> State:
-    return tuple(s.unsqueeze(0) for s in state) if isinstance(state, tuple) else state.unsqueeze(0)
+    return (state[0].unsqueeze(0), state[1].unsqueeze(0)) if isinstance(state, tuple) else state.unsqueeze(0)
 
 
 def _batch_first(state: State) -> State:
-    return tuple(s.squeeze(0) for s in state) if isinstance(state, tuple) else state.squeeze(0)
+    return (state[0].squeeze(0), state[1].squeeze(0)) if isinstance(state, tuple) else state.squeeze(0)

@@ -1,25 +1,20 @@
-"""Finite MDPs with exact policy gradients: the theorem, computable. Plain torch.
+"""Finite MDPs with exact policy gradients: the theorem, computable. Plain torch (layer: core).
 
-A :class:`TabularMDP` is a transition tensor ``P[s, a, s']``, rewards ``R[s, a, s']``, an
+A `TabularMDP` is a transition tensor ``P[s, a, s']``, rewards ``R[s, a, s']``, an
 initial distribution, a set of terminal (absorbing, zero-reward) states and a discount. For a
 policy that maps integer states to a ``Categorical`` (any network, e.g. one built by
 ``make_policy`` on a ``Discrete`` observation space), this module computes
 
-- :func:`solve`: ``V^pi``, ``Q^pi``, ``J(theta) = E[sum_t gamma^t r_t]`` and the state visitation,
+- `solve`: ``V^pi``, ``Q^pi``, ``J(theta) = E[sum_t gamma^t r_t]`` and the state visitation,
   exactly, by solving the linear Bellman system; every output is differentiable in ``theta``, so
-  :func:`exact_gradient` is ``grad J`` by autograd through the solve;
-- :func:`expected_estimator`: the expectation of the REINFORCE estimator in closed form,
+  `exact_gradient` is ``grad J`` by autograd through the solve;
+- `expected_estimator`: the expectation of the REINFORCE estimator in closed form,
   ``sum_s eta_w(s) sum_a grad pi(a|s) Q^pi(s, a)``, with discounted visitation (the theorem: it
   equals ``grad J``) or undiscounted visitation (what reward-to-go without ``gamma^t`` estimates);
-- :func:`optimal_values`: ``V*`` and ``J*`` by value iteration, to compare a trained policy with;
-- :func:`sample_episodes`: complete episodes as an :class:`~pg_lightning.core.batch.EpisodeBatch`,
-  all sampled in parallel in torch (20,000 chain episodes, 437,148 steps, took 0.23 s on a 2-core
-  CPU), so that statistical tests of the estimator run in seconds;
-- :func:`gradient_estimates`: one REINFORCE estimate of ``grad J`` per batch, computed with the
-  very :class:`~pg_lightning.core.loss.ReinforceLoss` and baselines that training uses, and
-  :func:`gradient_variance` / :func:`z_scores` to compare them with the exact gradient.
+- `optimal_values`: ``V*`` and ``J*`` by value iteration, to compare a trained policy with.
 
-:mod:`pg_lightning.envs.tabular_envs` exposes these MDPs as gymnasium environments.
+`pg_lightning.core.monte_carlo` samples episodes of these MDPs and computes the REINFORCE estimates
+to compare with the exact gradient; `pg_lightning.envs.tabular_envs` exposes them as gymnasium environments.
 
 Example (the two-armed bandit: pull right with probability 0.7):
 
@@ -33,33 +28,28 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.core.baselines import Baseline
-from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.core.loss import ReinforceLoss
-
 __all__ = [
+    "DTYPE",
     "ExactSolution",
-    "StateValueBaseline",
+    "OptimalValues",
     "TabularMDP",
     "chain",
     "exact_gradient",
     "expected_estimator",
-    "gradient_estimates",
-    "gradient_variance",
+    "flat_grad",
     "optimal_values",
     "policy_table",
-    "sample_episodes",
-    "score_jacobian",
     "solve",
     "two_armed_bandit",
     "undiscounted_visits",
-    "z_scores",
 ]
 
-DTYPE = torch.float64  # exact quantities are computed in double precision
+DTYPE = torch.float64
+"""The dtype of every exact quantity: double precision."""
 
 
 class TabularMDP(NamedTuple):
@@ -82,7 +72,14 @@ class TabularMDP(NamedTuple):
     gamma: float
 
     @classmethod
-    def create(cls, transitions, rewards, initial, terminal, gamma: float = 1.0) -> TabularMDP:
+    def create(
+        cls,
+        transitions: Tensor | npt.ArrayLike,
+        rewards: Tensor | npt.ArrayLike,
+        initial: Tensor | npt.ArrayLike,
+        terminal: Tensor | npt.ArrayLike,
+        gamma: float = 1.0,
+    ) -> TabularMDP:
         """Validated constructor; ``rewards`` may be ``(S, A)`` or ``(S, A, S)``."""
         P = torch.as_tensor(transitions, dtype=DTYPE)
         if P.dim() != 3 or P.shape[0] != P.shape[2]:
@@ -241,12 +238,18 @@ def undiscounted_visits(mdp: TabularMDP, probs: Tensor) -> Tensor:
     return torch.linalg.solve(A.T, mdp.initial) * (~mdp.terminal).to(DTYPE)
 
 
-def _params(policy: nn.Module) -> list[nn.Parameter]:
-    return [p for p in policy.parameters() if p.requires_grad]
-
-
-def _flat(grads) -> Tensor:
-    return torch.cat([g.reshape(-1).to(DTYPE).cpu() for g in grads])
+def flat_grad(output: Tensor, policy: nn.Module, retain_graph: bool = False) -> Tensor:
+    """``(P,)`` float64 on the CPU: the gradient of the scalar ``output`` with respect to the policy's
+    trainable parameters (``requires_grad``), flattened in ``policy.parameters()`` order, zeros for
+    the parameters ``output`` does not depend on."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(output, params, retain_graph=retain_graph, allow_unused=True)
+    return torch.cat(
+        [
+            (torch.zeros_like(p) if g is None else g).reshape(-1).to(DTYPE).cpu()
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )
 
 
 def exact_gradient(mdp: TabularMDP, policy: nn.Module) -> tuple[Tensor, Tensor]:
@@ -254,9 +257,7 @@ def exact_gradient(mdp: TabularMDP, policy: nn.Module) -> tuple[Tensor, Tensor]:
     trainable parameters (``requires_grad``) in ``policy.parameters()`` order, by autograd
     through :func:`solve`."""
     J = solve(mdp, policy_table(policy, mdp)).J
-    grads = torch.autograd.grad(J, _params(policy), allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)]
-    return J.detach(), _flat(grads)
+    return J.detach(), flat_grad(J, policy)
 
 
 def expected_estimator(mdp: TabularMDP, policy: nn.Module, discount_weight: bool = True) -> Tensor:
@@ -273,8 +274,7 @@ def expected_estimator(mdp: TabularMDP, policy: nn.Module, discount_weight: bool
         sol = solve(mdp, probs)
         eta = sol.visits if discount_weight else undiscounted_visits(mdp, probs)
     surrogate = (eta[:, None] * probs * sol.Q).sum()
-    grads = torch.autograd.grad(surrogate, _params(policy), allow_unused=True)
-    return _flat([torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)])
+    return flat_grad(surrogate, policy)
 
 
 class OptimalValues(NamedTuple):
@@ -303,157 +303,3 @@ def optimal_values(mdp: TabularMDP, tol: float = 1e-10, max_iterations: int = 10
             Q = r + mdp.gamma * torch.einsum("sat,t->sa", mdp.transitions, V) * alive[:, None]
             return OptimalValues(mdp.initial @ V, V, Q, Q.argmax(-1))
     raise RuntimeError(f"value iteration did not converge in {max_iterations} iterations")
-
-
-def sample_episodes(
-    mdp: TabularMDP,
-    policy: nn.Module | Tensor,
-    num_episodes: int,
-    generator: torch.Generator | None = None,
-    max_steps: int = 100_000,
-) -> EpisodeBatch:
-    """Sample ``num_episodes`` complete episodes, all in parallel, in torch.
-
-    Args:
-        policy: a policy module (evaluated once on every state) or a ``(S, A)`` table.
-        generator: CPU generator for reproducible samples.
-        max_steps: raise if some episode is still running after this many steps.
-
-    Returns the episodes episode after episode, as the collector does: ``obs`` and ``actions``
-    ``(B,)`` long, ``rewards`` ``(B,)`` float32, ``terminated`` true at each episode's last step,
-    ``truncated`` all false, ``final_obs`` ``(E,)`` the terminal state reached.
-    """
-    with torch.no_grad():
-        probs = policy if isinstance(policy, Tensor) else policy_table(policy, mdp)
-    probs = probs.to(DTYPE)
-    n = num_episodes
-    cum_initial = mdp.initial.cumsum(0)
-    cum_policy = probs.cumsum(-1)
-    cum_transitions = mdp.transitions.cumsum(-1)
-
-    def draw(cdf: Tensor) -> Tensor:  # inverse-CDF sampling, one draw per row of ``cdf``
-        u = (
-            torch.rand(cdf.shape[:-1], dtype=DTYPE, generator=generator) * cdf[..., -1]
-        )  # rows need not sum to 1 exactly
-        return torch.searchsorted(cdf.contiguous(), u[..., None], right=True)[..., 0].clamp_max(cdf.shape[-1] - 1)
-
-    state = draw(cum_initial.expand(n, -1))
-    index = torch.arange(n)  # the episodes still running, in order
-    final_obs = torch.empty(n, dtype=torch.long)
-    steps: list[tuple[Tensor, ...]] = []
-    while index.numel():
-        if len(steps) >= max_steps:
-            raise RuntimeError(f"an episode did not terminate within max_steps={max_steps}")
-        action = draw(cum_policy[state])
-        next_state = draw(cum_transitions[state, action])
-        done = mdp.terminal[next_state]
-        steps.append((index, state, action, mdp.rewards[state, action, next_state], done))
-        final_obs[index[done]] = next_state[done]
-        index, state = index[~done], next_state[~done]
-    # Time-major steps of the running episodes -> episode-major rows: sort by (episode, t).
-    episode, obs, actions, rewards, ends = (torch.cat(x) for x in zip(*steps, strict=True))
-    order = torch.argsort(episode, stable=True)  # steps were appended in time order
-    return EpisodeBatch(
-        obs=obs[order],
-        actions=actions[order],
-        rewards=rewards[order].float(),
-        terminated=ends[order],
-        truncated=torch.zeros(order.numel(), dtype=torch.bool),
-        final_obs=final_obs,
-    )
-
-
-def score_jacobian(mdp: TabularMDP, policy: nn.Module) -> Tensor:
-    """``(S * A, P)``: row ``s * A + a`` is ``grad_theta log pi(a|s)`` (flat over parameters)."""
-    S, A = mdp.num_states, mdp.num_actions
-    device = next(iter(policy.parameters()), torch.empty(0)).device
-    states = torch.arange(S, device=device).repeat_interleave(A)
-    actions = torch.arange(A, device=device).repeat(S)
-    log_probs = policy(states).log_prob(actions)
-    rows = []
-    for i in range(S * A):
-        grads = torch.autograd.grad(log_probs[i], _params(policy), retain_graph=True, allow_unused=True)
-        rows.append(
-            _flat([torch.zeros_like(p) if g is None else g for g, p in zip(grads, _params(policy), strict=True)])
-        )
-    return torch.stack(rows)
-
-
-def gradient_estimates(
-    mdp: TabularMDP,
-    policy: nn.Module,
-    loss: ReinforceLoss,
-    num_batches: int,
-    episodes_per_batch: int,
-    baseline: Baseline | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """``(num_batches, P)``: independent REINFORCE estimates of ``grad J``, one per batch.
-
-    Each batch holds ``episodes_per_batch`` fresh episodes. Its estimate is minus the gradient
-    of ``loss``'s policy term (what an optimizer descends), with ``Psi_t``, the baseline,
-    normalisation and ``gamma^t`` computed by ``loss`` and ``baseline`` exactly as in training
-    (the entropy term is not part of the estimator and is left out).
-
-    The gradient is assembled from :func:`score_jacobian` (``grad log pi(a|s)`` depends only on
-    ``(s, a)``), which is exact and vectorised; the tests check it against autograd through the
-    module's ``training_step``.
-    """
-    S, A = mdp.num_states, mdp.num_actions
-    batch = sample_episodes(mdp, policy, num_batches * episodes_per_batch, generator)
-    dones = batch.dones
-    episode = batch.episode_index()
-    batch_of_step = episode // episodes_per_batch
-    starts = torch.searchsorted(batch_of_step, torch.arange(num_batches + 1))
-    psi_all = loss.returns(batch.rewards, dones)
-    coefficient = torch.empty(batch.num_steps, dtype=torch.float32)
-    for k in range(num_batches):
-        lo, hi = int(starts[k]), int(starts[k + 1])
-        part = EpisodeBatch(
-            batch.obs[lo:hi],
-            batch.actions[lo:hi],
-            batch.rewards[lo:hi],
-            batch.terminated[lo:hi],
-            batch.truncated[lo:hi],
-            batch.final_obs[k * episodes_per_batch : (k + 1) * episodes_per_batch],
-        )
-        psi = psi_all[lo:hi]
-        b = None if baseline is None else baseline(part, psi)
-        # The policy loss is -(sum_t weights_t * log pi_t) / E: its descent direction per step.
-        zeros = torch.zeros(hi - lo)
-        coefficient[lo:hi] = loss(zeros, psi, part.dones, baseline=b, entropy=zeros).weights / episodes_per_batch
-    counts = torch.zeros(num_batches, S * A, dtype=DTYPE)
-    counts.index_put_((batch_of_step, batch.obs * A + batch.actions), coefficient.to(DTYPE), accumulate=True)
-    return counts @ score_jacobian(mdp, policy)
-
-
-class StateValueBaseline(Baseline):
-    """``b(s_t) = values[s_t]`` from a fixed table, e.g. the exact ``V^pi`` (tabular envs)."""
-
-    def __init__(self, values: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("values", torch.as_tensor(values, dtype=torch.float32).detach().clone())
-
-    def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
-        return self.values[batch.obs.long()].to(psi.dtype)
-
-
-def gradient_variance(estimates: Tensor) -> Tensor:
-    """Trace of the covariance of ``(K, P)`` gradient estimates: ``E||g - E g||^2``."""
-    return estimates.var(dim=0, correction=1).sum()
-
-
-def z_scores(estimates: Tensor, target: Tensor, atol: float = 1e-9) -> Tensor:
-    """``(P,)`` ``(mean - target) / standard error`` of ``(K, P)`` estimates, per component.
-
-    Components that never vary (e.g. parameters of states never visited) get 0 when they
-    equal ``target`` within ``atol`` and ``inf`` otherwise.
-    """
-    if estimates.shape[0] < 2:
-        raise ValueError("z_scores needs at least 2 estimates for a standard error")
-    mean = estimates.mean(0)
-    se = estimates.std(0, correction=1) / estimates.shape[0] ** 0.5
-    diff = mean - target.to(mean.dtype)
-    z = diff / se
-    constant = se <= atol
-    return torch.where(constant, torch.where(diff.abs() <= atol, 0.0, torch.inf), z)

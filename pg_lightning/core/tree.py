@@ -13,14 +13,14 @@ is private.)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
 __all__ = ["Obs", "as_tensors", "flatten", "index", "leaves", "map_tree", "map_trees", "unflatten"]
 
-Obs = Union[Tensor, Mapping[str, "Obs"], tuple["Obs", ...]]
+Obs: TypeAlias = Tensor | Mapping[str, "Obs"] | tuple["Obs", ...]
 """An observation batch: a tensor ``(B, *shape)``, or a dict / tuple of them (nested)."""
 
 

@@ -50,21 +50,10 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, delay: int = 4, wrong_reward: float = -1.0, render_mode: str | None = None) -> None:
-        if isinstance(delay, bool) or not isinstance(delay, Integral):
-            raise ValueError(f"delay must be an int >= 0 (the number of corridor steps), got {delay!r}")
-        if delay < 0:
-            raise ValueError(f"delay must be >= 0 (the number of corridor steps), got {delay}")
-        if isinstance(wrong_reward, bool) or not isinstance(wrong_reward, Real) or not math.isfinite(wrong_reward):
-            raise ValueError(f"wrong_reward must be a finite number, got {wrong_reward!r}")
-        if wrong_reward >= 1.0:
-            raise ValueError(
-                f"wrong_reward must be < 1, the reward for the right answer (else there is nothing to remember), "
-                f"got {wrong_reward}"
-            )
+        self.delay = _checked_delay(delay)  # both may come from a config (env.kwargs): checked as any objects
+        self.wrong_reward = _checked_wrong_reward(wrong_reward)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.delay = int(delay)
-        self.wrong_reward = float(wrong_reward)
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
@@ -90,7 +79,9 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
             obs[2] = 1.0
         return obs
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self._cue = int(self.np_random.integers(2))
         self._t = 0
@@ -98,7 +89,7 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
         self._last = None
         return self._observation(), {}
 
-    def step(self, action):
+    def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._cue is None:
             raise RuntimeError("call reset() before step()")
         if self._done:
@@ -120,6 +111,7 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
         if self._cue is None:
             return "not reset"
         if self._done:
+            assert self._last is not None  # set by the decision step, which ends the episode
             action, reward = self._last
             return f"done: cue {self._cue}, answered {action}, reward {reward:+g}"
         if self._t == 0:
@@ -127,6 +119,28 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
         if self._t <= self.delay:
             return f"t={self._t} of {self.episode_length}: corridor {self._t}/{self.delay}"
         return f"t={self._t} of {self.episode_length}: decision"
+
+
+def _checked_delay(delay: object) -> int:
+    """``delay`` as an int, or a ValueError (for a value of any wrong type too: one exception type for bad kwargs)."""
+    if isinstance(delay, bool) or not isinstance(delay, Integral):
+        raise ValueError(f"delay must be an int >= 0 (the number of corridor steps), got {delay!r}")  # noqa: TRY004
+    if delay < 0:
+        raise ValueError(f"delay must be >= 0 (the number of corridor steps), got {delay}")
+    return int(delay)
+
+
+def _checked_wrong_reward(wrong_reward: object) -> float:
+    """``wrong_reward`` as a float below 1, or a ValueError."""
+    if isinstance(wrong_reward, bool) or not isinstance(wrong_reward, Real) or not math.isfinite(wrong_reward):
+        raise ValueError(f"wrong_reward must be a finite number, got {wrong_reward!r}")
+    value = float(wrong_reward)
+    if value >= 1.0:
+        raise ValueError(
+            f"wrong_reward must be < 1, the reward for the right answer (else there is nothing to remember), "
+            f"got {wrong_reward}"
+        )
+    return value
 
 
 def register() -> None:

@@ -24,7 +24,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import concatenate, create_empty_array
-from torch import nn
 
 from pg_lightning.core.encoders import FlattenFloat, ImageEncoder, MultiOneHot, OneHot, TreeEncoder
 from pg_lightning.core.errors import ConfigError
@@ -32,6 +31,7 @@ from pg_lightning.core.errors import ConfigError
 __all__ = [
     "ENCODERS",
     "DropText",
+    "Encoder",
     "UnsupportedSpaceError",
     "channels_last",
     "is_image",
@@ -47,6 +47,9 @@ ENCODERS = ("auto", "flatten", "onehot", "cnn")
 ``MultiBinary`` leaves flattened to floats, ``Discrete``/``MultiDiscrete`` leaves still one-hot.
 ``onehot``: only for ``Discrete``/``MultiDiscrete`` leaves. ``cnn``: only for 3-D ``Box`` leaves (of any dtype;
 only ``uint8`` is scaled by 1/255)."""
+
+Encoder = OneHot | MultiOneHot | FlattenFloat | ImageEncoder | TreeEncoder
+"""What ``make_encoder`` returns: an encoder of ``pg_lightning.core.encoders``, each with an int ``out_features``."""
 
 _SUPPORTED = "pg_lightning encodes Box, Discrete, MultiDiscrete, MultiBinary, Dict and Tuple observations"
 _CHANNELS = (1, 3, 4)
@@ -150,7 +153,7 @@ def _image_encoder(space: spaces.Box, path: str, key: str) -> ImageEncoder:
         raise ConfigError(f"{key}: {what} is {height}x{width}, too small for a CNN; use {key}=flatten{fix}") from None
 
 
-def _leaf_encoder(space: gym.Space, path: str, choice: str, key: str) -> nn.Module:
+def _leaf_encoder(space: gym.Space, path: str, choice: str, key: str) -> Encoder:
     where = f" at {path!r}" if path else ""
     if is_text(space) or not isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         hint = " (drop text with pg_lightning.envs.spaces.DropText)" if is_text(space) else ""
@@ -168,14 +171,12 @@ def _leaf_encoder(space: gym.Space, path: str, choice: str, key: str) -> nn.Modu
         return OneHot(int(space.n), int(space.start))
     if isinstance(space, spaces.MultiDiscrete):
         return MultiOneHot(space.nvec, space.start)
-    if choice == "cnn" or (choice == "auto" and is_image(space)):
+    if isinstance(space, spaces.Box) and (choice == "cnn" or (choice == "auto" and is_image(space))):
         return _image_encoder(space, path, key)
     return FlattenFloat(int(np.prod(space.shape)))  # 1 for a 0-d Box (prod(()) == 1)
 
 
-def make_encoder(
-    space: gym.Space, encoder: str | Mapping[str, str] = "auto", key: str = "network.encoder"
-) -> nn.Module:
+def make_encoder(space: gym.Space, encoder: str | Mapping[str, str] = "auto", key: str = "network.encoder") -> Encoder:
     """The encoder of a batch of observations of ``space`` to features ``(B, encoder.out_features)``.
 
     Leaves: ``Discrete`` -> ``OneHot``; ``MultiDiscrete`` -> ``MultiOneHot``; ``MultiBinary`` -> ``FlattenFloat``;
@@ -288,4 +289,6 @@ def sample_batch(space: gym.Space, n: int, seed: int = 0) -> Any:
         raise UnsupportedSpaceError(f"env.id: the observation space {_one_line(space)} is all text: {_SUPPORTED}")
     space = copy.deepcopy(pruned[0])
     space.seed(seed)
-    return concatenate(space, [space.sample() for _ in range(n)], create_empty_array(space, n, fn=np.zeros))
+    samples = [space.sample() for _ in range(n)]
+    out = create_empty_array(space, n, fn=np.zeros)  # None for a custom Space, whose concatenate makes a tuple
+    return concatenate(space, samples, out)  # type: ignore[arg-type]  # gymnasium's stub: out not None; custom: None

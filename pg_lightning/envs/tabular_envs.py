@@ -49,12 +49,14 @@ class TabularEnv(gym.Env[np.int64, np.int64]):
         self._terminal = mdp.terminal.numpy()
         self._state: int | None = None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.int64, dict[str, Any]]:
         super().reset(seed=seed)
         self._state = int(self.np_random.choice(len(self._initial), p=self._initial))
         return np.int64(self._state), {}
 
-    def step(self, action):
+    def step(self, action: int | np.integer) -> tuple[np.int64, float, bool, bool, dict[str, Any]]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         if self._terminal[self._state]:

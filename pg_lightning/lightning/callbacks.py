@@ -1,23 +1,30 @@
-"""Lightning callbacks of pg_lightning."""
+"""Lightning callbacks of pg_lightning (layer: lightning).
+
+`ExactReturn` (the exact objective of tabular envs), `GradientDiagnostics` (the estimator's variance,
+live), and the checkpoint callbacks `ExceptionCheckpoint` (safe under DDP) and `BestCheckpoint` (the
+best of the whole run, across resumes).
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import gymnasium as gym
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torch import Tensor
+from torch import Tensor, nn
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.loss import ReinforceLoss
 from pg_lightning.core.tabular import optimal_values, policy_table, solve
+from pg_lightning.lightning.steps import StepRecord
 
 __all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"]
 
@@ -53,16 +60,16 @@ class ExactReturn(pl.Callback):
         self.optimal = float(optimal_values(mdp).J)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        policy = pl_module.policy
+        policy = cast(nn.Module, pl_module.policy)
         was_training = policy.training
         policy.eval()
         J = float(solve(self.mdp, policy_table(policy, self.mdp).detach()).J)
         policy.train(was_training)
-        log = dict(on_step=False, on_epoch=True, batch_size=1)
-        pl_module.log("exact/return", J, **log)
-        pl_module.log("exact/return_optimal", self.optimal, **log)
+        log = partial(pl_module.log, on_step=False, on_epoch=True, batch_size=1)
+        log("exact/return", J)
+        log("exact/return_optimal", self.optimal)
         # relative to |J*|; where J* = 0 the absolute shortfall
-        pl_module.log("exact/gap", (self.optimal - J) / (abs(self.optimal) or 1.0), **log)
+        log("exact/gap", (self.optimal - J) / (abs(self.optimal) or 1.0))
 
 
 class GradientDiagnostics(pl.Callback):
@@ -103,30 +110,31 @@ class GradientDiagnostics(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        record = getattr(pl_module, "last_step", None)
+        record: StepRecord | None = getattr(pl_module, "last_step", None)  # ReinforceModule's
         if record is None or not self.should_measure(trainer.current_epoch):
             return
         batch = record.batch
         if batch.num_episodes < 2:
             return  # one episode has no spread to measure
-        loss = pl_module.loss_fn
+        loss = cast(ReinforceLoss, pl_module.loss_fn)
         psi = record.psi
-        if (
-            loss.return_type != "reward_to_go"
-        ):  # the run weighs by R(tau): the baseline rows use G_t, bootstrapped alike
+        # the run weighs by R(tau): the baseline rows use G_t, bootstrapped alike
+        if loss.return_type != "reward_to_go":
             bootstrap = batch.truncated & ~batch.terminated
             psi = ReinforceLoss(gamma=loss.gamma).returns(batch.rewards, batch.dones, record.final_values, bootstrap)
         alternatives = estimator_weights(batch.rewards, batch.dones, loss.gamma, psi=psi, baseline=record.baseline)
         weights = torch.stack([record.weights.to(torch.float64), *(alternatives[name] for name in ESTIMATORS)])
         with torch.random.fork_rng(devices=[]):  # a stochastic forward must not move the run's RNG
-            per_episode = per_episode_gradients(pl_module.policy, batch.obs, batch.actions, batch.dones, weights)
+            per_episode = per_episode_gradients(
+                cast(nn.Module, pl_module.policy), batch.obs, batch.actions, batch.dones, weights
+            )
         stats = gradient_stats(per_episode)
-        log = {"on_step": False, "on_epoch": True, "batch_size": 1, "sync_dist": True}
-        pl_module.log("diag/grad_var", stats.var[0], **log)
-        pl_module.log("diag/grad_snr", stats.snr[0], **log)
-        pl_module.log("diag/grad_norm_mean", stats.mean_norm[0], **log)
+        log = partial(pl_module.log, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+        log("diag/grad_var", stats.var[0])
+        log("diag/grad_snr", stats.snr[0])
+        log("diag/grad_norm_mean", stats.mean_norm[0])
         for i, name in enumerate(ESTIMATORS, start=1):
-            pl_module.log(f"diag/var/{name}", stats.var[i], **log)
+            log(f"diag/var/{name}", stats.var[i])
 
 
 class ExceptionCheckpoint(OnExceptionCheckpoint):
@@ -182,9 +190,13 @@ class BestCheckpoint(ModelCheckpoint):
     _score_to_beat: Tensor | None = None
 
     @property
-    def _legacy_state_key(self) -> str:
+    def _legacy_state_key(self) -> str:  # type: ignore[override]  # a str key works, see the docstring
         """The key Lightning's ``ModelCheckpoint`` saved its state under, so checkpoints written before
-        ``best_checkpoint`` became a BestCheckpoint still restore it."""
+        ``best_checkpoint`` became a BestCheckpoint still restore it.
+
+        Lightning annotates this property ``type[Callback]``, but only looks it up in the checkpoint's
+        callback states, a ``dict[type | str, dict]``: a str key is what ``ModelCheckpoint``'s state has.
+        """
         return self.state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

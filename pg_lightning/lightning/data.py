@@ -1,10 +1,14 @@
-"""Lightning data side: one fresh batch of on-policy episodes per epoch."""
+"""Lightning data side (layer: lightning): one fresh batch of on-policy episodes per epoch.
+
+`RolloutDataModule` builds the vector env and the collector of each process; `EpisodeDataset` yields
+the epoch's batch, collected when the training loop asks for it.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import pytorch_lightning as pl
@@ -160,7 +164,9 @@ class RolloutDataModule(pl.LightningDataModule):
         return envs
 
     def train_dataloader(self) -> DataLoader:
-        dataset = EpisodeDataset(self.collector, self.trainer.lightning_module.policy, self.episodes_per_epoch)
+        assert self.collector is not None and self.trainer is not None, "setup() builds the collector"
+        policy = cast(nn.Module, self.trainer.lightning_module.policy)  # ReinforceModule's
+        dataset = EpisodeDataset(self.collector, policy, self.episodes_per_epoch)
         # batch_size=None: the dataset yields whole batches. No workers: collection must run on the
         # live policy in this process, so Lightning's hints on workers and on __len__ with
         # multi-process loading do not apply.

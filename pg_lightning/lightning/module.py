@@ -1,54 +1,42 @@
-"""ReinforceModule: the policy and the REINFORCE loss as a LightningModule (thin glue)."""
+"""`ReinforceModule`: the policy and the REINFORCE loss as a LightningModule (Lightning layer, thin glue).
+
+The optimizer and schedule helpers are in `pg_lightning.lightning.optim`, what a step records and
+reports in `pg_lightning.lightning.steps`, the DDP signal handler in `pg_lightning.lightning.signals`.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import grad_norm
+from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import SumMetric
 
 from pg_lightning.core.baselines import Baseline, NoBaseline
 from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.core.errors import ConfigError, NonFiniteError
+from pg_lightning.core.errors import NonFiniteError
 from pg_lightning.core.loss import LossTerms, ReinforceLoss
 from pg_lightning.core.metrics import WindowMean
 from pg_lightning.core.policies import distribution
-from pg_lightning.core.tree import Obs, leaves
+from pg_lightning.core.tree import Obs
+from pg_lightning.lightning.optim import (
+    DEFAULT_OPTIMIZER,
+    OptimizerFactory,
+    SchedulerFactory,
+    check_resumable_schedule,
+    make_optimizer,
+    make_scheduler,
+    scheduler_horizon,
+)
+from pg_lightning.lightning.signals import sigterm_without_collective
+from pg_lightning.lightning.steps import StepRecord, describe_non_finite, snapshot_state
 
-__all__ = ["ReinforceModule", "StepRecord"]
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], LRScheduler]
-
-# The arguments of torch.optim.lr_scheduler classes that give the schedule's length in steps
-# (LinearLR, ConstantLR, PolynomialLR: total_iters; CosineAnnealingLR: T_max; OneCycleLR:
-# total_steps). Here a step is an update, i.e. an epoch: conf/scheduler sets them to trainer.max_epochs.
-_HORIZON_KEYS = ("total_iters", "T_max", "total_steps")
-
-
-class StepRecord(NamedTuple):
-    """What the last ``training_step`` estimated the gradient from (all ``(B,)`` but the batch, no gradient).
-
-    - ``batch``: the :class:`EpisodeBatch`;
-    - ``psi``: ``Psi_t`` before the baseline (bootstrapped where the baseline bootstraps);
-    - ``baseline``: ``b(s_t)``;
-    - ``weights``: the loss's per-step weights (after normalisation and ``gamma^t``): the
-      estimate is ``(1/E) sum_t weights_t grad log pi(a_t|s_t)``;
-    - ``final_values``: ``(E,)`` ``V(s_T)`` that bootstrapped truncated episodes, or None.
-    """
-
-    batch: EpisodeBatch
-    psi: Tensor
-    baseline: Tensor
-    weights: Tensor
-    final_values: Tensor | None = None
+__all__ = ["ReinforceModule"]
 
 
 class ReinforceModule(pl.LightningModule):
@@ -59,7 +47,8 @@ class ReinforceModule(pl.LightningModule):
             (see :func:`pg_lightning.envs.networks.make_policy`).
         loss: the estimator's options (:class:`ReinforceLoss`).
         baseline: subtracted from ``Psi_t``; its parameters (if any) are optimised too.
-        optimizer: ``params -> Optimizer``, e.g. a Hydra ``_partial_`` of ``torch.optim.Adam``.
+        optimizer: ``params -> Optimizer``, e.g. a Hydra ``_partial_`` of ``torch.optim.Adam``
+            (default: `DEFAULT_OPTIMIZER`, Adam at ``lr=1e-2``).
         return_window: episodes in the moving "solved" average, ``rollout/return_mean_100``.
         scheduler: ``optimizer -> LRScheduler`` or None (a constant learning rate), e.g. a Hydra
             ``_partial_`` of any ``torch.optim.lr_scheduler`` class (``conf/scheduler/linear.yaml``:
@@ -94,7 +83,7 @@ class ReinforceModule(pl.LightningModule):
         policy: nn.Module,
         loss: ReinforceLoss | None = None,
         baseline: Baseline | None = None,
-        optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-2),
+        optimizer: OptimizerFactory = DEFAULT_OPTIMIZER,
         return_window: int = 100,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -104,7 +93,7 @@ class ReinforceModule(pl.LightningModule):
         self.baseline = baseline if baseline is not None else NoBaseline()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self._scheduler_horizon = _scheduler_horizon(scheduler)
+        self._scheduler_horizon = scheduler_horizon(scheduler)
         # Running metrics (window, totals) are updated with every rank's episodes (all-gathered),
         # so their state is the same on every rank and needs no sync: rank 0's checkpoint restores
         # every rank exactly.
@@ -137,11 +126,11 @@ class ReinforceModule(pl.LightningModule):
         # moves its statistics and rescales the value net's output layer, which the loss's gradient
         # needs). It is kept as it was before this step, and put back if the step fails: on a
         # non-finite loss here, or a non-finite gradient in on_before_optimizer_step.
-        self._baseline_before = _snapshot(self.baseline)
+        self._baseline_before = snapshot_state(self.baseline)
         final_values = self.baseline.final_values(batch)
         psi = self.returns(batch, final_values)
         if not torch.isfinite(psi).all():  # before the baseline sees them: its statistics stay finite
-            raise self._failed(self._diagnose(batch, psi))
+            raise self._failed(describe_non_finite(self, self.current_epoch, batch, psi))
         dist = distribution(self.policy, batch.obs, batch.dones)
         baseline = self.baseline(batch, psi)
         entropy = self._entropy(dist)
@@ -149,7 +138,7 @@ class ReinforceModule(pl.LightningModule):
         baseline_terms = self.baseline.loss(batch, psi)
         loss = terms.loss + sum(baseline_terms.values())
         if not torch.isfinite(loss):
-            raise self._failed(self._diagnose(batch, psi, terms, baseline_terms))
+            raise self._failed(describe_non_finite(self, self.current_epoch, batch, psi, terms, baseline_terms))
         # what this update's estimator was made of, for callbacks that look at it before the optimizer
         # step (GradientDiagnostics): references only, dropped at the next step
         self.last_step = StepRecord(batch, psi.detach(), baseline.detach(), terms.weights, final_values)
@@ -167,7 +156,7 @@ class ReinforceModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         if self.trainer.world_size > 1:
-            _sigterm_without_collective(self.trainer)
+            sigterm_without_collective(self.trainer)
 
     def _entropy(self, dist: torch.distributions.Distribution) -> Tensor:
         """``dist.entropy()``, whose random draws (the squashed Gaussian's entropy is estimated from one
@@ -219,7 +208,7 @@ class ReinforceModule(pl.LightningModule):
         # every rank's episodes, in rank order (one batch of the same size per rank; as is without DDP): one
         # all_gather for the returns and the lengths, so every rank computes the same means and totals
         pair = torch.stack([returns.double(), lengths.double()])  # float64: exact step counts of any batch
-        gathered = self.all_gather(pair).reshape(-1, 2, len(returns))
+        gathered = cast(Tensor, self.all_gather(pair)).reshape(-1, 2, len(returns))
         all_returns, all_lengths = gathered[:, 0].flatten(), gathered[:, 1].flatten()
         self.return_window.update(all_returns.to(returns.dtype))
         self.env_steps.update(all_lengths.sum())
@@ -242,7 +231,7 @@ class ReinforceModule(pl.LightningModule):
             kept = torch.tensor(
                 [float(batch.num_steps), float(batch.stepped)], dtype=torch.float64, device=returns.device
             )
-            kept = self.all_gather(kept).reshape(-1, 2).sum(0)
+            kept = cast(Tensor, self.all_gather(kept)).reshape(-1, 2).sum(0)
             if kept[0] != kept[1]:
                 self.log("rollout/kept_fraction", kept[0] / kept[1], on_step=False, on_epoch=True, batch_size=1)
         # the lr of this update: the scheduler steps after it. (Logged here, in the epoch's row of
@@ -260,51 +249,17 @@ class ReinforceModule(pl.LightningModule):
         for name, value in extra_terms.items():
             log(f"train/{name}", value.detach())
 
-    def _diagnose(
-        self,
-        batch: EpisodeBatch,
-        psi: Tensor,
-        terms: LossTerms | None = None,
-        baseline_terms: dict[str, Tensor] | None = None,
-    ) -> str:
-        """Which term of the loss is not finite, and the batch statistics that explain it."""
-
-        def stats(x: Tensor) -> str:
-            x = x.detach().double()
-            finite = x[torch.isfinite(x)]
-            rng = f"[{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else "[]"
-            return f"{int((~torch.isfinite(x)).sum())} non-finite of {x.numel()}, finite range {rng}"
-
-        if terms is None:
-            bad = ["the returns Psi"]
-        else:
-            named = {"policy_loss": terms.policy_loss, "entropy_loss": terms.entropy_loss, **(baseline_terms or {})}
-            bad = [k for k, v in named.items() if not torch.isfinite(v).all()] or ["loss"]
-        lines = [
-            f"non-finite loss at epoch {self.current_epoch}: {', '.join(bad)} is not finite",
-            f"  observations: {stats(torch.cat([leaf.float().flatten() for leaf in leaves(batch.obs)]))}",
-            f"  rewards: {stats(batch.rewards)}",
-            f"  returns Psi: {stats(psi)}",
-        ]
-        if terms is not None:
-            lines.append(f"  log-prob weights: {stats(terms.weights)}")
-        bad_params = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
-        if bad_params:
-            lines.append(f"  non-finite parameters: {', '.join(bad_params)}")
-        lines.append("  nothing was updated; the last checkpoint holds the last good parameters")
-        return "\n".join(lines)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the global torch RNG draws the tanh policy's entropy sample: saved so a resume replays it
         checkpoint["torch_rng_state"] = torch.get_rng_state()
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if self._trainer is not None and self.trainer.state.fn == "fit":  # a resume (not load_from_checkpoint)
             self.check_resumable(checkpoint)
 
-    def check_resumable(self, checkpoint: dict) -> None:
+    def check_resumable(self, checkpoint: dict[str, Any]) -> None:
         """Refuse (ConfigError) to resume ``checkpoint`` with another ``model.scheduler`` than its run's.
 
         Lightning restores the checkpoint's scheduler state over the configured one (its length
@@ -312,92 +267,16 @@ class ReinforceModule(pl.LightningModule):
         followed, e.g. a longer ``trainer.max_epochs`` would keep a linear schedule at lr 0.
         Called on resume by ``on_load_checkpoint``; may be called before ``fit`` as well.
         """
-        saved = checkpoint.get("lr_schedulers") or []
-        if bool(saved) != (self.scheduler_factory is not None):
-            had = "with a learning-rate schedule" if saved else "without a learning-rate schedule"
-            raise ConfigError(
-                f"model.scheduler: the checkpoint was trained {had}; resume with the model.scheduler "
-                "(and trainer.max_epochs) of that run, or start a fresh run"
-            )
-        for key, value in self._scheduler_horizon.items():
-            if saved and key in saved[0] and saved[0][key] != value:
-                raise ConfigError(
-                    f"model.scheduler.{key}: the checkpoint's schedule spans {saved[0][key]} updates, this config's "
-                    f"{value}; a resume continues the checkpoint's schedule, so resume with trainer.max_epochs="
-                    f"{saved[0][key]} (scheduler=linear|cosine use it), or start a fresh run"
-                )
+        check_resumable_schedule(checkpoint, self.scheduler_factory is not None, self._scheduler_horizon)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+    def configure_optimizers(self) -> torch.optim.Optimizer | OptimizerLRSchedulerConfig:
         """The optimizer over all parameters, and the lr scheduler if any (stepped after every update).
 
         A baseline with its own ``lr`` gets its own param group (the scheduler scales both groups).
         """
-        optimizer = self._make_optimizer()
+        optimizer = make_optimizer(self.optimizer_factory, self.parameters(), self.baseline)
         if self.scheduler_factory is None:
             return optimizer
-        try:
-            scheduler = self.scheduler_factory(optimizer)
-        except (TypeError, ValueError) as err:  # a wrong or missing argument of the scheduler class
-            raise ConfigError(f"model.scheduler: {err}") from err
-        schedule = {"scheduler": scheduler, "interval": "step", "frequency": 1}  # one step per update
+        scheduler = make_scheduler(self.scheduler_factory, optimizer)
+        schedule: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "step", "frequency": 1}  # one per update
         return {"optimizer": optimizer, "lr_scheduler": schedule}
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        baseline_params = list(self.baseline.parameters())
-        baseline_lr = getattr(self.baseline, "lr", None)
-        if not baseline_params or baseline_lr is None:
-            return self.optimizer_factory(self.parameters())
-        own = {id(p) for p in baseline_params}
-        rest = [p for p in self.parameters() if id(p) not in own]
-        return self.optimizer_factory([{"params": rest}, {"params": baseline_params, "lr": baseline_lr}])
-
-
-def _sigterm_without_collective(trainer: pl.Trainer) -> None:
-    """Replace Lightning's SIGTERM handler, under DDP, by one that only records the signal.
-
-    Lightning 2.6's handler broadcasts from inside the signal handler; when the signal lands while
-    this rank is in another collective (the epoch-end metric sync, the gradient all-reduce), the two
-    collectives never match and every rank hangs. The loop itself already broadcasts rank 0's
-    ``received_sigterm`` before each batch and stops every rank at the same point, so recording
-    the signal (and forwarding it to the ranks this process launched, as Lightning does) is enough.
-    An exception to Lightning's own signal handling, for that deadlock.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    connector = trainer._signal_connector
-
-    def record(signum: int, frame: object) -> None:
-        if not connector.received_sigterm and trainer.strategy.launcher is not None:
-            trainer.strategy.launcher.kill(signum)
-        connector.received_sigterm = True
-
-    signal.signal(signal.SIGTERM, record)
-
-
-def _snapshot(module: nn.Module) -> dict[str, Tensor] | None:
-    """A copy of ``module``'s parameters and buffers (None when it has none)."""
-    state = module.state_dict()
-    return {k: v.detach().clone() for k, v in state.items()} if state else None
-
-
-def _scheduler_horizon(scheduler: SchedulerFactory | None) -> dict[str, int]:
-    """The length arguments that a scheduler partial sets (see ``_HORIZON_KEYS``), checked.
-
-    With ``scheduler=linear`` ``total_iters`` is ``${trainer.max_epochs}``, so a run without an
-    epoch limit (``-1`` or null) fails here, when the module is built (before training), naming the key.
-    """
-    keywords = getattr(scheduler, "keywords", None) or {}
-    horizon = {k: keywords[k] for k in _HORIZON_KEYS if k in keywords}
-    if horizon.get("total_steps", 0) is None:  # OneCycleLR: epochs * steps_per_epoch instead
-        del horizon["total_steps"]
-    for key, value in horizon.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(
-                f"model.scheduler.{key} must be a positive integer (the updates the schedule spans), got {value!r}; "
-                "scheduler=linear|cosine set it to trainer.max_epochs: give trainer.max_epochs a positive value, "
-                f"or set model.scheduler.{key}"
-            )
-    return horizon
