@@ -11,21 +11,38 @@ Plain torch: no Lightning, no gymnasium.
 
 from __future__ import annotations
 
-from typing import TypeAlias, cast
+from typing import Protocol, TypeAlias, cast
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.returns import episode_index, step_in_episode
+from pg_lightning.core.tree import Obs
 
-__all__ = ["CORES", "RecurrentCore", "State", "is_recurrent", "reset_state"]
+__all__ = ["CORES", "RecurrentCore", "RecurrentPolicy", "State", "is_recurrent", "reset_state"]
 
 CORES = ("gru", "lstm")
 
 State: TypeAlias = Tensor | tuple[Tensor, Tensor]
 """A core's state, batch first: ``(N, H)`` for a GRU, ``(h, c)`` each ``(N, H)`` for an LSTM."""
+
+
+class RecurrentPolicy(Protocol):
+    """What a recurrent policy offers for acting one step at a time, besides ``is_recurrent = True`` and
+    ``forward(obs, dones)``: pg_lightning's `pg_lightning.core.policies.Policy` with a core, or a user's network
+    (`pg_lightning.envs.checks.check_policy` checks the contract before training).
+    """
+
+    def initial_state(self, n: int) -> State:
+        """The state of ``n`` copies at the start of an episode."""
+        ...
+
+    def step(self, obs: Obs, state: State) -> tuple[Distribution, State]:
+        """One step of ``N`` copies: the distribution of their actions and their next state."""
+        ...
 
 
 def is_recurrent(module: object) -> bool:

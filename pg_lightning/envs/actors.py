@@ -9,25 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from pg_lightning.core.distributions import draw
-from pg_lightning.core.recurrent import State, reset_state
-from pg_lightning.core.tree import Obs
+from pg_lightning.core.recurrent import RecurrentPolicy, reset_state
 
 __all__ = ["make_actor"]
-
-
-class _RecurrentPolicy(Protocol):
-    """What a recurrent policy offers for acting one step at a time (``pg_lightning.core.policies.Policy`` has it)."""
-
-    def initial_state(self, n: int) -> State: ...
-
-    def step(self, obs: Obs, state: State) -> tuple[Distribution, State]: ...
 
 
 def make_actor(
@@ -46,7 +37,7 @@ def make_actor(
         return actor(generator, with_log_prob=True) if with_log_prob else actor(generator)
     if not recurrent:
         return partial(_act_from_distribution, policy, generator, with_log_prob)
-    stepper = cast(_RecurrentPolicy, policy)
+    stepper = cast(RecurrentPolicy, policy)
     state: list[Any] = []
 
     def act(obs: Any, starts: Tensor) -> tuple[Tensor, ...]:

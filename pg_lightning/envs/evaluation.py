@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -24,19 +24,11 @@ from torch.distributions import Distribution
 from pg_lightning.core import distributions
 from pg_lightning.core.distributions import draw
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.core.recurrent import State, is_recurrent
+from pg_lightning.core.recurrent import RecurrentPolicy, State, is_recurrent
 from pg_lightning.core.tree import map_tree
 from pg_lightning.envs.env_factory import EnvFactory, episode_limit
 
 __all__ = ["check_int", "episode_stats", "greedy_action", "make_eval_env", "make_video_env", "run_episodes"]
-
-
-class _RecurrentPolicy(Protocol):
-    """What a recurrent policy offers for acting one step at a time (see `pg_lightning.core.policies.Policy`)."""
-
-    def initial_state(self, n: int) -> State: ...
-
-    def step(self, obs: Any, state: State) -> tuple[Distribution, State]: ...
 
 
 def check_int(key: str, value: Any, minimum: int) -> int:
@@ -147,7 +139,7 @@ def run_episodes(
     """
     generator = torch.Generator().manual_seed(int(seed))
     device = next(policy.parameters()).device
-    recurrent = cast(_RecurrentPolicy, policy) if is_recurrent(policy) else None
+    recurrent = cast(RecurrentPolicy, policy) if is_recurrent(policy) else None
     was_training = policy.training
     policy.eval()
     returns: list[float] = []
