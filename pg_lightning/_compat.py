@@ -6,8 +6,8 @@ old name: the finder below maps each old module name to its new one, warns, and 
 itself under the old name too, so that setting an attribute through the old name reaches the real module.
 
 Where a 0.1 module's names now live in several modules (`SPLIT`), the old name is a small module that
-forwards: reading a name finds it in the first of its new homes that has it, and setting a name sets it
-in the home that holds it.
+forwards to them (`_Forwarding`): reading a name finds it in the first of its new homes that has it, and
+setting one (monkeypatch, mock.patch) sets it wherever the code that uses it looks it up.
 """
 
 from __future__ import annotations
@@ -52,13 +52,22 @@ MOVED: dict[str, str] = {
 """Old module name -> the new module that holds it (or, for a `SPLIT` module, most of it)."""
 
 SPLIT: dict[str, tuple[str, ...]] = {
-    "pg_lightning.evaluation": ("pg_lightning.envs.evaluation", "pg_lightning.lightning.evaluation"),
-    "pg_lightning.factory": ("pg_lightning.envs.checks",),
+    "pg_lightning.evaluation": (
+        "pg_lightning.envs.evaluation",
+        "pg_lightning.lightning.evaluation",
+        "pg_lightning.cli.checkpoints",
+    ),
+    "pg_lightning.factory": ("pg_lightning.envs.checks", "pg_lightning.envs.spaces"),
     "pg_lightning.module": ("pg_lightning.lightning.optim", "pg_lightning.lightning.steps"),
     "pg_lightning.plots": ("pg_lightning.cli.runs",),
-    "pg_lightning.policies": ("pg_lightning.core.torso",),
+    "pg_lightning.policies": (
+        "pg_lightning.core.torso",
+        "pg_lightning.core.distributions",
+        "pg_lightning.core.encoders",
+        "pg_lightning.core.recurrent",
+    ),
     "pg_lightning.tabular": ("pg_lightning.core.monte_carlo",),
-    "pg_lightning.train": ("pg_lightning.cli.instantiation",),
+    "pg_lightning.train": ("pg_lightning.cli.instantiation", "pg_lightning.cli.validation", "pg_lightning.core.errors"),
     "pg_lightning.validation": (
         "pg_lightning.cli.rules",
         "pg_lightning.cli.config_keys",
@@ -70,8 +79,9 @@ SPLIT: dict[str, tuple[str, ...]] = {
 
 
 def _warn(old: str, new: str) -> None:
+    where = " or ".join((new, *SPLIT.get(old, ())))
     warnings.warn(
-        f"{old} is deprecated and will be removed in the next release: import {new}", DeprecationWarning, stacklevel=3
+        f"{old} is deprecated and will be removed in the next release: import {where}", DeprecationWarning, stacklevel=3
     )
 
 
@@ -87,7 +97,14 @@ class _Alias(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         homes = SPLIT.get(module.__name__)
         if homes:
-            module.__dict__["_homes"] = tuple(importlib.import_module(m) for m in (self.new, *homes))
+            modules = tuple(importlib.import_module(m) for m in (self.new, *homes))
+            module.__dict__.update(
+                _homes=modules,
+                _saved={},
+                __doc__=modules[0].__doc__,
+                # from <old name> import *: every home's public names, the first home's first
+                __all__=list(dict.fromkeys(n for m in modules for n in getattr(m, "__all__", ()))),
+            )
             module.__class__ = _Forwarding
             _warn(module.__name__, self.new)
             return
@@ -107,9 +124,16 @@ class _Alias(importlib.abc.Loader):
 
 
 class _Forwarding(ModuleType):
-    """An old module whose names are split over several new modules (its ``_homes``)."""
+    """An old module whose names are split over several new modules (its ``_homes``).
+
+    Reading a name finds it in the first home that has it. Setting a name (``monkeypatch.setattr``,
+    ``mock.patch``) sets it in every home that holds the same object, where the code that uses it looks it up,
+    and deleting it afterwards (``mock.patch``'s undo) puts the originals back. Dunder names (``__spec__``, set
+    again by ``importlib.reload``) stay on this module.
+    """
 
     _homes: tuple[ModuleType, ...]
+    _saved: dict[str, list[tuple[ModuleType, object]]]
 
     def __getattr__(self, name: str) -> object:
         for home in self.__dict__.get("_homes", ()):
@@ -118,21 +142,29 @@ class _Forwarding(ModuleType):
         raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: object) -> None:
-        for home in self.__dict__.get("_homes", ()):
-            if hasattr(home, name):
+        homes = self.__dict__.get("_homes", ())
+        holders = [home for home in homes if hasattr(home, name)]
+        if (name.startswith("__") and name.endswith("__")) or not holders:
+            super().__setattr__(name, value)
+            return
+        current = getattr(holders[0], name)
+        saved = self.__dict__["_saved"]
+        for home in holders:
+            if getattr(home, name) is current:
+                if name not in saved or all(h is not home for h, _ in saved[name]):
+                    saved.setdefault(name, []).append((home, current))
                 setattr(home, name, value)
-                return
-        super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        for home in self.__dict__.get("_homes", ()):
-            if hasattr(home, name):
-                delattr(home, name)
-                return
+        saved = self.__dict__.get("_saved", {})
+        if name in saved:  # undo what setting it through this module did
+            for home, original in saved.pop(name):
+                setattr(home, name, original)
+            return
         super().__delattr__(name)
 
     def __dir__(self) -> list[str]:
-        return sorted({n for home in self.__dict__.get("_homes", ()) for n in dir(home)})
+        return sorted({*self.__dict__, *(n for home in self.__dict__.get("_homes", ()) for n in dir(home))})
 
 
 class MovedModules(importlib.abc.MetaPathFinder):

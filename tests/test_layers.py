@@ -10,7 +10,8 @@ import pytest
 
 from pg_lightning._compat import MOVED, SPLIT
 
-# Every public name each module of 0.1 defined (read from the last 0.1 tree, commit 1044abd^, with ast).
+# Every public name each module of 0.1 defined or listed in its __all__ (read from the last 0.1 tree, commit
+# 1044abd^, with ast).
 NAMES_01: dict[str, list[str]] = {
     "pg_lightning.baselines": [
         "Baseline",
@@ -23,7 +24,7 @@ NAMES_01: dict[str, list[str]] = {
     ],
     "pg_lightning.batch": ["EpisodeBatch"],
     "pg_lightning.callbacks": ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"],
-    "pg_lightning.collector": ["EpisodeCollector", "REWARD_LIMIT"],
+    "pg_lightning.collector": ["EPISODE_CAP", "EpisodeCollector", "REWARD_LIMIT", "episode_limit", "make_vector_env"],
     "pg_lightning.data": ["EpisodeDataset", "RolloutDataModule"],
     "pg_lightning.diagnostics": [
         "ESTIMATORS",
@@ -65,6 +66,7 @@ NAMES_01: dict[str, list[str]] = {
         "evaluate",
         "format_summary",
         "greedy_action",
+        "load_checkpoint",
         "load_policy",
         "main",
         "make_eval_env",
@@ -73,6 +75,7 @@ NAMES_01: dict[str, list[str]] = {
     "pg_lightning.factory": [
         "PROBE_BATCH",
         "PROBE_DONES",
+        "UnsupportedSpaceError",
         "ValueNetwork",
         "build_policy",
         "build_value_network",
@@ -107,8 +110,14 @@ NAMES_01: dict[str, list[str]] = {
         "GaussianPolicy",
         "MLP",
         "MultiCategoricalPolicy",
+        "OneHot",
         "Policy",
+        "TanhNormal",
         "distribution",
+        "draw",
+        "greedy_action",
+        "is_recurrent",
+        "sample",
         "snapshot",
     ],
     "pg_lightning.recurrent": ["CORES", "RecurrentCore", "State", "is_recurrent", "reset_state"],
@@ -153,7 +162,7 @@ NAMES_01: dict[str, list[str]] = {
         "undiscounted_visits",
         "z_scores",
     ],
-    "pg_lightning.train": ["instantiate", "main", "make_baseline", "run"],
+    "pg_lightning.train": ["ConfigError", "instantiate", "main", "make_baseline", "run", "validate"],
     "pg_lightning.tree": ["Obs", "as_tensors", "flatten", "index", "leaves", "map_tree", "map_trees", "unflatten"],
     "pg_lightning.validation": [
         "ACTIVATION",
@@ -230,21 +239,40 @@ def test_an_old_module_path_still_works_and_warns(old):
 
 
 def test_a_split_old_module_forwards_reads_and_writes_to_the_new_homes():
-    code = (
-        "import warnings; warnings.simplefilter('ignore')\n"
-        "import pg_lightning.tabular as old\n"
-        "import pg_lightning.core.monte_carlo as mc, pg_lightning.core.tabular as tab\n"
-        "assert old.solve is tab.solve and old.z_scores is mc.z_scores\n"
-        "old.z_scores = 'patched'\n"
-        "assert mc.z_scores == 'patched'  # monkeypatching through the old name reaches the module that holds it\n"
-        "assert 'sample_episodes' in dir(old) and 'solve' in dir(old)\n"
-        "try:\n"
-        "    old.no_such_name\n"
-        "except AttributeError as err:\n"
-        "    assert 'pg_lightning.tabular' in str(err)\n"
-        "else:\n"
-        "    raise AssertionError('no AttributeError')\n"
-    )
+    code = """
+import importlib, warnings
+from unittest import mock
+warnings.simplefilter("ignore")
+import pg_lightning.tabular as old
+import pg_lightning.core.monte_carlo as mc, pg_lightning.core.tabular as tab
+assert old.solve is tab.solve and old.z_scores is mc.z_scores
+assert "sample_episodes" in dir(old) and "solve" in dir(old)
+assert {"solve", "z_scores"} <= set(old.__all__)  # from pg_lightning.tabular import * gets every home's names
+try:
+    old.no_such_name
+except AttributeError as err:
+    assert "pg_lightning.tabular" in str(err)
+else:
+    raise AssertionError("no AttributeError")
+
+# mock.patch through an old path: the code that uses the name sees the patch, and the undo restores it
+import pg_lightning.evaluation as old_eval
+import pg_lightning.envs.evaluation as envs_eval, pg_lightning.lightning.evaluation as light_eval
+real = envs_eval.run_episodes
+with mock.patch("pg_lightning.evaluation.run_episodes") as fake:
+    assert light_eval.run_episodes is fake and envs_eval.run_episodes is fake  # EvalCallback's lookup is patched
+assert light_eval.run_episodes is real and envs_eval.run_episodes is real and old_eval.run_episodes is real
+
+import pg_lightning.module as old_module
+import pg_lightning.lightning.module as module
+with mock.patch("pg_lightning.module.scheduler_horizon", return_value={}):
+    pass
+assert module.scheduler_horizon is importlib.import_module("pg_lightning.lightning.optim").scheduler_horizon
+
+# importlib.reload of the old name leaves the new module's identity alone
+importlib.reload(old_module)
+assert module.__name__ == "pg_lightning.lightning.module" and module.__spec__.name == module.__name__
+"""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
 

@@ -18,7 +18,7 @@ import torch
 
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run
-from pg_lightning.core.recurrent import RecurrentCore
+from pg_lightning.core.recurrent import RecurrentCore, reset_state
 from pg_lightning.core.torso import MLP
 from pg_lightning.envs.networks import ValueNetwork, make_value_network
 from tests.conftest import ROOT
@@ -217,3 +217,27 @@ def test_tanh_actions_of_a_0d_box_and_of_huge_bounds_keep_one_log_prob_per_step(
         u = dist.sample()
         assert dist.log_prob(u).shape == (4,) and bool(torch.isfinite(dist.log_prob(u)).all())
         assert bool(torch.isfinite(dist.env_action(u)).all())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: v,  # a GRU's tensor
+        lambda v: (v, v + 10),  # an LSTM's (h, c)
+        lambda v: (v, v + 10, v + 20),  # a user's core with three tensors
+        lambda v: ((v, v + 10), (v + 20, v + 30)),  # a user's stack of two LSTMs
+    ],
+)
+def test_reset_state_restarts_the_starting_copies_of_any_tuple_state(make):
+    """The collector restarts a user's recurrent state, whatever tuple of tensors initial_state(n) gives."""
+    state, initial = make(torch.arange(1.0, 4.0).view(3, 1)), make(torch.zeros(3, 1))
+    starts = torch.tensor([False, True, False])
+    out = reset_state(state, initial, starts)
+
+    def tensors(x):
+        return [x] if isinstance(x, torch.Tensor) else [t for part in x for t in tensors(part)]
+
+    assert type(out) is type(state) and len(tensors(out)) == len(tensors(state))
+    for got, init, before in zip(tensors(out), tensors(initial), tensors(state), strict=True):
+        assert torch.equal(got[1], init[1])  # the starting copy: its initial state
+        assert torch.equal(got[[0, 2]], before[[0, 2]])  # the others keep theirs

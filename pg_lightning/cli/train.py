@@ -1,9 +1,11 @@
 """Training entry point: ``run(cfg)`` is importable; ``main`` is the thin ``@hydra.main`` shell.
 
-python train.py                               # REINFORCE on CartPole-v1 until solved
-python train.py experiment=acrobot            # an env with the settings that solve it
+```bash
+python train.py                                     # REINFORCE on CartPole-v1 until solved
+python train.py experiment=acrobot                  # an env with the settings that solve it
 python train.py -m seed=0,1,2 baseline=none,mean
 python train.py trainer=ddp_cpu trainer.devices=2   # DDP: 2 processes, one run directory
+```
 """
 
 from __future__ import annotations

@@ -288,11 +288,12 @@ class GaussianPolicy(Policy):
 
     def mean_std(self, out: Tensor) -> tuple[Tensor, Tensor]:
         """The Gaussian's (pre-squash) mean and standard deviation, each ``(B, *action_shape)``, from the net's output."""
-        if self.log_std is None:  # state_dependent_std
+        log_std_param = self.log_std  # one Module.__getattr__ per step: this runs in the collector's actor
+        if log_std_param is None:  # state_dependent_std
             mean, log_std = out.split(self.action_dim, dim=-1)
             log_std = log_std + self.log_std_init
         else:
-            mean, log_std = out, self.log_std.expand_as(out)
+            mean, log_std = out, log_std_param.expand_as(out)
         shape = (out.shape[0], *self.action_shape)
         return mean.reshape(shape), log_std.clamp(*self.log_std_bounds).exp().reshape(shape)
 

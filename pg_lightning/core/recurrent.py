@@ -55,11 +55,14 @@ def is_recurrent(module: object) -> bool:
 
 
 def reset_state(state: State, initial: State, starts: Tensor) -> State:
-    """``state`` with the rows of ``starts`` (``(N,)`` bool) replaced by ``initial``'s: those copies start an episode."""
-    if isinstance(state, tuple):  # an LSTM's (h, c)
-        h0, c0 = initial
-        return _reset(state[0], h0, starts), _reset(state[1], c0, starts)
-    return _reset(state, cast(Tensor, initial), starts)  # a GRU's state: initial is a tensor too
+    """``state`` with the rows of ``starts`` (``(N,)`` bool) replaced by ``initial``'s: those copies start an episode.
+
+    State of a user's recurrent policy may be any tuple of tensors, nested too (an LSTM's is ``(h, c)``).
+    """
+    if isinstance(state, tuple):
+        pairs = zip(state, cast(tuple, initial), strict=True)
+        return cast(State, tuple(reset_state(s, i, starts) for s, i in pairs))
+    return _reset(state, cast(Tensor, initial), starts)  # a tensor state: initial is a tensor too
 
 
 def _reset(state: Tensor, initial: Tensor, starts: Tensor) -> Tensor:

@@ -133,19 +133,20 @@ def make_policy(
             "MultiBinary and float Box actions"
         )
     if output_init_scale is not None:
-        last = _output_layer(net)
+        weight, bias = _output_layer(net)
         with torch.no_grad():
-            last.weight.mul_(float(output_init_scale))
-            last.bias.zero_()
+            weight.mul_(float(output_init_scale))
+            bias.zero_()
     return policy
 
 
-def _output_layer(net: nn.Module) -> nn.Linear:
-    """The output layer of ``net``, an ``nn.Sequential`` (an ``MLP``) whose last layer is an ``nn.Linear``."""
+def _output_layer(net: nn.Module) -> tuple[Tensor, Tensor]:
+    """The weight and bias of ``net``'s output layer: the last module of an ``nn.Sequential`` (an ``MLP``)."""
     last = net[-1] if isinstance(net, nn.Sequential) else None
-    if not isinstance(last, nn.Linear):
-        raise TypeError(f"expected an nn.Sequential ending in an nn.Linear output layer, got {type(net).__name__}")
-    return last
+    weight, bias = getattr(last, "weight", None), getattr(last, "bias", None)
+    if not (isinstance(weight, Tensor) and isinstance(bias, Tensor)):
+        raise TypeError(f"expected an nn.Sequential whose last layer has a weight and a bias, got {type(net).__name__}")
+    return weight, bias
 
 
 class ValueNetwork(Torso):
@@ -172,9 +173,9 @@ class ValueNetwork(Torso):
     def rescale_output(self, scale: Tensor, shift: Tensor) -> None:
         """Make the output layer compute ``(old_output - shift) / scale`` (PopArt's preservation
         step, used by ``ValueBaseline(normalize_targets=True)`` when its target statistics move)."""
-        last = _output_layer(self.net)
-        last.weight.div_(scale)
-        last.bias.sub_(shift).div_(scale)
+        weight, bias = _output_layer(self.net)
+        weight.div_(scale)
+        bias.sub_(shift).div_(scale)
 
 
 def make_value_network(
