@@ -234,14 +234,14 @@ def param_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 # cProfile summary: (label, [(path suffix, function name)], counted in the plain loop too).
 # Entries with one name at several lines (a method and its override) count once: the largest.
 CATEGORIES: list[tuple[str, list[tuple[str, str]], bool]] = [
-    ("collection (EpisodeCollector.collect)", [("pg_lightning/collector.py", "collect")], True),
-    ("loss: training_step without its self.log calls", [("pg_lightning/module.py", "training_step")], True),
+    ("collection (EpisodeCollector.collect)", [("pg_lightning/envs/collector.py", "collect")], True),
+    ("loss: training_step without its self.log calls", [("pg_lightning/lightning/module.py", "training_step")], True),
     ("backward", [("torch/_tensor.py", "backward")], True),
     ("Adam step (without the closure)", [("torch/optim/adam.py", "step")], True),
-    ("module logging: self.log in training_step (_log_epoch)", [("pg_lightning/module.py", "_log_epoch")], False),
+    ("module logging: self.log in training_step (_log_epoch)", [("pg_lightning/lightning/module.py", "_log_epoch")], False),
     (
         "module: grad norm log + finite check (on_before_optimizer_step)",
-        [("pg_lightning/module.py", "on_before_optimizer_step")],
+        [("pg_lightning/lightning/module.py", "on_before_optimizer_step")],
         False,
     ),
     (
