@@ -238,7 +238,11 @@ CATEGORIES: list[tuple[str, list[tuple[str, str]], bool]] = [
     ("loss: training_step without its self.log calls", [("pg_lightning/lightning/module.py", "training_step")], True),
     ("backward", [("torch/_tensor.py", "backward")], True),
     ("Adam step (without the closure)", [("torch/optim/adam.py", "step")], True),
-    ("module logging: self.log in training_step (_log_epoch)", [("pg_lightning/lightning/module.py", "_log_epoch")], False),
+    (
+        "module logging: self.log in training_step (_log_epoch)",
+        [("pg_lightning/lightning/module.py", "_log_epoch")],
+        False,
+    ),
     (
         "module: grad norm log + finite check (on_before_optimizer_step)",
         [("pg_lightning/lightning/module.py", "on_before_optimizer_step")],
