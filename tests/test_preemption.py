@@ -267,6 +267,35 @@ def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
     assert (tmp_path / "checkpoints" / "on_exception.ckpt").is_file()
 
 
+def test_sigterm_to_one_rank_only_stops_every_rank_together(tmp_path):
+    """SIGTERM to rank 1 alone (a scheduler signalling every process, one of them first): Lightning checks
+    ``received_sigterm`` locally at the end of each batch and epoch, so a rank that stops there alone leaves
+    the other in the next collective and both hang. The ranks agree on the signal at each epoch start."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "trainer=ddp_cpu", "trainer.devices=2", "data.episodes_per_epoch=2",
+         "data.num_envs=1", "callbacks.progress_bar.refresh_rate=0", "env.return_threshold=null",
+         "trainer.max_epochs=100000", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.02)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, children  # rank 1, launched by rank 0
+    os.kill(int(children[0]), signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "on_exception.ckpt").is_file()
+
+
 def test_best_checkpoint_restores_the_state_lightnings_modelcheckpoint_saved(tmp_path):
     """Checkpoints written while best_checkpoint was Lightning's ModelCheckpoint keep their state key."""
     from pytorch_lightning.callbacks import ModelCheckpoint
