@@ -117,7 +117,9 @@ class _Alias(importlib.abc.Loader):
         """``python -m pg_lightning.train`` (runpy) runs the new module's code."""
         _warn(fullname, self.new)
         spec = importlib.util.find_spec(self.new)
-        return spec.loader.get_code(self.new)  # type: ignore[union-attr]
+        if spec is None or not isinstance(spec.loader, importlib.abc.InspectLoader):
+            raise ImportError(f"{fullname} moved to {self.new}, which cannot be run as a module")
+        return spec.loader.get_code(self.new)
 
     def is_package(self, fullname: str) -> bool:
         return False

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -239,10 +240,9 @@ def test_best_ckpt_after_a_resume_is_the_best_of_the_whole_run(make_cfg, tmp_pat
     assert callback.check_monitor_top_k(trainer, torch.tensor(150.0))
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.37, 0.81])
-def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
-    """2 gloo ranks, SIGTERM to rank 0 at some moment of an epoch (Lightning's own handler broadcast
-    from inside the signal handler and could meet another collective: both ranks hung)."""
+def _ddp_run_stopped_by_sigterm(tmp_path: Path, send_sigterm) -> None:
+    """A 2-rank gloo run; once its first last.ckpt exists, ``send_sigterm(rank 0's Popen)``. It must exit 143 with
+    on_exception.ckpt within 60 s (a hang of the ranks is killed)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.Popen(
@@ -255,9 +255,8 @@ def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not last.exists():
         time.sleep(0.02)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGTERM)
     try:
+        send_sigterm(proc)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -265,35 +264,31 @@ def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
             subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
     assert proc.returncode == 143, stderr[-3000:]
     assert (tmp_path / "checkpoints" / "on_exception.ckpt").is_file()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.37, 0.81])
+def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
+    """2 gloo ranks, SIGTERM to rank 0 at some moment of an epoch (Lightning's own handler broadcast
+    from inside the signal handler and could meet another collective: both ranks hung)."""
+
+    def to_rank_0(proc: subprocess.Popen) -> None:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+
+    _ddp_run_stopped_by_sigterm(tmp_path, to_rank_0)
 
 
 def test_sigterm_to_one_rank_only_stops_every_rank_together(tmp_path):
     """SIGTERM to rank 1 alone (a scheduler signalling every process, one of them first): Lightning checks
     ``received_sigterm`` locally at the end of each batch and epoch, so a rank that stops there alone leaves
     the other in the next collective and both hang. The ranks agree on the signal at each epoch start."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "train.py", "trainer=ddp_cpu", "trainer.devices=2", "data.episodes_per_epoch=2",
-         "data.num_envs=1", "callbacks.progress_bar.refresh_rate=0", "env.return_threshold=null",
-         "trainer.max_epochs=100000", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not last.exists():
-        time.sleep(0.02)
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(children) == 1, children  # rank 1, launched by rank 0
-    os.kill(int(children[0]), signal.SIGTERM)
-    try:
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
-    assert proc.returncode == 143, stderr[-3000:]
-    assert (tmp_path / "checkpoints" / "on_exception.ckpt").is_file()
+
+    def to_rank_1_alone(proc: subprocess.Popen) -> None:
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, children  # rank 1, launched by rank 0
+        os.kill(int(children[0]), signal.SIGTERM)
+
+    _ddp_run_stopped_by_sigterm(tmp_path, to_rank_1_alone)
 
 
 def test_best_checkpoint_restores_the_state_lightnings_modelcheckpoint_saved(tmp_path):
