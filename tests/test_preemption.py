@@ -308,3 +308,26 @@ def test_a_precision_that_casts_the_weights_names_the_key(make_cfg):
         with pytest.raises(ConfigError, match=r"^trainer.precision must be 32 \| 32-true \| 16-mixed \| bf16-mixed"):
             validate(make_cfg(f"+trainer.precision={value}"))
     validate(make_cfg("+trainer.precision=bf16-mixed"))
+
+
+def test_slurm_sigusr1_is_acted_on_at_the_next_epoch_start_not_inside_the_handler():
+    """Lightning's requeue handler writes a checkpoint; run from the signal handler it could nest in a
+    checkpoint write in progress (fsspec's one transaction: the run crashed). It now runs at the epoch start."""
+    from pg_lightning.lightning.signals import DeferredSignals
+
+    calls = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
+    try:
+        trainer = type("T", (), {"_signal_connector": type("C", (), {"received_sigterm": False})()})()
+        signals = DeferredSignals(ddp=False)
+        signals.install(trainer)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert calls == [] and signals.pending_sigusr1  # recorded, not acted on
+        signals.at_epoch_start(trainer)
+        assert calls == [signal.SIGUSR1] and not signals.pending_sigusr1
+        assert not trainer._signal_connector.received_sigterm
+        signals.at_epoch_start(trainer)
+        assert calls == [signal.SIGUSR1]  # once per signal
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -33,7 +33,7 @@ from pg_lightning.lightning.optim import (
     make_scheduler,
     scheduler_horizon,
 )
-from pg_lightning.lightning.signals import DeferredSigterm
+from pg_lightning.lightning.signals import DeferredSignals
 from pg_lightning.lightning.steps import StepRecord, describe_non_finite, snapshot_state
 
 __all__ = ["ReinforceModule"]
@@ -104,7 +104,7 @@ class ReinforceModule(pl.LightningModule):
             metric.set_dtype(torch.float64)  # exact counts beyond float32's 2**24
             metric.persistent(True)  # totals survive a resume from checkpoint
         self._epoch_start = time.perf_counter()
-        self._sigterm: DeferredSigterm | None = None  # set under DDP by on_train_start
+        self._signals: DeferredSignals | None = None  # set by on_train_start
         self.last_step: StepRecord | None = None
         self._baseline_before: dict[str, Tensor] | None = None  # see training_step
 
@@ -150,17 +150,16 @@ class ReinforceModule(pl.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        if self._sigterm is not None:  # DDP: every rank stops together when any of them got SIGTERM
-            self._sigterm.agree(self.trainer)
+        if self._signals is not None:  # SIGTERM under DDP, SLURM's SIGUSR1: acted on here, at a safe point
+            self._signals.at_epoch_start(self.trainer)
         self._epoch_start = time.perf_counter()
 
     def on_fit_start(self) -> None:
         self._stream_seed = torch.initial_seed()  # the run's seed (pl.seed_everything), the same on every rank
 
     def on_train_start(self) -> None:
-        if self.trainer.world_size > 1:
-            self._sigterm = DeferredSigterm()
-            self._sigterm.install(self.trainer)
+        self._signals = DeferredSignals(ddp=self.trainer.world_size > 1)
+        self._signals.install(self.trainer)
 
     def _entropy(self, dist: torch.distributions.Distribution) -> Tensor:
         """``dist.entropy()``, whose random draws (the squashed Gaussian's entropy is estimated from one
