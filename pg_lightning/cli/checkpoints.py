@@ -1,8 +1,8 @@
 """Checkpoints (cli layer): ``ckpt_path=last`` resolved, a checkpoint loaded safely and checked against the run.
 
 `load_checkpoint` loads one with ``torch.load(weights_only=True)`` and refuses anything that is not a
-pg_lightning checkpoint; `check_checkpoint` (before anything is built) and `check_fits` (once the model
-is) say, naming ``ckpt_path``, why a checkpoint cannot resume this run.
+pg_lightning checkpoint, a damaged archive (CRC) and non-finite weights; `check_checkpoint` (before anything
+is built) and `check_fits` (once the model is) say, naming ``ckpt_path``, why a checkpoint cannot resume this run.
 """
 
 from __future__ import annotations
@@ -19,14 +19,24 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pg_lightning.cli.trust import check_resume_code
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.from_config import wrapper_specs
 
-__all__ = ["LAST_CHECKPOINTS", "check_checkpoint", "check_fits", "load_checkpoint", "resolve_ckpt_path"]
+__all__ = [
+    "LAST_CHECKPOINTS",
+    "WEIGHT_PREFIXES",
+    "check_checkpoint",
+    "check_fits",
+    "load_checkpoint",
+    "resolve_ckpt_path",
+]
 
 # What ckpt_path=last looks for in earlier runs: every epoch's last.ckpt, the checkpoint an exception
 # or SIGTERM wrote (OnExceptionCheckpoint), and Lightning's SLURM requeue checkpoints (SIGUSR1).
 LAST_CHECKPOINTS = ("*/*/checkpoints/last.ckpt", "*/*/checkpoints/on_exception.ckpt", "*/*/hpc_ckpt_*.ckpt")
+WEIGHT_PREFIXES = ("policy.", "baseline.")
+"""The state_dict entries that are weights (the policy's and the baseline's): they must be finite."""
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -60,6 +70,11 @@ def load_checkpoint(ckpt_path: str | os.PathLike | None) -> dict[str, Any]:
     a checkpoint file cannot run code. Ours load that way (the config in it is plain data:
     ``hyper_parameters.config`` is ``OmegaConf.to_container(cfg, resolve=True)``; Lightning's own
     entries are tensors, numbers and strings), so there is no fallback to the unsafe unpickler.
+
+    Before loading, every member of the zip archive must pass its CRC check (``torch.load`` does
+    not check them, so a damaged tensor would load as wrong weights); after, the policy's and the
+    baseline's weights (:data:`WEIGHT_PREFIXES`) must be finite. What the config in it may make
+    pg_lightning call is `pg_lightning.cli.trust`'s business.
     """
     if ckpt_path is None or str(ckpt_path).strip() == "":
         raise ConfigError(
@@ -73,6 +88,7 @@ def load_checkpoint(ckpt_path: str | os.PathLike | None) -> dict[str, Any]:
             f"ckpt_path: {str(path)!r} is not a readable checkpoint (not a PyTorch checkpoint file), "
             "so not a pg_lightning checkpoint"
         )
+    _check_archive(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # e.g. objects that only the unsafe unpickler would load
@@ -98,26 +114,60 @@ def load_checkpoint(ckpt_path: str | os.PathLike | None) -> dict[str, Any]:
         raise ConfigError(
             f"ckpt_path: {str(path)!r} is not a pg_lightning checkpoint: no policy.* weights in its state_dict"
         )
+    for key, value in state.items():
+        if (
+            key.startswith(WEIGHT_PREFIXES)
+            and isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
+            raise ConfigError(
+                f"ckpt_path: {str(path)!r} holds non-finite weights ({key} has NaN or infinite values): "
+                "a policy with them acts on NaN; use an earlier checkpoint of the run"
+            )
     return checkpoint
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a checkpoint whose zip archive is damaged: a member fails its CRC (``ZipFile.testzip``).
+
+    ``torch.load`` does not check the CRCs: overwritten bytes inside a tensor would load as wrong weights.
+    """
+    fix = "the file changed after it was written; use another checkpoint (best.ckpt, or an earlier one of the run)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as err:  # a damaged header or a compressed member that no longer decompresses
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ConfigError(
+            f"ckpt_path: {str(path)!r} is corrupted: its zip archive cannot be read ({reason}): {fix}"
+        ) from err
+    if damaged is not None:
+        raise ConfigError(f"ckpt_path: {str(path)!r} is corrupted: {damaged} fails the archive's CRC check: {fix}")
 
 
 def check_checkpoint(cfg: DictConfig, ckpt: str) -> None:
     """The checkpoint is one of ours (:func:`load_checkpoint`) and was trained on this env.
 
-    Whether its weights fit this run's network and baseline is :func:`check_fits`, once the
-    model is built.
+    A resume builds everything from the run's own config: nothing the checkpoint's config names is
+    imported or called here. Its ``network`` and ``env.wrappers`` targets must be on the allowlist
+    of `pg_lightning.cli.trust` or be this run's own (:func:`~pg_lightning.cli.trust.check_resume_code`),
+    and its ``env.wrappers`` are compared as data. Whether its weights fit this run's network and
+    baseline is :func:`check_fits`, once the model is built.
     """
     config = load_checkpoint(ckpt)["hyper_parameters"]["config"]
     ours = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(ours, dict)
     for key in ("env.id", "env.kwargs", "env.wrappers"):
         theirs_value, ours_value = _get(config, key), _get(ours, key)
         if key == "env.wrappers":  # as run() normalises them (checkpoints from before env.wrappers: none)
-            theirs_value, ours_value = wrapper_specs(theirs_value or []), wrapper_specs(ours_value or [])
+            theirs_value, ours_value = _as_entries(theirs_value or []), wrapper_specs(ours_value or [])
         if theirs_value != ours_value:
             raise ConfigError(
                 f"ckpt_path: {ckpt!r} was trained with {key}={theirs_value!r}, this run has {key}={ours_value!r}; "
                 "resume with the same settings (e.g. the run's .hydra/overrides.yaml) or drop ckpt_path"
             )
+    check_resume_code(config, ours, ckpt)  # the network block: nothing above looked a target up
 
 
 def check_fits(model: nn.Module, ckpt: str) -> None:
@@ -142,6 +192,14 @@ def check_fits(model: nn.Module, ckpt: str) -> None:
             f"ckpt_path: {ckpt!r} does not fit this run's model ({'; '.join(problems)}); it was trained with "
             f"network={config.get('network')!r}, baseline={config.get('baseline')!r}: resume with the same settings"
         )
+
+
+def _as_entries(wrappers: Any) -> Any:
+    """A checkpoint's ``env.wrappers`` in :func:`wrapper_specs`' form, without looking any target up."""
+    if not isinstance(wrappers, list):
+        return wrappers
+    entries = [{"_target_": w} if isinstance(w, str) else w for w in wrappers]
+    return [{**e, "_partial_": True} if isinstance(e, dict) else e for e in entries]
 
 
 def _get(tree: Any, dotted: str) -> Any:

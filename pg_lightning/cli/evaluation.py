@@ -34,11 +34,12 @@ from torch import nn
 
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
 from pg_lightning.cli.checkpoints import load_checkpoint
+from pg_lightning.cli.trust import TRUSTED_PACKAGES, check_checkpoint_code
 from pg_lightning.cli.validation import check_evaluate_config
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.envs.evaluation import check_int, episode_stats, make_eval_env, make_video_env, run_episodes
-from pg_lightning.envs.from_config import as_wrappers, env_factory, warn_stateful_wrappers, wrapper_specs
+from pg_lightning.envs.from_config import as_wrappers, env_factory, warn_stateful_wrappers
 from pg_lightning.envs.networks import build_policy
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ __all__ = ["evaluate", "format_summary", "load_checkpoint", "load_policy", "main
 
 SUMMARY_FILE = "evaluation.json"
 POLICY_FACTORY = "pg_lightning.envs.networks.make_policy"
-# Targets that evaluation calls from a checkpoint's config without trust_checkpoint_code.
-TRUSTED_TARGETS = ("pg_lightning.", "gymnasium.")
+# The packages a checkpoint's targets are looked up in without trust_checkpoint_code (0.1's name); what they
+# may resolve to is pg_lightning.cli.trust's allowlist.
+TRUSTED_TARGETS = TRUSTED_PACKAGES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,53 +70,59 @@ def load_policy(
 
     What runs: the checkpoint file is read with ``torch.load(weights_only=True)``, so it cannot
     run code by unpickling. Its config names code, though: ``env.imports`` and a ``module:EnvId``
-    id are imported (as gymnasium does for any id), and ``_target_`` entries are called. Targets of
-    pg_lightning and gymnasium (``make_policy``, gymnasium's wrappers) are called as they are;
-    any other (a user's network or wrapper) only with ``trust_checkpoint_code=True``, since
+    id are imported (as gymnasium does for any id), and the ``_target_`` entries of ``network``
+    and ``env.wrappers`` are called, at any depth. Without ``trust_checkpoint_code=True``, every
+    one of them is first resolved to the object it names and checked against the allowlist of
+    `pg_lightning.cli.trust` (pg_lightning's network factories and wrappers, gymnasium's wrappers,
+    torch.optim's optimizers and schedulers): anything else (a user's network or wrapper, or a
+    function reached through a module attribute) is refused before anything is called, since
     calling a target read from a file runs whatever it names. ``checkpoint``: an already loaded
     :func:`load_checkpoint` result.
     """
     checkpoint = load_checkpoint(ckpt_path) if checkpoint is None else checkpoint
     config = checkpoint["hyper_parameters"]["config"]
+    source = str(ckpt_path) if ckpt_path is not None else "the checkpoint"
+    if not trust_checkpoint_code:  # before wrapper_specs or anything else looks a target up
+        check_checkpoint_code(config, source)
     env_cfg = config["env"]
     network = dict(config["network"])
     network.setdefault("_target_", POLICY_FACTORY)
     network["_partial_"] = True
-    # the wrappers as they will be instantiated (a bare class path becomes a _target_ too)
-    untrusted = _foreign_targets({"network": network, "env.wrappers": wrapper_specs(env_cfg.get("wrappers") or [])})
-    if untrusted and not trust_checkpoint_code:
-        raise ConfigError(
-            f"trust_checkpoint_code: the checkpoint's config names code outside pg_lightning and gymnasium "
-            f"({', '.join(untrusted)}); calling a target read from a file runs whatever it names: pass "
-            "trust_checkpoint_code=true if you trust this checkpoint"
-        )
     env = env_factory(env_cfg, (config.get("data") or {}).get("max_episode_steps"))()  # as train.py's probe
     try:  # the spaces as train.py saw them
         policy = build_policy(network, env.observation_space, env.action_space)
     finally:
         env.close()
     weights = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
+    _check_weights_fit(policy, weights, source)
     try:
         policy.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ConfigError(f"ckpt_path: the policy weights do not fit the network of its config: {err}") from err
+    except RuntimeError as err:  # e.g. a tensor of another dtype: one line all the same
+        reason = " ".join(str(err).split())[:300]
+        raise ConfigError(f"ckpt_path: {source!r}: its policy weights do not load into the network: {reason}") from err
     return policy.eval(), config
 
 
-def _foreign_targets(tree: Any, where: str = "") -> list[str]:
-    """``key=target`` for every ``_target_`` in ``tree`` outside :data:`TRUSTED_TARGETS`."""
-    found = []
-    if isinstance(tree, dict):
-        target = tree.get("_target_")
-        if isinstance(target, str) and not target.startswith(TRUSTED_TARGETS):
-            found.append(f"{where or 'config'}._target_={target}")
-        for key, value in tree.items():
-            if key != "_target_":
-                found += _foreign_targets(value, f"{where}.{key}" if where else str(key))
-    elif isinstance(tree, list):
-        for i, value in enumerate(tree):
-            found += _foreign_targets(value, f"{where}[{i}]")
-    return found
+def _check_weights_fit(policy: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """The checkpoint's ``policy.*`` weights fit the network its config builds, or one line naming the keys."""
+    ours = policy.state_dict()
+    missing, unexpected = sorted(ours.keys() - weights.keys()), sorted(weights.keys() - ours.keys())
+    reshaped = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(ours[k].shape)}"
+        for k in sorted(ours.keys() & weights.keys())
+        if weights[k].shape != ours[k].shape
+    ]
+    problems = [
+        f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        if keys
+    ]
+    if problems:
+        raise ConfigError(
+            f"ckpt_path: {source!r}: its policy weights do not fit the network its saved config builds "
+            f"({'; '.join(problems)}): the config in the checkpoint (hyper_parameters.config.network) no longer "
+            "matches the weights"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,8 +156,8 @@ def evaluate(
             training). A value given here is this evaluation's explicit choice: it replaces the
             training run's limit, ``env.kwargs.max_episode_steps`` included (dropped from the
             kwargs the env is built with; the summary's ``env_kwargs`` still show the checkpoint's).
-        trust_checkpoint_code: call ``_target_`` entries of the checkpoint's config that name code
-            outside pg_lightning and gymnasium (a user's network or wrappers); see :func:`load_policy`.
+        trust_checkpoint_code: call ``_target_`` entries of the checkpoint's config that are not on
+            pg_lightning's allowlist (a user's network or wrappers); see :func:`load_policy`.
 
     Returns:
         ``return_mean``, ``return_std`` (population std), ``return_min``, ``return_max``,
@@ -166,6 +174,8 @@ def evaluate(
         raise ConfigError("video: video=true needs an output_dir for the files")
     if not isinstance(trust_checkpoint_code, bool):
         raise ConfigError(f"trust_checkpoint_code must be true or false, got {trust_checkpoint_code!r}")
+    if output_dir is not None:
+        _check_output_dir(Path(output_dir))
     checkpoint = load_checkpoint(ckpt_path)
     assert ckpt_path is not None  # load_checkpoint names a missing ckpt_path
     policy, config = load_policy(ckpt_path, checkpoint, trust_checkpoint_code)
@@ -208,6 +218,19 @@ def evaluate(
         summary["summary_path"] = str((out / SUMMARY_FILE).resolve())
         Path(summary["summary_path"]).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _check_output_dir(out: Path) -> None:
+    """``output_dir`` is a directory or can be made one: the nearest existing path of it and its parents is a directory."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == out else f"is under {str(path)!r}, a file"
+                raise ConfigError(
+                    f"output_dir: {str(out)!r} {where}, not a directory; evaluation.json (and videos/) go into a "
+                    "directory: give another output_dir"
+                )
+            return
 
 
 def format_summary(summary: dict[str, Any]) -> str:
