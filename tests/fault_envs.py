@@ -140,3 +140,33 @@ class ValueEnv(gym.Env):
 for _id, _cls in [("RankFault-v0", RankFaultEnv), ("Suicide-v0", SuicideEnv), ("Value-v0", ValueEnv)]:
     if _id not in gym.registry:
         gym.register(_id, entry_point=_cls, max_episode_steps=100)
+
+
+class BadStepEnv(gym.Env):
+    """Episodes of 3 steps, reward 1.0; at step ``at`` of each episode, ``field`` (``terminated``, ``truncated`` or
+    ``reward``) is ``value`` instead (``"no"``, ``None``, ``"1.0"``, ...). ``field="numpy"``: numpy flags and rewards
+    at every step (``numpy.bool_``, 0-d bool arrays, ``numpy.float32``): all valid."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, field: str = "terminated", value: object = "no", at: int = 2):
+        self.field, self.value, self.at, self.t = field, value, int(at), 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        out = {"reward": 1.0, "terminated": self.t == 3, "truncated": False}
+        if self.field == "numpy":
+            out = {"reward": np.float32(1.0), "terminated": np.bool_(self.t == 3), "truncated": np.array(False)}
+        elif self.t == self.at:
+            out[self.field] = self.value
+        return np.full(2, self.t, np.float32), out["reward"], out["terminated"], out["truncated"], {}
+
+
+if "BadStep-v0" not in gym.registry:
+    gym.register("BadStep-v0", entry_point=BadStepEnv, max_episode_steps=100)

@@ -174,7 +174,9 @@ class TreeEncoder(nn.Module):
     """Nested ``Dict``/``Tuple`` observations to the concatenated features of their leaves ``(B, sum F)``.
 
     An observation arrives as nested dicts (``Dict`` spaces) and tuples (``Tuple`` spaces) of tensors
-    with a leading batch dimension ``B``. Leaves without an encoder are ignored.
+    with a leading batch dimension ``B``. Leaves without an encoder are ignored. Each leaf is looked up
+    by its path (Dict keys, Tuple indices), never by position: the key order of the dicts does not matter,
+    and the features always come in the order of ``encoders``.
 
     Args:
         encoders: leaf path to encoder, in the order of the output features. A path joins the keys

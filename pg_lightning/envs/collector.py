@@ -24,10 +24,10 @@ import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.core.recurrent import is_recurrent
-from pg_lightning.core.tree import as_tensors, flatten, leaves, map_tree, unflatten
+from pg_lightning.core.tree import StructureError, as_tensors, flatten, leaves, leaves_as, map_tree, unflatten
 from pg_lightning.envs.actors import make_actor
-from pg_lightning.envs.direct_loop import collect_direct, direct_envs
-from pg_lightning.envs.env_factory import EPISODE_CAP, episode_limit
+from pg_lightning.envs.direct_loop import BadStep, collect_direct, direct_envs
+from pg_lightning.envs.env_factory import EPISODE_CAP, episode_limit, seed_spaces, vector_spaces
 from pg_lightning.envs.storage import StepStorage
 from pg_lightning.envs.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
 from pg_lightning.envs.worker_faults import dead_workers, env_error, stop_workers
@@ -65,6 +65,11 @@ class EpisodeCollector:
         envs: a vector env, e.g. from :func:`make_vector_env` (autoreset ``SAME_STEP`` or ``NEXT_STEP``).
         seed: the run's seed.
         rank: global rank of the process (DDP), so ranks get different streams.
+        episode_cap: a vector env stepped as a whole whose episode runs past this many steps is an
+            `EnvError` (a batched env of one's own that never ends its episodes: one copy of it cannot
+            be reset alone, so it cannot be truncated from outside); ``None``: no check. The copies of
+            `make_vector_env` carry their own time limit, so the default, :data:`EPISODE_CAP`, never fires for them
+            unless their limit is longer.
 
     Randomness: collection number ``epoch`` seeds every env and the action sampler from
     ``(seed, rank, epoch)``. A batch is therefore a function of those three numbers and the
@@ -72,8 +77,11 @@ class EpisodeCollector:
     through :meth:`state_dict`) collects exactly what the uninterrupted run would have.
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, seed: int = 0, rank: int = 0) -> None:
+    def __init__(
+        self, envs: gym.vector.VectorEnv, seed: int = 0, rank: int = 0, episode_cap: int | None = EPISODE_CAP
+    ) -> None:
         self.autoreset = autoreset_mode(envs)
+        self.episode_cap = episode_cap
         self.envs = envs
         self.num_envs = envs.num_envs
         self.seed = int(seed)
@@ -90,6 +98,8 @@ class EpisodeCollector:
         self.generator.manual_seed(int(words[-2]) << 32 | int(words[-1]))
         seeds = [int(w) for w in words[: self.num_envs]]
         per_copy = isinstance(self.envs.unwrapped, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
+        if not per_copy:  # a batched env: its spaces seeded here (each copy of make_vector_env seeds its own)
+            seed_spaces(vector_spaces(self.envs), seeds[0])
         return seeds if per_copy else seeds[0]
 
     def state_dict(self) -> dict[str, int]:
@@ -149,6 +159,7 @@ class EpisodeCollector:
             if single_envs is not None:  # the sync copies of make_vector_env: a tight loop of their own
                 t, stepped = collect_direct(store, act, device, single_envs, clip, active, to_start, recurrent,
                                             record_log_probs, final_obs, obs_spec, obs_keys, self._env_error)  # fmt: skip
+            lengths = np.zeros(n, np.int64)  # the steps of each copy's episode in progress (for episode_cap)
             while active.any():  # any other vector env, stepped as a whole
                 store.reserve(t)
                 data = store.data
@@ -167,10 +178,10 @@ class EpisodeCollector:
                 reward, terminated, truncated = data["rewards"][t], data["terminated"][t], data["truncated"][t]
                 next_rows = [data[k][t + 1] for k in obs_keys]
                 try:
-                    next_obs, reward[:], terminated[:], truncated[:], info = _numpy_step(
-                        self.envs, env_action, torch_env
-                    )
-                    for row, leaf in zip(next_rows, flatten(next_obs)[0], strict=True):
+                    next_obs, r, te, tr, info = _numpy_step(self.envs, env_action, torch_env)
+                    _check_arrays(r, te, tr)
+                    reward[:], terminated[:], truncated[:] = r, te, tr
+                    for row, leaf in zip(next_rows, leaves_as(obs_spec, next_obs), strict=True):  # Dict leaves by key
                         row[:] = leaf
                     stepped += n
                     done = (terminated | truncated) & ~resetting  # NEXT_STEP: a reset step is no transition
@@ -186,13 +197,20 @@ class EpisodeCollector:
                         starts = done
                 except Exception as err:  # the policy's own errors above stay as they are
                     raise self._env_error(err) from err
+                lengths += data["kept"][t]
+                lengths[done] = 0
+                if self.episode_cap is not None and lengths.max() > self.episode_cap:
+                    raise self._endless(int(lengths.argmax()))
                 if len(ends):
                     # the first `to_start` finished envs (in env order) go on; the rest go idle
                     active[ends[to_start:]] = False
                     to_start = max(0, to_start - len(ends))
                 t += 1
         self.epoch += 1
-        batch = store.batch(t, final_obs, obs_spec, final_rows)._replace(stepped=torch.tensor(stepped))
+        try:
+            batch = store.batch(t, final_obs, obs_spec, final_rows)._replace(stepped=torch.tensor(stepped))
+        except StructureError as err:  # a last observation (info["final_obs"]) whose Dict keys are not the others'
+            raise self._env_error(err) from err
         # Observations may be +-inf (the network clamps them to +-1e9: encoders.FlattenFloat); NaN is an
         # env fault. Rewards must be finite (and within float32's range: _check_rewards).
         for name in ("obs", "final_obs"):
@@ -228,9 +246,28 @@ class EpisodeCollector:
         except Exception as err:
             raise self._env_error(err) from err
 
-    def _env_error(self, err: Exception) -> EnvError:
-        """An exception from the envs (or an async worker) as an EnvError naming the env (`worker_faults.env_error`)."""
+    def _env_error(self, err: Exception, copy: int | None = None) -> EnvError:
+        """An exception from the envs (or an async worker) as an EnvError naming the env (`worker_faults.env_error`).
+
+        A step of the wrong types (`BadStep`) or an observation without the Dict keys of the others
+        (``StructureError``) is named as what the env (copy ``copy``, when known) returned; an EnvError
+        (an async copy's `pg_lightning.envs.env_factory.EnvContract` check) already names the env.
+        """
+        if isinstance(err, EnvError):
+            return EnvError(str(err))
+        where = f"env.id={self.env_id!r}" + (f" (copy {copy} of {self.num_envs})" if copy is not None else "")
+        if isinstance(err, BadStep):
+            return EnvError(f"{where} {err}")
+        if isinstance(err, StructureError):
+            return EnvError(f"{where} returned an observation that does not match its observation space: {err}")
         return env_error(self.envs, self.env_id, err)
+
+    def _endless(self, copy: int) -> EnvError:
+        return EnvError(
+            f"env.id={self.env_id!r} (copy {copy} of {self.num_envs}): an episode ran past {self.episode_cap} steps "
+            "without ending; pg_lightning cannot truncate one copy of a batched env (it cannot reset it alone): "
+            "give the env a time limit of its own"
+        )
 
     def _direct_envs(self) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
         """The single envs to step one by one, and the Box bounds to clip to, for a sync vector env
@@ -251,6 +288,24 @@ def _numpy_step(envs: gym.vector.VectorEnv, actions: np.ndarray, torch_env: bool
         return envs.step(actions)
     next_obs, reward, terminated, truncated, info = envs.step(torch.from_numpy(actions))
     return (*_numpy((next_obs, reward, terminated, truncated)), info)
+
+
+def _check_arrays(reward: Any, terminated: Any, truncated: Any) -> None:
+    """A vector step's rewards must be numbers and its flags booleans (a `BadStep` naming the field otherwise)."""
+    for name, values, kinds in (
+        ("terminated", terminated, "b"),
+        ("truncated", truncated, "b"),
+        ("reward", reward, "biuf"),
+    ):
+        dtype = np.asarray(values).dtype
+        if dtype.kind not in kinds:
+            what = "booleans" if kinds == "b" else "real numbers"
+            raise BadStep(f"returned {name} of dtype {dtype} ({_preview(values)}): they must be {what}")
+
+
+def _preview(values: Any) -> str:
+    text = " ".join(repr(values).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _numpy(tree: Any) -> Any:

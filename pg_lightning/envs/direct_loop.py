@@ -16,10 +16,16 @@ import torch
 from torch import Tensor
 
 from pg_lightning.core.errors import EnvError
-from pg_lightning.core.tree import as_tensors, flatten, unflatten
+from pg_lightning.core.tree import as_tensors, leaves_as, unflatten
+from pg_lightning.envs.env_factory import find_contract, step_fault
 from pg_lightning.envs.storage import StepStorage
 
-__all__ = ["collect_direct", "direct_envs"]
+__all__ = ["BadStep", "collect_direct", "direct_envs"]
+
+
+class BadStep(TypeError):
+    """A step whose reward or flags are not what an env must return (`pg_lightning.envs.env_factory.step_fault`):
+    raised by the tight loop, named as an EnvError (with the env and the copy) by the collector."""
 
 
 def direct_envs(envs: gym.vector.VectorEnv) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
@@ -27,7 +33,8 @@ def direct_envs(envs: gym.vector.VectorEnv) -> tuple[list[gym.Env] | None, tuple
 
     Only for the exact env `pg_lightning.envs.vector_envs.make_vector_env` builds (a ``SyncVectorEnv``, under
     ``ClipAction`` for Box actions): any other vector wrapper must see every step, so those envs (and async ones)
-    are stepped as a whole.
+    are stepped as a whole. The copies' own step checks (`pg_lightning.envs.env_factory.EnvContract`) are switched
+    off: `collect_direct` checks every step itself, for less.
     """
     clip = None
     if type(envs) is gym.wrappers.vector.ClipAction:
@@ -36,6 +43,10 @@ def direct_envs(envs: gym.vector.VectorEnv) -> tuple[list[gym.Env] | None, tuple
         envs, clip = envs.env, (space.low, space.high)
     if type(envs) is not gym.vector.SyncVectorEnv:
         return None, None
+    for env in envs.envs:
+        contract = find_contract(env)
+        if contract is not None:
+            contract.unchecked()
     return list(envs.envs), clip
 
 
@@ -52,7 +63,7 @@ def collect_direct(
     final_obs: list[tuple[int, int, Any]],
     obs_spec: Any,
     obs_keys: list[str],
-    env_error: Callable[[Exception], EnvError],
+    env_error: Callable[[Exception, int | None], EnvError],
 ) -> tuple[int, int]:
     """The collection loop for the sync copies of `make_vector_env` (`direct_envs`): ``(T, copy-steps)``.
 
@@ -67,7 +78,12 @@ def collect_direct(
     copy's step is stored as it comes (only the non-zero flags), and nothing else runs per copy. Runs
     until ``active`` (updated in place) is all false. ``store`` holds the first observations in row 0;
     ``final_obs`` receives ``(env, t, obs)`` of every finished episode; an env's exception is raised as
-    ``env_error(err)``.
+    ``env_error(err, copy)``, and so is a step whose reward or flags have the wrong type (`BadStep`) or whose Dict
+    observation lacks a key of ``obs_spec`` or has another (``pg_lightning.core.tree.StructureError``): a Dict
+    observation's leaves are matched by key, whatever the order of the env's dict.
+
+    Per step and copy, the checks cost two identity tests and a type test in the common case (a Python
+    ``float`` reward, both flags Python ``False``); anything else is checked in full.
     """
     n = len(single_envs)
     plain = obs_spec is None  # one array per observation (else a Dict/Tuple: one storage field per leaf)
@@ -97,25 +113,33 @@ def collect_direct(
             row[:] = now  # idle copies keep their observation
         next_obs = next_rows[0]
         ended = []
+        i = running[0]
         try:
             for i in running:
-                o, reward[i], te, tr, _ = single_envs[i].step(env_action[i])
-                if te or tr:
-                    terminated[i], truncated[i] = te, tr
-                    final_obs.append((i, t, o))
-                    ended.append(i)
-                    if to_start > 0:  # the first `to_start` copies to end (in env order) start another episode
-                        to_start -= 1
-                        o, _ = single_envs[i].reset()  # as SAME_STEP autoreset would: no seed
-                    else:
-                        active[i] = False
+                o, r, te, tr, _ = single_envs[i].step(env_action[i])
+                if type(r) is not float or te is not False or tr is not False:  # else the common case: nothing ends
+                    fault = step_fault(r, te, tr)
+                    if fault is not None:
+                        raise BadStep(fault)
+                    if te or tr:
+                        terminated[i], truncated[i] = te, tr
+                        if not plain:
+                            leaves_as(obs_spec, o)  # the last observation's keys checked now, with its copy known
+                        final_obs.append((i, t, o))
+                        ended.append(i)
+                        if to_start > 0:  # the first `to_start` copies to end (in env order) start another episode
+                            to_start -= 1
+                            o, _ = single_envs[i].reset()  # as SAME_STEP autoreset would: no seed
+                        else:
+                            active[i] = False
+                reward[i] = r
                 if plain:
                     next_obs[i] = o
-                else:
-                    for row, value in zip(next_rows, flatten(o)[0], strict=True):
+                else:  # by key: the env's dict may come in any key order
+                    for row, value in zip(next_rows, leaves_as(obs_spec, o), strict=True):
                         row[i] = value
         except Exception as err:  # the policy's own errors above stay as they are
-            raise env_error(err) from err
+            raise env_error(err, i) from err
         stepped += len(running)
         if ended:
             running = [i for i in running if active[i]]

@@ -3,7 +3,8 @@
 The env side of evaluation, shared by ``evaluate.py`` (`pg_lightning.cli.evaluation`) and the
 training callback (`pg_lightning.lightning.evaluation`): `make_eval_env` builds one env as
 training builds each copy, `run_episodes` plays complete episodes of a policy on it, `episode_stats`
-sums them up. Episode ``i`` starts from ``env.reset(seed=seed + i)``; sampled actions come from a
+sums them up. Episode ``i`` starts from ``env.reset(seed=seed + i)`` (which seeds the env's spaces too, for an
+env built by `make_eval_env`: `pg_lightning.envs.env_factory.EnvContract`); sampled actions come from a
 ``torch.Generator`` of their own, so the same numbers in give the same episodes out.
 
 Layer: envs (gymnasium and torch, never Lightning).
@@ -23,10 +24,11 @@ from torch.distributions import Distribution
 
 from pg_lightning.core import distributions
 from pg_lightning.core.distributions import draw
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.core.recurrent import RecurrentPolicy, State, is_recurrent
-from pg_lightning.core.tree import map_tree
-from pg_lightning.envs.env_factory import EnvFactory, episode_limit
+from pg_lightning.core.tree import StructureError, map_tree, reorder
+from pg_lightning.envs.env_factory import EnvFactory, episode_limit, step_fault
+from pg_lightning.envs.spaces import obs_spec
 
 __all__ = ["check_int", "episode_stats", "greedy_action", "make_eval_env", "make_video_env", "run_episodes"]
 
@@ -134,6 +136,8 @@ def run_episodes(
     otherwise sampled as in training, from a private ``torch.Generator`` seeded with ``seed``
     (the global RNG is not touched, so evaluating during training changes nothing else).
     A recurrent policy acts through ``step``, its state restarting from zero with each episode.
+    A Dict observation reaches the policy with its keys in the observation space's order, as in the
+    collector's batches, whatever order the env built its dict in (a missing or extra key is an EnvError).
     The policy runs in eval mode, without gradient, on its own device, and is put back as it was.
     ``frames``: if a list, ``env.render()`` of the first episode (every step) is appended to it.
     """
@@ -144,9 +148,22 @@ def run_episodes(
     policy.eval()
     returns: list[float] = []
     lengths: list[int] = []
+    spec = obs_spec(env.observation_space)  # None: one array (no reordering)
+
+    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+
+    def ordered(obs: Any) -> Any:
+        if spec is None:
+            return obs
+        try:
+            return reorder(spec, obs)
+        except StructureError as err:
+            raise EnvError(f"env.id={env_id!r} returned an observation that does not fit its space: {err}") from err
+
     try:
         for i in range(episodes):
             obs, _ = env.reset(seed=int(seed) + i)
+            obs = ordered(obs)
             record = frames if i == 0 else None
             if record is not None:
                 record.append(cast(np.ndarray, env.render()))  # an rgb_array env's frame
@@ -162,6 +179,10 @@ def run_episodes(
                         dist = policy(batch)
                     action = _env_action(dist, greedy, generator)[0].cpu().numpy()
                 obs, reward, terminated, truncated, _ = env.step(action)
+                obs = ordered(obs)
+                fault = step_fault(reward, terminated, truncated)  # "1.0" is no reward, "no" no flag
+                if fault is not None:
+                    raise EnvError(f"env.id={env_id!r} {fault}")
                 total += float(reward)
                 length += 1
                 done = bool(terminated or truncated)

@@ -38,6 +38,7 @@ __all__ = [
     "is_text",
     "leaves",
     "make_encoder",
+    "obs_spec",
     "sample_batch",
     "text_paths",
 ]
@@ -93,6 +94,23 @@ def leaves(space: gym.Space, prefix: str = "") -> list[tuple[str, gym.Space]]:
     if children is None:
         return [(prefix, space)]
     return [leaf for key, sub in children for leaf in leaves(sub, f"{prefix}/{key}" if prefix else key)]
+
+
+def obs_spec(space: gym.Space) -> Any:
+    """The tree structure of an observation of ``space``, as ``pg_lightning.core.tree.flatten`` gives it: a dict of
+    a ``Dict`` space's keys in the space's order, a tuple for a ``Tuple``, ``None`` for a leaf.
+
+    With ``pg_lightning.core.tree.reorder`` it puts a Dict observation's keys in the space's order (the order
+    the collector's batches have), whatever order the env built its dict in.
+
+    >>> obs_spec(gym.spaces.Dict({"b": gym.spaces.Discrete(2), "a": gym.spaces.Tuple([gym.spaces.Discrete(2)])}))
+    {'a': (None,), 'b': None}
+    """
+    if isinstance(space, spaces.Dict):
+        return {key: obs_spec(sub) for key, sub in space.spaces.items()}
+    if isinstance(space, spaces.Tuple):
+        return tuple(obs_spec(sub) for sub in space.spaces)
+    return None
 
 
 def is_text(space: gym.Space) -> bool:

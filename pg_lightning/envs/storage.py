@@ -15,7 +15,7 @@ import torch
 from numpy.typing import DTypeLike
 
 from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.core.tree import flatten, map_trees, unflatten
+from pg_lightning.core.tree import flatten, leaves_as, unflatten
 
 __all__ = ["StepStorage"]
 
@@ -68,7 +68,10 @@ class StepStorage:
 
         Only the steps of the ``kept`` field are taken. The final observations are ``final_obs`` (``(env, t,
         obs)``), or, for ``NEXT_STEP`` envs, those stored in the rows after the ``final_rows`` (``(t, envs)``),
-        gathered at once. ``obs_spec`` is the tree structure of an observation (``pg_lightning.core.tree.flatten``).
+        gathered at once. ``obs_spec`` is the tree structure of an observation (``pg_lightning.core.tree.flatten``):
+        the final observations' Dict leaves are matched by key (``pg_lightning.core.tree.leaves_as``), so
+        ``final_obs`` has the structure and key order of ``obs``; a missing or extra key is a
+        ``pg_lightning.core.tree.StructureError``.
         """
         mask = self.data["kept"][:t].T  # (N, T)
         flat = {
@@ -83,9 +86,9 @@ class StepStorage:
             order = np.lexsort((ts, envs))  # by env, then by time
             keys = [f"obs/{i}" for i in range(len(flatten(obs_spec)[0]))]
             final = unflatten(obs_spec, [torch.from_numpy(self.data[k][ts[order] + 1, envs[order]]) for k in keys])
-        else:
-            in_order = [o for _, _, o in sorted(final_obs, key=lambda e: (e[0], e[1]))]
-            final = map_trees(lambda *xs: torch.from_numpy(np.stack(xs)), *in_order)
+        else:  # each observation's leaves taken by key, in the order of obs_spec: an env's own dict order never matters
+            in_order = [leaves_as(obs_spec, o) for _, _, o in sorted(final_obs, key=lambda e: (e[0], e[1]))]
+            final = unflatten(obs_spec, [torch.from_numpy(np.stack(column)) for column in zip(*in_order, strict=True)])
         return EpisodeBatch(
             obs=obs,
             actions=flat["actions"],

@@ -38,7 +38,8 @@ class EvalCallback(pl.Callback):
     metric is missing in the other epochs: give EarlyStopping ``strict: false`` (it then sees the
     last evaluation's value between evaluations).
 
-    Episode ``i`` of every evaluation starts from ``reset(seed=seed + i)``: each evaluation sees
+    Episode ``i`` of every evaluation starts from ``reset(seed=seed + i)``, which also seeds the env's
+    action and observation spaces (an env that samples them repeats itself): each evaluation sees
     the same start states, so successive evaluations differ by the policy only. Sampled actions
     (``greedy=False``) come from a generator of its own: the training batches are exactly those
     of a run without this callback. Under DDP every rank runs the same episodes with the same
