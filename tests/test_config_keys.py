@@ -47,7 +47,11 @@ KEYS: list[Key] = [
     Key("seed", "an integer in [0, 2**32 - 1]", ("seed=-1",)),
     Key("ckpt_path", "null, last, or the path of a train.py checkpoint", ("ckpt_path=/nonexistent.ckpt",)),
     Key("optimized_metric", "a metric name (a string)", ("optimized_metric=[1]",)),
-    Key("torch_num_threads", "an integer >= 1, or null (torch's default)", ("torch_num_threads=0",)),
+    Key(
+        "torch_num_threads",
+        "an integer from 1 to 4 x os.cpu_count() (this machine's CPUs), or null (torch's default)",
+        ("torch_num_threads=0",),
+    ),
     Key("paths.output_dir", "any directory path", why="any path is valid (created when needed)"),
     # --- env
     Key("env.id", "a registered gymnasium id, or module:EnvId", ("env.id=CartPol-v1",)),
@@ -59,8 +63,8 @@ KEYS: list[Key] = [
     Key("env.wrappers", "a list of {_target_: wrapper, args}", ("env.wrappers=[{flatten:true}]",), "env.wrappers[0]"),
     Key(
         "env.return_threshold",
-        "a number, null, or spec (the env's registered threshold)",
-        ("env.return_threshold=high",),
+        "a finite number, null, or spec (the env's registered threshold)",
+        ("env.return_threshold=high", "env.return_threshold=nan"),
     ),
     Key(
         "env.kwargs.length", "env=chain: an integer >= 1", ("env.kwargs.length=0",), "env.kwargs", extra=("env=chain",)
@@ -123,6 +127,11 @@ KEYS: list[Key] = [
     ),
     Key("data.seed", "an integer in [0, 2**32 - 1] (default ${seed})", ("data.seed=-1",)),
     Key("data.max_episode_steps", "an integer >= 1, or null", ("data.max_episode_steps=0",)),
+    Key(
+        "data.step_timeout",
+        "a number of seconds in (0, 1e6] that an env step may take, or null (no limit)",
+        ("data.step_timeout=0", "data.step_timeout=inf"),
+    ),
     Key("data.env_id", "${env.id}: set env.id", ("data.env_id=Acrobot-v1",)),
     Key("data.env_kwargs", "${env.kwargs}: set env.kwargs", ("data.env_kwargs={length:3}",)),
     Key("data.env_imports", "${env.imports}: set env.imports", ("data.env_imports=[os]",)),
@@ -141,18 +150,28 @@ KEYS: list[Key] = [
         ("model.loss.discount_weight=maybe", "model.loss.discount_weight=true model.loss.return_type=total"),
     ),
     Key("model.loss.normalize_advantages", "true or false", ("model.loss.normalize_advantages=maybe",)),
-    Key("model.loss.entropy_coef", "a number >= 0", ("model.loss.entropy_coef=-1",)),
+    Key(
+        "model.loss.entropy_coef", "a finite number >= 0", ("model.loss.entropy_coef=-1", "model.loss.entropy_coef=inf")
+    ),
     Key(
         "model.optimizer._target_",
         "a torch.optim optimizer class",
         ("model.optimizer._target_=torch.optim.Foo",),
         "model.optimizer",
     ),
-    Key("model.optimizer.lr", "a number > 0", ("model.optimizer.lr=-1",)),
+    Key(
+        "model.optimizer.lr",
+        "a number in (0, 1000] (a larger step only overflows the weights)",
+        ("model.optimizer.lr=-1", "model.optimizer.lr=1e308"),
+    ),
     Key(
         "model.optimizer.<arg>",
-        "the optimizer's own arguments (+model.optimizer.betas=...)",
-        ("+model.optimizer.foo=1", "model.optimizer._target_=torch.optim.SGD +model.optimizer.momentum=-1"),
+        "the optimizer's own arguments (+model.optimizer.betas=...), finite numbers",
+        (
+            "+model.optimizer.foo=1",
+            "model.optimizer._target_=torch.optim.SGD +model.optimizer.momentum=-1",
+            "+model.optimizer.weight_decay=inf",
+        ),
         "model.optimizer.",
     ),
     Key(
@@ -187,7 +206,7 @@ KEYS: list[Key] = [
     ),
     Key(
         "model.scheduler.eta_min",
-        "scheduler=cosine: a number >= 0",
+        "scheduler=cosine: a number in [0, 1000]",
         ("model.scheduler.eta_min=-1",),
         extra=("scheduler=cosine",),
     ),
@@ -203,10 +222,18 @@ KEYS: list[Key] = [
         ),
     ),
     Key("network.activation", "tanh | relu | elu | gelu | silu", ("network.activation=swish",)),
-    Key("network.log_std_init", "a number", ("network.log_std_init=abc",)),
+    Key(
+        "network.log_std_init",
+        "a number in [-5, 2] (the Gaussian's log-std bounds)",
+        ("network.log_std_init=abc", "network.log_std_init=nan"),
+    ),
     Key("network.state_dependent_std", "true or false", ("network.state_dependent_std=maybe",)),
     Key("network.action_bounds", "clip | tanh", ("network.action_bounds=squash",)),
-    Key("network.output_init_scale", "a number, or null", ("network.output_init_scale=abc",)),
+    Key(
+        "network.output_init_scale",
+        "a number in (0, 100], or null (PyTorch's initialisation)",
+        ("network.output_init_scale=abc", "network.output_init_scale=nan"),
+    ),
     Key(
         "network.encoder",
         "auto | flatten | onehot | cnn, or {leaf path: one of those} (Dict/Tuple spaces)",
@@ -226,7 +253,12 @@ KEYS: list[Key] = [
         "network",
     ),
     # --- baseline
-    Key("baseline.value", "baseline=constant: a number", ("baseline.value=abc",), extra=("baseline=constant",)),
+    Key(
+        "baseline.value",
+        "baseline=constant: a finite number (float32: |value| <= 3.4e38)",
+        ("baseline.value=abc", "baseline.value=nan"),
+        extra=("baseline=constant",),
+    ),
     Key("baseline.decay", "baseline=ema: a number in [0, 1)", ("baseline.decay=1.5",), extra=("baseline=ema",)),
     Key("baseline.mode", "baseline=rloo: step | episode", ("baseline.mode=foo",), extra=("baseline=rloo",)),
     Key(
@@ -259,10 +291,15 @@ KEYS: list[Key] = [
         ("+baseline.value_net.core_size=0",),
         extra=("baseline=value", "+baseline.value_net.core=gru"),
     ),
-    Key("baseline.loss_coef", "baseline=value: a number >= 0", ("baseline.loss_coef=-1",), extra=("baseline=value",)),
+    Key(
+        "baseline.loss_coef",
+        "baseline=value: a finite number >= 0",
+        ("baseline.loss_coef=-1",),
+        extra=("baseline=value",),
+    ),
     Key(
         "baseline.lr",
-        "baseline=value: a number > 0, or null (model.optimizer's lr)",
+        "baseline=value: a number in (0, 1000], or null (model.optimizer's lr)",
         ("baseline.lr=0",),
         extra=("baseline=value",),
     ),
@@ -387,7 +424,7 @@ KEYS: list[Key] = [
     Key("callbacks.early_stopping.mode", "min | max", ("callbacks.early_stopping.mode=foo",)),
     Key(
         "callbacks.early_stopping.stopping_threshold",
-        "a number or null (default ${env.return_threshold})",
+        "a finite number or null (default ${env.return_threshold})",
         ("callbacks.early_stopping.stopping_threshold=abc",),
     ),
     Key("callbacks.early_stopping.patience", "an integer >= 0", ("callbacks.early_stopping.patience=-1",)),
@@ -503,7 +540,7 @@ KEYS: list[Key] = [
     Key("evaluate:max_episode_steps", "an integer >= 1, or null", ("max_episode_steps=0",)),
     Key("evaluate:trust_checkpoint_code", "true or false", ("trust_checkpoint_code=maybe",)),
     Key("evaluate:output_dir", "a directory path", why="any path is valid (created when needed)"),
-    Key("evaluate:torch_num_threads", "an integer >= 1, or null", ("torch_num_threads=0",)),
+    Key("evaluate:torch_num_threads", "an integer from 1 to 4 x os.cpu_count(), or null", ("torch_num_threads=0",)),
 ]
 
 CASES = [(row, bad) for row in KEYS for bad in row.bad]

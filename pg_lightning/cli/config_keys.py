@@ -9,6 +9,7 @@ accelerator on this machine, the optimizer's arguments, and ``data``'s copies of
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -23,20 +24,24 @@ from pg_lightning.cli.rules import ARGUMENT_RULES, TOP_LEVEL_RULES, Rule
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.from_config import to_plain
 
-__all__ = ["check_key", "check_keys"]
+__all__ = ["check_finite", "check_key", "check_keys"]
 
 _MISSING = object()
 
 
-def check_key(cfg: DictConfig, key: str, rule: Rule) -> None:
-    """The value at ``key`` satisfies ``rule``, or a ConfigError naming the key; an absent key passes."""
+def check_key(cfg: DictConfig, key: str, rule: Rule, required: bool = False) -> None:
+    """The value at ``key`` satisfies ``rule``, or a ConfigError naming the key; an absent key passes
+    (unless ``required``: then it is checked as null)."""
     value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
     if value is _MISSING:
-        return
+        if not required:
+            return
+        value = None
     if isinstance(value, ListConfig):
         value = OmegaConf.to_container(value, resolve=True)
     if not rule.ok(value):
-        raise ConfigError(f"{key} must be {rule.text}, got {value!r}")
+        hint = rule.hint(value) if rule.hint is not None else ""
+        raise ConfigError(f"{key} must be {rule.text}, got {value!r}{hint}")
 
 
 def _target_class(node: Any) -> str | None:
@@ -104,9 +109,46 @@ def check_keys(cfg: DictConfig) -> None:
     for group in ("logger", "callbacks"):
         for name in cfg.get(group) or {}:
             _check_node(cfg, f"{group}.{name}")
+    check_finite(cfg)
     _check_accelerator(cfg)
     _check_optimizer(cfg)
     _check_follows(cfg)
+
+
+# where +-inf is refused as well as NaN: pg_lightning's own estimator (loss, optimizer, schedule, baseline), and
+# the top-level keys. Elsewhere (env.kwargs, wrappers, a custom network's or callback's arguments) an infinite
+# bound may be meant; NaN never is.
+_NO_INF = ("model.", "baseline.")
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """No NaN anywhere in the config (``hydra`` aside), and no +-inf in ``model.*``, ``baseline.*`` and the
+    top-level keys: one ConfigError naming the key (``model.optimizer.betas[1]``).
+
+    The keys of the rule tables are checked against their rules before this (each number rule refuses
+    nan and inf, with the key's valid range); this catches the numbers no rule knows, such as the
+    optimizer's own arguments (``+model.optimizer.weight_decay=inf``) or ``env.kwargs``. Interpolated
+    values are skipped: the key they come from is checked.
+    """
+
+    def walk(node: DictConfig | ListConfig, prefix: str) -> None:
+        listed = isinstance(node, ListConfig)
+        keys: list[Any] = list(range(len(node))) if listed else [k for k in node if prefix or k != "hydra"]
+        for k in keys:
+            key = f"{prefix}[{k}]" if listed else f"{prefix}{'.' if prefix else ''}{k}"
+            if OmegaConf.is_interpolation(node, k) or OmegaConf.is_missing(node, k):
+                continue
+            value = node[k]
+            if isinstance(value, (DictConfig, ListConfig)):
+                walk(value, key)
+            elif (
+                isinstance(value, float)
+                and not math.isfinite(value)
+                and (math.isnan(value) or "." not in key or key.startswith(_NO_INF))
+            ):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+
+    walk(cfg, "")
 
 
 # data's copies of the env block: the probe, the policy and checkpoints read env.*, the datamodule data.*

@@ -8,11 +8,15 @@ errors they give is ``docs/config_keys.md``.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from omegaconf import DictConfig
+
+from pg_lightning.core.policies import LOG_STD_BOUNDS
 
 __all__ = [
     "ACTIVATION",
@@ -20,12 +24,16 @@ __all__ = [
     "BOOL",
     "DEVICES",
     "EVALUATE_RULES",
+    "FLOAT32_MAX",
     "FRACTION",
     "INT",
+    "LR",
+    "LR_MAX",
     "NUMBER",
     "ONE_OF",
     "SEED",
     "STR",
+    "THREADS",
     "TOP_LEVEL_RULES",
     "VERSION",
     "WIDTHS",
@@ -34,10 +42,15 @@ __all__ = [
 
 
 class Rule(NamedTuple):
-    """A valid value: ``ok(value)`` says whether ``value`` is one; ``text`` says what is (``"an integer >= 1"``)."""
+    """A valid value: ``ok(value)`` says whether ``value`` is one; ``text`` says what is (``"an integer >= 1"``).
+
+    ``hint(value)``, if given, adds to the message of an invalid value what depends on this machine (the
+    same ``text`` for every machine: ``docs/config_keys.md`` quotes it).
+    """
 
     ok: Callable[[Any], bool]
     text: str
+    hint: Callable[[Any], str] | None = None
 
 
 def _is_int(v: Any) -> bool:
@@ -45,7 +58,13 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """An int or a finite float: every number rule refuses nan and +-inf (and an int beyond a float's range)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float: torch and the optimizers cannot take it either
+        return False
 
 
 def INT(minimum: int, *also: Any) -> Rule:
@@ -57,9 +76,38 @@ def INT(minimum: int, *also: Any) -> Rule:
     )
 
 
-def NUMBER(nullable: bool = False) -> Rule:
-    """The rule: any int or float (or null)."""
-    return Rule(lambda v: _is_number(v) or (nullable and v is None), "a number" + (" or null" if nullable else ""))
+def _bound(x: float) -> str:
+    return f"{x:g}"
+
+
+def NUMBER(
+    nullable: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    note: str = "",
+) -> Rule:
+    """The rule: a finite int or float (never nan or +-inf), within ``[minimum, maximum]`` where given
+    (``(minimum, ...`` with ``exclusive_minimum``), or null when ``nullable``; ``note`` ends the text."""
+
+    def ok(v: Any) -> bool:
+        if v is None:
+            return nullable
+        if not _is_number(v):
+            return False
+        if minimum is not None and (v <= minimum if exclusive_minimum else v < minimum):
+            return False
+        return maximum is None or v <= maximum
+
+    if minimum is not None and maximum is not None:
+        text = f"a number in {'(' if exclusive_minimum else '['}{_bound(minimum)}, {_bound(maximum)}]"
+    elif minimum is not None:
+        text = f"a finite number {'>' if exclusive_minimum else '>='} {_bound(minimum)}"
+    elif maximum is not None:
+        text = f"a finite number <= {_bound(maximum)}"
+    else:
+        text = "a finite number"
+    return Rule(ok, text + (" or null" if nullable else "") + (f" {note}" if note else ""))
 
 
 def FRACTION(upper_open: bool = True) -> Rule:
@@ -98,6 +146,34 @@ DEVICES = Rule(
     "a count >= 1, -1 (all), auto, or a list of device indices",
 )
 VERSION = Rule(lambda v: v is None or isinstance(v, str) or _is_int(v), "a string, an integer or null")
+
+LR_MAX = 1e3
+"""The largest learning rate accepted (``model.optimizer.lr``, ``baseline.lr``). Adam moves every weight by
+about ``lr`` per update whatever the gradient's scale, and SGD by ``lr`` times a gradient that normalised
+advantages keep of order one: beyond 1e3 an update only overflows the weights (``lr=1e308`` makes them inf
+at the first step); a schedule or a smaller batch is the way to a larger step."""
+LR = NUMBER(minimum=0, maximum=LR_MAX, exclusive_minimum=True)
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""float32's largest finite value: the returns, the baseline's values and the weights are float32."""
+
+
+def _threads_max() -> int:
+    return 4 * (os.cpu_count() or 1)
+
+
+THREADS = Rule(
+    lambda v: v is None or (_is_int(v) and 1 <= v <= _threads_max()),
+    "an integer from 1 to 4 x os.cpu_count() (threads per CPU of this machine), or null",
+    lambda v: (
+        f" (this machine has {os.cpu_count() or 1} CPUs: at most {_threads_max()})"
+        if _is_int(v) and v > _threads_max()
+        else ""
+    ),
+)
+"""``torch_num_threads``: more threads than CPUs only slow a run down, and torch.set_num_threads(100000)
+crashes the process (libgomp: out of memory, or a segfault); 4 per CPU leave room for a config written
+for a larger machine."""
 
 _CHECKPOINT = {
     "dirpath": STR(),
@@ -149,7 +225,7 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
             lambda v: v is None or str(v) in ("32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed"),
             "32 | 32-true | 16-mixed | bf16-mixed (float32 weights: the collector feeds float32 observations)",
         ),
-        "gradient_clip_val": NUMBER(nullable=True),
+        "gradient_clip_val": NUMBER(nullable=True, minimum=0),
         "deterministic": Rule(lambda v: v in (True, False, None, "warn"), "true, false, warn or null"),
     },
     "pytorch_lightning.strategies.ddp.DDPStrategy": {
@@ -198,18 +274,29 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
     "pg_lightning.envs.networks.make_policy": {
         "hidden_sizes": WIDTHS,
         "activation": ACTIVATION,
-        "log_std_init": NUMBER(),
+        "log_std_init": NUMBER(
+            minimum=LOG_STD_BOUNDS[0],
+            maximum=LOG_STD_BOUNDS[1],
+            note="(GaussianPolicy's log-std bounds: outside them the clamp stops its gradient)",
+        ),
         "state_dependent_std": BOOL,
         "action_bounds": ONE_OF("clip", "tanh"),
-        "output_init_scale": NUMBER(nullable=True),
+        # a factor of PyTorch's initial output weights (|w| <= 1/sqrt(fan_in)): 0.01 is the usual choice; 100
+        # already saturates the initial softmax (or puts the Gaussian's mean at +-100)
+        "output_init_scale": NUMBER(nullable=True, minimum=0, maximum=100, exclusive_minimum=True),
     },
     "pg_lightning.envs.networks.make_value_network": {"hidden_sizes": WIDTHS, "activation": ACTIVATION},
-    "pg_lightning.core.baselines.ConstantBaseline": {"value": NUMBER()},
+    "pg_lightning.core.baselines.ConstantBaseline": {
+        "value": Rule(
+            lambda v: _is_number(v) and abs(v) <= FLOAT32_MAX,
+            "a finite number within float32's range (|value| <= 3.4e38), as the returns",
+        )
+    },
     "pg_lightning.core.baselines.EMABaseline": {"decay": FRACTION()},
     "pg_lightning.core.baselines.LeaveOneOutBaseline": {"mode": ONE_OF("step", "episode")},
     "pg_lightning.core.baselines.ValueBaseline": {
-        "loss_coef": Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "lr": Rule(lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or null (model.optimizer's lr)"),
+        "loss_coef": NUMBER(minimum=0),
+        "lr": NUMBER(nullable=True, minimum=0, maximum=LR_MAX, exclusive_minimum=True, note="(model.optimizer's lr)"),
         "bootstrap_truncated": BOOL,
         "normalize_targets": BOOL,
         "stats_decay": FRACTION(),
@@ -223,19 +310,22 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
     "pg_lightning.lightning.data.RolloutDataModule": {
         "vectorization_mode": ONE_OF("sync", "async", "vector_entry_point"),
         "seed": SEED,
+        # seconds an env step may take (null: no limit). At most 1e6 s (11.6 days): a wait beyond
+        # threading.TIMEOUT_MAX (4.3e6 s on Windows) raises OverflowError
+        "step_timeout": NUMBER(
+            nullable=True, minimum=0, maximum=1e6, exclusive_minimum=True, note="(seconds; null: no limit)"
+        ),
     },
     "torch.optim.lr_scheduler.LinearLR": {
         "start_factor": Rule(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
         "end_factor": Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     },
-    "torch.optim.lr_scheduler.CosineAnnealingLR": {
-        "eta_min": Rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")
-    },
+    "torch.optim.lr_scheduler.CosineAnnealingLR": {"eta_min": NUMBER(minimum=0, maximum=LR_MAX)},
 }
 
 # Top-level keys of conf/train.yaml (the others are nodes with a _target_, checked by ARGUMENT_RULES).
 TOP_LEVEL_RULES: dict[str, Rule] = {
-    "torch_num_threads": INT(1, None),
+    "torch_num_threads": THREADS,
     "optimized_metric": Rule(lambda v: isinstance(v, str) and v != "", "a metric name (a non-empty string)"),
 }
 
@@ -248,5 +338,5 @@ EVALUATE_RULES: dict[str, Rule] = {
     "max_episode_steps": INT(1, None),
     "trust_checkpoint_code": BOOL,
     "output_dir": STR(),
-    "torch_num_threads": INT(1, None),
+    "torch_num_threads": THREADS,
 }

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
 from pg_lightning.cli.checkpoints import check_checkpoint, resolve_ckpt_path
 from pg_lightning.cli.config_keys import check_key, check_keys
-from pg_lightning.cli.rules import EVALUATE_RULES
+from pg_lightning.cli.rules import ARGUMENT_RULES, EVALUATE_RULES, INT, LR, NUMBER, Rule
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.env_factory import env_spec
 from pg_lightning.envs.from_config import to_plain, wrapper_specs
@@ -30,16 +30,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, allow: tuple = ()) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value in allow and not isinstance(value, bool):
-        return
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not ok or (minimum is not None and not value >= minimum) or (minimum is None and not value > 0):
-        what = "an integer" if kind is int else "a number"
-        bound = f">= {minimum}" if minimum is not None else "> 0"
-        extra = f" (or {', '.join('null' if a is None else str(a) for a in allow)})" if allow else ""
-        raise ConfigError(f"{key} must be {what} {bound}{extra}, got {value!r}")
+# Keys every run needs, checked before check_keys (which passes an absent key): an absent one is refused as null.
+_REQUIRED: dict[str, Rule] = {
+    "data.episodes_per_epoch": INT(1),
+    "data.num_envs": INT(1),
+    "model.optimizer.lr": LR,
+    "model.loss.entropy_coef": NUMBER(minimum=0),
+    "trainer.max_epochs": INT(1, -1, None),
+}
+# Keys that only some configs have (null: not used), whatever the node's _target_.
+_OPTIONAL: dict[str, Rule] = {
+    "baseline.loss_coef": ARGUMENT_RULES["pg_lightning.core.baselines.ValueBaseline"]["loss_coef"],
+    "baseline.lr": ARGUMENT_RULES["pg_lightning.core.baselines.ValueBaseline"]["lr"],
+    "data.max_episode_steps": INT(1),
+}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -51,19 +55,15 @@ def validate(cfg: DictConfig) -> None:
     gamma = OmegaConf.select(cfg, "model.loss.gamma")
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
         raise ConfigError(f"model.loss.gamma must be in [0, 1], got {gamma!r}")
-    _number(cfg, "data.episodes_per_epoch", int, minimum=1)
-    _number(cfg, "data.num_envs", int, minimum=1)
-    _number(cfg, "model.optimizer.lr", float)
-    _number(cfg, "model.loss.entropy_coef", float, minimum=0.0)
-    _number(cfg, "trainer.max_epochs", int, minimum=1, allow=(None, -1))
+    for key, rule in _REQUIRED.items():
+        check_key(cfg, key, rule, required=True)
     seed = OmegaConf.select(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         # numpy's seeds (the envs') are unsigned 32-bit words; a negative one failed only at the first reset
         raise ConfigError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
-    optional = {"baseline.loss_coef": (float, 0.0), "baseline.lr": (float, None), "data.max_episode_steps": (int, 1)}
-    for key, (kind, minimum) in optional.items():  # keys that only some configs have
+    for key, rule in _OPTIONAL.items():
         if OmegaConf.select(cfg, key) is not None:
-            _number(cfg, key, kind, minimum=minimum)
+            check_key(cfg, key, rule)
     check_keys(cfg)
     ckpt = resolve_ckpt_path(cfg)
     if ckpt is not None:
@@ -79,12 +79,10 @@ def check_env_config(cfg: DictConfig) -> None:
     if kwargs is not None and not isinstance(kwargs, DictConfig):
         raise ConfigError(f"env.kwargs must be a mapping of constructor arguments, got {kwargs!r}")
     threshold = OmegaConf.select(cfg, "env.return_threshold")
-    if (
-        threshold != "spec"
-        and threshold is not None
-        and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)))
-    ):
-        raise ConfigError(f"env.return_threshold must be a number, null or spec, got {threshold!r}")
+    if threshold != "spec" and threshold is not None and not NUMBER().ok(threshold):
+        # nan or inf: EarlyStopping would never stop on it (null says so)
+        what = "a finite number" if isinstance(threshold, float) else "a number"
+        raise ConfigError(f"env.return_threshold must be {what}, null or spec, got {threshold!r}")
     wrapper_specs(OmegaConf.select(cfg, "env.wrappers"))
 
 

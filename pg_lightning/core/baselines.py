@@ -85,6 +85,8 @@ class ConstantBaseline(Baseline):
 
     def __init__(self, value: float) -> None:
         super().__init__()
+        if isinstance(value, bool) or not math.isfinite(float(value)):
+            raise ConfigError(f"baseline.value must be a finite number, got {value!r}")
         self.value = float(value)
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
@@ -218,10 +220,10 @@ class ValueBaseline(Baseline):
         stats_decay: float = 0.9,
     ) -> None:
         super().__init__()
-        if loss_coef < 0:
-            raise ConfigError(f"baseline.loss_coef must be >= 0, got {loss_coef}")
-        if lr is not None and not lr > 0:
-            raise ConfigError(f"baseline.lr must be > 0 (or null for the policy's), got {lr}")
+        if not (math.isfinite(loss_coef) and loss_coef >= 0):
+            raise ConfigError(f"baseline.loss_coef must be a finite number >= 0, got {loss_coef}")
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"baseline.lr must be a finite number > 0 (or null for the policy's), got {lr}")
         if normalize_targets and not hasattr(value_net, "rescale_output"):
             raise ConfigError(
                 f"baseline.normalize_targets=true needs a value_net with rescale_output(scale, shift) (PopArt), which "

@@ -41,6 +41,7 @@ from pg_lightning.core.tree import Obs
 
 __all__ = [
     "ACTION_BOUNDS",
+    "LOG_STD_BOUNDS",
     "BernoulliPolicy",
     "CategoricalPolicy",
     "GaussianPolicy",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 ACTION_BOUNDS = ("clip", "tanh")
+LOG_STD_BOUNDS = (-5.0, 2.0)
+"""`GaussianPolicy`'s default clamp of the log-std: a standard deviation in ``[e^-5, e^2]``."""
 
 
 class Policy(Torso):
@@ -254,7 +257,7 @@ class GaussianPolicy(Policy):
         net: nn.Module,
         action_dim: int,
         log_std_init: float = 0.0,
-        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        log_std_bounds: tuple[float, float] = LOG_STD_BOUNDS,
         state_dependent_std: bool = False,
         action_bounds: str = "clip",
         low: Sequence[float] | Tensor | None = None,
@@ -270,6 +273,9 @@ class GaussianPolicy(Policy):
         if math.prod(self.action_shape) != self.action_dim:
             raise ValueError(f"action_shape {self.action_shape} does not hold action_dim={action_dim} components")
         self.state_dependent_std = bool(state_dependent_std)
+        if not math.isfinite(float(log_std_init)):
+            # a NaN log-std makes every sampled action NaN: the env's next observations would look like its fault
+            raise ConfigError(f"network.log_std_init must be a finite number, got {log_std_init!r}")
         self.log_std_init = float(log_std_init)
         self.log_std = None if state_dependent_std else nn.Parameter(torch.full((action_dim,), float(log_std_init)))
         self.log_std_bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))

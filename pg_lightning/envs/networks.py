@@ -8,6 +8,7 @@ and check it (``pg_lightning.envs.checks``). Layer: envs (gymnasium and torch; n
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pg_lightning.core.encoders import OBS_LIMIT, FlattenFloat  # noqa: F401  (0.1: pg_lightning.factory had them)
+from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.policies import (
     BernoulliPolicy,
     CategoricalPolicy,
@@ -133,6 +135,9 @@ def make_policy(
             "MultiBinary and float Box actions"
         )
     if output_init_scale is not None:
+        if isinstance(output_init_scale, bool) or not math.isfinite(float(output_init_scale)):
+            # NaN or inf weights: the initial policy's logits (or mean) would be NaN in every state
+            raise ConfigError(f"network.output_init_scale must be a finite number or null, got {output_init_scale!r}")
         weight, bias = _output_layer(net)
         with torch.no_grad():
             weight.mul_(float(output_init_scale))

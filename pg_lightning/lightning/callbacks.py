@@ -24,7 +24,7 @@ from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradien
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.loss import ReinforceLoss
 from pg_lightning.core.tabular import optimal_values, policy_table, solve
-from pg_lightning.lightning.steps import StepRecord
+from pg_lightning.lightning.steps import StepRecord, non_finite_state, saved_checkpoints
 
 __all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"]
 
@@ -154,11 +154,27 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
     (rank 0 broadcasts a received SIGTERM to all ranks before each batch): for it, as in a single
     process, the checkpoint is written.
 
+    Nor is it written when the parameters (or the optimizer's state) are not finite, whatever the
+    exception (an update that overflowed them, a resumed checkpoint that held NaN): a checkpoint is
+    only ever a state to resume or evaluate from. It logs why, and which checkpoints hold the last
+    finite parameters (``last.ckpt``, ``best.ckpt``).
+
     Takes ``OnExceptionCheckpoint``'s arguments: ``dirpath`` (the directory of the checkpoint) and
     ``filename`` (its name, without ``.ckpt``).
     """
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        bad = non_finite_state(pl_module, trainer.optimizers)
+        if bad:
+            saved = saved_checkpoints(trainer)
+            log.warning(
+                "%s not written: the run stopped with non-finite %s (%s); %s",
+                self.ckpt_path,
+                "parameters" if bad != ["optimizer state"] else "optimizer state",
+                ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+                f"the last finite parameters are in {', '.join(saved)}" if saved else "no checkpoint was written",
+            )
+            return
         if trainer.world_size <= 1 or isinstance(exception, SIGTERMException):
             super().on_exception(trainer, pl_module, exception)
             return
