@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the names of _LAZY, for type checkers and editors
     from pg_lightning.lightning.data import RolloutDataModule
     from pg_lightning.lightning.evaluation import EvalCallback
     from pg_lightning.lightning.module import ReinforceModule
+    from pg_lightning.lightning.signals import DeferredSignals
 
 __version__ = "0.2.0"
 
@@ -67,6 +68,7 @@ _LAZY = {
     "ExactReturn": "pg_lightning.lightning.callbacks",
     "GradientDiagnostics": "pg_lightning.lightning.callbacks",
     "EvalCallback": "pg_lightning.lightning.evaluation",
+    "DeferredSignals": "pg_lightning.lightning.signals",
     "run": "pg_lightning.cli.train",
 }
 
@@ -77,6 +79,7 @@ __all__ = [
     "BestCheckpoint",
     "CategoricalPolicy",
     "ConstantBaseline",
+    "DeferredSignals",
     "EMABaseline",
     "EpisodeBatch",
     "EpisodeCollector",

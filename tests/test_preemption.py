@@ -317,6 +317,8 @@ def test_slurm_sigusr1_is_acted_on_at_the_next_epoch_start_not_inside_the_handle
 
     calls = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    signals = None
     try:
         trainer = type("T", (), {"_signal_connector": type("C", (), {"received_sigterm": False})()})()
         signals = DeferredSignals(ddp=False)
@@ -330,4 +332,7 @@ def test_slurm_sigusr1_is_acted_on_at_the_next_epoch_start_not_inside_the_handle
         signals.at_epoch_start(trainer)
         assert calls == [signal.SIGUSR1]  # once per signal
     finally:
+        if signals is not None:
+            signals.uninstall()
         signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGTERM, previous_sigterm)

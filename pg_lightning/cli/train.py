@@ -35,10 +35,11 @@ from pg_lightning.cli.ddp import ddp_ranks_join_this_job, set_environ
 from pg_lightning.cli.instantiation import instantiate
 from pg_lightning.cli.validation import validate
 from pg_lightning.conf import CONFIG_PATH
-from pg_lightning.core.errors import ConfigError, config_error_in
+from pg_lightning.core.errors import ConfigError, EnvError, NonFiniteError, config_error_in
 from pg_lightning.envs.env_factory import reward_threshold
 from pg_lightning.envs.from_config import probe_env, wrapper_specs
 from pg_lightning.envs.networks import build_policy, build_value_network
+from pg_lightning.lightning.signals import DeferredSignals, StoppedInCollection, sigterm_received
 
 if TYPE_CHECKING:
     from pg_lightning.core.baselines import Baseline
@@ -94,6 +95,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.check_resumable(load_checkpoint(ckpt_path))
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks.append(DeferredSignals())  # SIGTERM and SIGUSR1 at safe points; a stuck env stopped within seconds
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if OmegaConf.select(cfg, "data.vector_env") is not None or OmegaConf.select(cfg, "data.vectorization_mode") == (
@@ -209,24 +211,52 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with ddp_ranks_join_this_job():
             metrics = run(cfg)
-    except SIGTERMException:
-        # Lightning ends fit with SystemExit() on SIGTERM (SLURM, Kubernetes): exit code 0, as if the
-        # run had finished. Exit 143 (128 + SIGTERM) instead, so schedulers see a stopped job.
-        written = sorted(p.name for p in Path(cfg.paths.output_dir).glob("**/*.ckpt"))
-        where = (
-            f"{', '.join(written)} under {cfg.paths.output_dir}: resume with ckpt_path=last"
-            if written
-            else ("no checkpoint was written (no checkpoint callback)")
-        )
-        print(f"Stopped by SIGTERM; {where}", file=sys.stderr)
-        sys.exit(143)
-    except Exception as err:
-        config_error = config_error_in(err)
-        if config_error is None or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (Exception, SIGTERMException) as err:
+        if not isinstance(err, SIGTERMException) and not sigterm_received():
+            _exit_on_config_error(err, multirun)
+            _exit_on_run_error(err, multirun)
             raise
-        print(f"Config error: {config_error}", file=sys.stderr)
-        sys.exit(2)
+        # Lightning ends fit with SystemExit() on SIGTERM (SLURM, Kubernetes): exit code 0, as if the run had
+        # finished. Exit 143 (128 + SIGTERM) instead, so schedulers see a stopped job; also when the signal ended
+        # the run another way (under DDP, a rank stopped for a stuck env makes the others' collectives fail).
+        print(f"Stopped by SIGTERM{_stopped_where(err)}; {_checkpoints_written(cfg)}", file=sys.stderr)
+        sys.exit(143)
     return metrics.get(cfg.optimized_metric)
+
+
+def _exit_on_config_error(err: BaseException, multirun: bool) -> None:
+    """A ConfigError (behind ``err``) as one line and exit status 2, outside a multirun; else nothing."""
+    config_error = config_error_in(err)
+    if config_error is None or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    print(f"Config error: {config_error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _exit_on_run_error(err: BaseException, multirun: bool) -> None:
+    """A run stopped by its env (`EnvError`) or by a non-finite number (`NonFiniteError`): its message, whose first
+    line says what happened, and exit status 1, without the traceback (``HYDRA_FULL_ERROR=1`` shows it); in a
+    multirun the error is raised, failing that job only."""
+    if not isinstance(err, (EnvError, NonFiniteError)) or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    print(f"{type(err).__name__}: {err}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _stopped_where(err: BaseException) -> str:
+    """Where the SIGTERM stopped the run: the env call it interrupted, or the error that ended the run after it."""
+    if isinstance(err, StoppedInCollection):
+        return f" during collection, in {err.where}"
+    if not isinstance(err, SIGTERMException):
+        return f" ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+    return ""
+
+
+def _checkpoints_written(cfg: DictConfig) -> str:
+    written = sorted(p.name for p in Path(cfg.paths.output_dir).glob("**/*.ckpt"))
+    if not written:
+        return "no checkpoint was written (no checkpoint callback, or none before the signal)"
+    return f"{', '.join(written)} under {cfg.paths.output_dir}: resume with ckpt_path=last"
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ class MissingExtraError(ImportError):
 
 
 class NonFiniteError(FloatingPointError):
-    """Training produced a non-finite loss or gradient; the message says which term and why.
+    """Training produced a non-finite loss, gradient or parameter; the message says which and why.
 
-    Raised before the optimizer step, so the parameters and the last checkpoint stay finite.
+    A non-finite loss or gradient is raised before the optimizer step; non-finite parameters right after the step
+    that made them, before that epoch's checkpoints are written: every checkpoint written holds finite parameters.
     """
 
 

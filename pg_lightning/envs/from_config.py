@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.env_factory import EnvFactory, episode_limit
+from pg_lightning.envs.vector_envs import close_probe
 
 __all__ = [
     "STATEFUL_ATTRIBUTES",
@@ -109,7 +110,7 @@ def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
         warn_stateful_wrappers(env, cfg.env.id)
         return env.observation_space, env.action_space
     finally:
-        env.close()
+        close_probe(env, cfg.env.id)
 
 
 def warn_stateful_wrappers(env: gym.Env, env_id: str) -> None:

@@ -23,7 +23,15 @@ from gymnasium.vector import AutoresetMode
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
 
-__all__ = ["AUTORESET_MODES", "VECTORIZATION_MODES", "autoreset_mode", "check_vector_env", "make_vector_env"]
+__all__ = [
+    "AUTORESET_MODES",
+    "VECTORIZATION_MODES",
+    "autoreset_mode",
+    "check_vector_env",
+    "close_probe",
+    "make_vector_env",
+    "wrapped_time_limit",
+]
 
 VECTORIZATION_MODES = ("sync", "async", "vector_entry_point")
 AUTORESET_MODES = (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP)
@@ -70,10 +78,22 @@ def make_vector_env(
             f"data.vectorization_mode must be one of {', '.join(VECTORIZATION_MODES)}, got {vectorization_mode!r}"
         )
     env_kwargs, steps, source = episode_limit(env_id, env_kwargs, max_episode_steps, imports)
-    if source.startswith("the env registers no time limit"):
-        log.warning("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
+    if wrappers and vectorization_mode != "vector_entry_point":  # a TimeLimit among them may end episodes sooner
+        probe = EnvFactory(env_id, env_kwargs, tuple(imports), tuple(wrappers), steps)()
+        try:
+            shorter = wrapped_time_limit(probe)
+        finally:
+            close_probe(probe, env_id)
+        if shorter is not None and shorter[0] < steps:
+            steps_in_force, source = shorter[0], f"a TimeLimit in env.wrappers ({shorter[1]})"
+        else:
+            steps_in_force = steps
     else:
-        log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps, source)
+        steps_in_force = steps
+    if source.startswith("the env registers no time limit"):
+        log.warning("%s: episodes are truncated at %d steps (%s)", env_id, steps_in_force, source)
+    else:
+        log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps_in_force, source)
     spec = env_spec(env_id, imports)
     if vectorization_mode == "vector_entry_point":
         envs = _batched(env_id, spec, num_envs, env_kwargs, steps, wrappers)
@@ -85,6 +105,33 @@ def make_vector_env(
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = gym.wrappers.vector.ClipAction(envs)
     return envs
+
+
+def wrapped_time_limit(env: gym.Env) -> tuple[int, str] | None:
+    """The shortest limit of the ``TimeLimit`` wrappers around ``env`` other than the innermost one (which
+    `EnvFactory`'s ``gym.make(..., max_episode_steps=...)`` adds), with its name, e.g.
+    ``(7, "TimeLimit(max_episode_steps=7)")``: a TimeLimit in ``env.wrappers``; else None."""
+    limits = []
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            limits.append(int(env._max_episode_steps))
+        env = env.env
+    if len(limits) < 2:
+        return None
+    shortest = min(limits[:-1])
+    return shortest, f"TimeLimit(max_episode_steps={shortest})"
+
+
+def close_probe(env: gym.Env, env_id: str) -> None:
+    """Close an env built to read something off it (its spaces, its limits); an exception is a ConfigError naming
+    ``env.id`` (instead of a traceback from a ``finally`` block)."""
+    try:
+        env.close()
+    except Exception as err:
+        raise ConfigError(
+            f"env.id: {env_id}'s close() raised {type(err).__name__}: {' '.join(str(err).split())} "
+            "(pg_lightning builds and closes one env before training, to read its spaces)"
+        ) from err
 
 
 def _batched(
@@ -153,5 +200,5 @@ def check_vector_env(
                     "(the policy, evaluation and checkpoints are built from env.id)"
                 )
     finally:
-        probe.close()
+        close_probe(probe, env_id)
     autoreset_mode(envs, key)

@@ -12,10 +12,11 @@ import multiprocessing.connection
 import signal
 
 import gymnasium as gym
+from gymnasium.vector.async_vector_env import AsyncState
 
 from pg_lightning.core.errors import EnvError
 
-__all__ = ["dead_workers", "env_error", "stop_workers"]
+__all__ = ["dead_workers", "env_error", "stop_busy_workers", "stop_workers"]
 
 
 def env_error(envs: gym.vector.VectorEnv, env_id: str, err: Exception) -> EnvError:
@@ -89,3 +90,12 @@ def stop_workers(envs: gym.vector.VectorEnv) -> None:
             p.kill()
             p.join(timeout=10)
     async_envs.closed = True  # gymnasium's close() would wait on the dead worker's pipe
+
+
+def stop_busy_workers(envs: gym.vector.VectorEnv) -> None:
+    """Stop the async workers of ``envs`` if a call to them is still pending (a collection interrupted by SIGTERM
+    or by ``data.step_timeout`` while a worker was stuck): nothing could answer the call, and a later ``close``
+    would wait for that answer for good. Nothing for any other vector env, or an idle one."""
+    async_envs = _async_env(envs)
+    if async_envs is not None and not async_envs.closed and async_envs._state != AsyncState.DEFAULT:
+        stop_workers(envs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from math import inf
 from typing import Any, cast
 
 import gymnasium as gym
@@ -18,9 +19,11 @@ from torch.utils.data import DataLoader, IterableDataset
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.envs.env_factory import import_modules
+from pg_lightning.envs.env_factory import EPISODE_CAP, import_modules
 from pg_lightning.envs.from_config import as_wrappers, to_plain
 from pg_lightning.envs.vector_envs import check_vector_env
+from pg_lightning.envs.watchdog import StepWatchdog
+from pg_lightning.envs.worker_faults import stop_busy_workers
 
 __all__ = ["EpisodeDataset", "RolloutDataModule"]
 
@@ -33,13 +36,31 @@ class EpisodeDataset(IterableDataset):
     on-policy. All collection state lives in the collector.
     """
 
-    def __init__(self, collector: EpisodeCollector, policy: nn.Module, episodes_per_epoch: int) -> None:
+    def __init__(
+        self,
+        collector: EpisodeCollector,
+        policy: nn.Module,
+        episodes_per_epoch: int,
+        step_timeout: float | None = None,
+    ) -> None:
         self.collector = collector
         self.policy = policy
         self.episodes_per_epoch = episodes_per_epoch
+        self.step_timeout = step_timeout
 
     def __iter__(self) -> Iterator[EpisodeBatch]:
-        yield self.collector.collect(self.policy, self.episodes_per_epoch)
+        try:
+            if self.step_timeout is None:
+                batch = self.collector.collect(self.policy, self.episodes_per_epoch)
+            else:
+                with StepWatchdog(self.step_timeout):  # an env call that never returns stops the run, naming the copy
+                    batch = self.collector.collect(self.policy, self.episodes_per_epoch)
+        except BaseException:
+            # interrupted (SIGTERM, the watchdog) while an async worker was stuck: Lightning does not tear the
+            # datamodule down after an exception, and nothing else could stop that worker
+            stop_busy_workers(self.collector.envs)
+            raise
+        yield batch
 
     def __len__(self) -> int:
         return 1  # one batch per epoch; lets the progress bar show 1/1
@@ -69,7 +90,13 @@ class RolloutDataModule(pl.LightningDataModule):
             works without :func:`pg_lightning.cli.train.run`.
         vector_env: your own ``gymnasium.vector.VectorEnv`` instead of one built from ``env_id``: an
             instance, a ``() -> VectorEnv`` callable, or a config entry (``{_target_: ..., args}``), built
-            on each process. Its single spaces must be ``env_id``'s (checked); ``num_envs`` is its own.
+            on each process. Its single spaces must be ``env_id``'s (checked); ``num_envs`` is its own. It ends
+            its own episodes: ``max_episode_steps`` cannot truncate them (one copy of a batched env cannot be
+            reset alone), so setting both is refused, and an episode that runs past the cap of
+            :data:`~pg_lightning.envs.env_factory.EPISODE_CAP` steps stops the run with an error.
+        step_timeout: seconds an env call (``step``, ``reset``) may take before the run stops with one line
+            naming the env copy (`pg_lightning.envs.watchdog.StepWatchdog`); ``None``: no limit. Costs nothing
+            per step (a thread samples the main thread's stack).
     """
 
     def __init__(
@@ -84,10 +111,21 @@ class RolloutDataModule(pl.LightningDataModule):
         env_imports: Sequence[str] = (),
         env_wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
         vector_env: Any = None,
+        step_timeout: float | None = None,
     ) -> None:
         super().__init__()
         if episodes_per_epoch < 1:
             raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {episodes_per_epoch}")
+        if step_timeout is not None and (
+            isinstance(step_timeout, bool) or not isinstance(step_timeout, (int, float)) or not 0 < step_timeout < inf
+        ):
+            raise ConfigError(f"data.step_timeout must be a number of seconds > 0, or null, got {step_timeout!r}")
+        if vector_env is not None and (max_episode_steps is not None or "max_episode_steps" in (env_kwargs or {})):
+            key = "data.max_episode_steps" if max_episode_steps is not None else "env.kwargs.max_episode_steps"
+            raise ConfigError(
+                f"{key}: cannot truncate the episodes of data.vector_env (one copy of a batched env cannot be reset "
+                "alone); give the time limit to the batched env itself and drop this key"
+            )
         self.env_id = env_id
         self.episodes_per_epoch = episodes_per_epoch
         self.num_envs = num_envs
@@ -98,6 +136,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.env_imports = tuple(to_plain(env_imports) or ())
         self.env_wrappers = as_wrappers(env_wrappers)
         self.vector_env = vector_env
+        self.step_timeout = None if step_timeout is None else float(step_timeout)
         self._envs: gym.vector.VectorEnv | None = None
         self.collector: EpisodeCollector | None = None
         self._restored: dict[str, Any] = {}
@@ -113,7 +152,12 @@ class RolloutDataModule(pl.LightningDataModule):
         if self.collector is None:
             envs, self._envs = (self._envs if self._envs is not None else self._make_envs()), None
             self.collector = EpisodeCollector(
-                envs, seed=self.seed, rank=self.trainer.global_rank if self.trainer else 0
+                envs,
+                seed=self.seed,
+                rank=self.trainer.global_rank if self.trainer else 0,
+                # make_vector_env's copies carry their time limit (data.max_episode_steps may exceed the cap);
+                # a batched env of one's own must end its episodes: one that runs past the cap stops the run
+                episode_cap=EPISODE_CAP if self.vector_env is not None else None,
             )
             if self._restored:
                 self.collector.load_state_dict(self._restored)
@@ -166,7 +210,7 @@ class RolloutDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.collector is not None and self.trainer is not None, "setup() builds the collector"
         policy = cast(nn.Module, self.trainer.lightning_module.policy)  # ReinforceModule's
-        dataset = EpisodeDataset(self.collector, policy, self.episodes_per_epoch)
+        dataset = EpisodeDataset(self.collector, policy, self.episodes_per_epoch, self.step_timeout)
         # batch_size=None: the dataset yields whole batches. No workers: collection must run on the
         # live policy in this process, so Lightning's hints on workers and on __len__ with
         # multi-process loading do not apply.

@@ -1,7 +1,8 @@
 """`ReinforceModule`: the policy and the REINFORCE loss as a LightningModule (Lightning layer, thin glue).
 
 The optimizer and schedule helpers are in `pg_lightning.lightning.optim`, what a step records and
-reports in `pg_lightning.lightning.steps`, the DDP signal handler in `pg_lightning.lightning.signals`.
+reports in `pg_lightning.lightning.steps`. The module installs no signal handler: `pg_lightning.run` adds the
+`pg_lightning.lightning.signals.DeferredSignals` callback to its Trainer.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from pg_lightning.lightning.optim import (
     make_scheduler,
     scheduler_horizon,
 )
-from pg_lightning.lightning.signals import DeferredSignals
 from pg_lightning.lightning.steps import (
     StepRecord,
     all_finite,
@@ -114,7 +114,6 @@ class ReinforceModule(pl.LightningModule):
             metric.set_dtype(torch.float64)  # exact counts beyond float32's 2**24
             metric.persistent(True)  # totals survive a resume from checkpoint
         self._epoch_start = time.perf_counter()
-        self._signals: DeferredSignals | None = None  # set by on_train_start
         self.last_step: StepRecord | None = None
         self._baseline_before: dict[str, Tensor] | None = None  # see training_step
 
@@ -162,8 +161,6 @@ class ReinforceModule(pl.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        if self._signals is not None:  # SIGTERM under DDP, SLURM's SIGUSR1: acted on here, at a safe point
-            self._signals.at_epoch_start(self.trainer)
         self._epoch_start = time.perf_counter()
 
     def on_fit_start(self) -> None:
@@ -182,8 +179,6 @@ class ReinforceModule(pl.LightningModule):
                 f"non-finite parameters before the first update: {', '.join(bad)}, from {origin}; nothing was "
                 "trained or saved"
             )
-        self._signals = DeferredSignals(ddp=self.trainer.world_size > 1)
-        self._signals.install(self.trainer)
 
     def _entropy(self, dist: torch.distributions.Distribution) -> Tensor:
         """``dist.entropy()``, whose random draws (the squashed Gaussian's entropy is estimated from one
