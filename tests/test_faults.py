@@ -120,7 +120,9 @@ def test_ddp_a_fault_on_one_rank_stops_every_rank_fast(tmp_path, fault, rank, me
 
 
 def _fake_trainer(world_size: int, saved: list[str]) -> SimpleNamespace:
-    return SimpleNamespace(world_size=world_size, global_rank=world_size - 1, save_checkpoint=saved.append)
+    return SimpleNamespace(
+        world_size=world_size, global_rank=world_size - 1, save_checkpoint=saved.append, optimizers=[]
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,7 +139,7 @@ def test_exception_checkpoint_enters_no_collective_under_ddp_but_on_sigterm(
 ):
     callback, saved = ExceptionCheckpoint(dirpath=str(tmp_path), filename="on_exception"), []
     with caplog.at_level(logging.WARNING, logger="pg_lightning.lightning.callbacks"):
-        callback.on_exception(_fake_trainer(world_size, saved), None, exception)
+        callback.on_exception(_fake_trainer(world_size, saved), torch.nn.Linear(2, 2), exception)  # finite parameters
     assert saved == ([str(tmp_path / "on_exception.ckpt")] if writes else [])
     if not writes:
         assert "on_exception.ckpt not written" in caplog.text and "resume from last.ckpt" in caplog.text
