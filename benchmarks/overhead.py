@@ -80,7 +80,7 @@ from pg_lightning.lightning.module import ReinforceModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
-NO_BAR = ["~callbacks.progress_bar", "++trainer.enable_progress_bar=false"]
+NO_BAR = ["progress_bar=none"]
 NO_CKPT = ["~callbacks.last_checkpoint", "~callbacks.best_checkpoint"]  # see resolve_variants
 NO_EARLY_STOP = ["callbacks.early_stopping.stopping_threshold=null"]
 VARIANTS: dict[str, list[str]] = {
@@ -91,8 +91,8 @@ VARIANTS: dict[str, list[str]] = {
     "csv_flush_100": NO_EARLY_STOP + ["logger.csv.flush_logs_every_n_steps=100"],
     "async_ckpt": NO_EARLY_STOP + ["+trainer.plugins=[{_target_: pytorch_lightning.plugins.io.AsyncCheckpointIO}]"],
     "lean": NO_EARLY_STOP + NO_BAR + NO_CKPT,
-    "bare": ["~callbacks", "~logger", "++trainer.enable_progress_bar=false"],
-    "bare_nolog": ["~callbacks", "~logger", "++trainer.enable_progress_bar=false"],
+    "bare": ["~callbacks", "~logger", "progress_bar=none"],
+    "bare_nolog": ["~callbacks", "~logger", "progress_bar=none"],
 }
 NO_MODULE_LOGGING = {"bare_nolog"}  # ReinforceModule's own logging patched out
 

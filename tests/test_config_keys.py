@@ -439,6 +439,17 @@ KEYS: list[Key] = [
         "an integer >= 0 (0: no bar)",
         ("callbacks.progress_bar.refresh_rate=-1",),
     ),
+    Key(
+        "callbacks.progress_bar.piped_every_n_epochs",
+        "an integer >= 0 (0: no lines when stdout is not a terminal)",
+        ("callbacks.progress_bar.piped_every_n_epochs=-1",),
+    ),
+    Key(
+        "trainer.enable_progress_bar",
+        "progress_bar=none: true or false (none sets false)",
+        ("trainer.enable_progress_bar=maybe",),
+        extra=("progress_bar=none",),
+    ),
     Key("callbacks.on_exception.dirpath", "a path", ("callbacks.on_exception.dirpath=null",)),
     Key("callbacks.on_exception.filename", "a string", ("callbacks.on_exception.filename=[1]",)),
     Key(
@@ -637,6 +648,8 @@ def test_every_key_of_the_config_files_has_a_row():
         ["callbacks=diagnostics"],
         ["callbacks=eval"],
         ["hparams_search=cartpole_optuna"],
+        ["progress_bar=rich"],
+        ["progress_bar=none"],
     ]
     missing = set()
 

@@ -251,6 +251,12 @@ ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
         "check_on_train_epoch_end": Rule(lambda v: v is None or isinstance(v, bool), "true, false or null"),
     },
     "pytorch_lightning.callbacks.progress.tqdm_progress.TQDMProgressBar": {"refresh_rate": INT(0), "leave": BOOL},
+    "pg_lightning.lightning.callbacks.PipeAwareProgressBar": {
+        "refresh_rate": INT(0),
+        "leave": BOOL,
+        "piped_every_n_epochs": INT(0),
+    },
+    "pytorch_lightning.callbacks.progress.rich_progress.RichProgressBar": {"refresh_rate": INT(0), "leave": BOOL},
     "pytorch_lightning.loggers.csv_logs.CSVLogger": {
         **_LOGGER,
         "flush_logs_every_n_steps": INT(1),

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Write the CSV once more and print the table: its columns that differ between jobs."""
-        table = self.write(config.hydra.sweep.dir)
+        table = self.write(config.hydra.sweep.dir, printed=True)
         if table:
             header, rows = table[0], table[1:]
             # printed: the columns that differ between jobs (the CSV has them all)
@@ -73,8 +74,13 @@ class SweepSummary(Callback):
                 flush=True,
             )
 
-    def write(self, sweep_dir: str | Path) -> list[list[str]]:
-        """Write ``<sweep_dir>/<filename>`` from the jobs' records; return its rows (header first)."""
+    def write(self, sweep_dir: str | Path, printed: bool = False) -> list[list[str]]:
+        """Write ``<sweep_dir>/<filename>`` from the jobs' records; return its rows (header first).
+
+        The CSV holds each value as the job returned it (``repr``: it reads back as that very float) and
+        each override as given; the rows returned with ``printed=True`` hold floats to 6 significant
+        digits (the values, and overrides such as a sweeper's ``lr=0.0032958204917485``), as printed.
+        """
         records = read_job_returns(sweep_dir)
         if not records:
             return []
@@ -82,20 +88,17 @@ class SweepSummary(Callback):
         overrides = [_split(r["overrides"]) for r in records]
         for o in overrides:
             keys += [k for k in o if k not in keys]
-        table = [["job", *keys, self.metric, "status", "error"]] + [
-            [
-                str(r["job"]),
-                *(o.get(k, "") for k in keys),
-                "" if r["value"] is None else str(r["value"]),
-                r["status"],
-                r["error"],
+
+        def table(value: Callable[[Any], str], text: Callable[[str], str]) -> list[list[str]]:
+            return [["job", *keys, self.metric, "status", "error"]] + [
+                [str(r["job"]), *(text(o.get(k, "")) for k in keys), value(r["value"]), r["status"], r["error"]]
+                for r, o in zip(records, overrides, strict=True)
             ]
-            for r, o in zip(records, overrides, strict=True)
-        ]
+
         buffer = io.StringIO()
-        csv.writer(buffer).writerows(table)
+        csv.writer(buffer).writerows(table(_exact, str))
         _write_atomically(Path(sweep_dir) / self.filename, buffer.getvalue())
-        return table
+        return table(_rounded, _rounded_text) if printed else table(_exact, str)
 
 
 def read_job_returns(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -131,6 +134,31 @@ def _number(value: Any) -> float | str | None:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _exact(value: Any) -> str:
+    """A job's value in the CSV: empty for none, else its text (a float's ``repr`` reads back as that float)."""
+    return "" if value is None else str(value)
+
+
+def _rounded(value: Any) -> str:
+    """A job's value in the printed table: floats to 6 significant digits (``51.474998474121094`` -> ``51.475``)."""
+    return f"{value:.6g}" if isinstance(value, float) else _exact(value)
+
+
+def _rounded_text(text: str) -> str:
+    """An override's value in the printed table: a float with more than 6 significant digits rounded, else as given
+    (integers, such as seeds, included)."""
+    try:
+        int(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        short = f"{float(text):.6g}"
+    except ValueError:
+        return text
+    return short if len(short) < len(text) else text
 
 
 def _rank() -> int:

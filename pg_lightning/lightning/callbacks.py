@@ -1,13 +1,15 @@
 """Lightning callbacks of pg_lightning (layer: lightning).
 
 `ExactReturn` (the exact objective of tabular envs), `GradientDiagnostics` (the estimator's variance,
-live), and the checkpoint callbacks `ExceptionCheckpoint` (safe under DDP) and `BestCheckpoint` (the
-best of the whole run, across resumes).
+live), the checkpoint callbacks `ExceptionCheckpoint` (safe under DDP) and `BestCheckpoint` (the
+best of the whole run, across resumes), and `PipeAwareProgressBar` (a bar on a terminal, lines elsewhere).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 import warnings
 from functools import partial
 from typing import Any, cast
@@ -15,7 +17,7 @@ from typing import Any, cast
 import gymnasium as gym
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 
@@ -26,7 +28,7 @@ from pg_lightning.core.loss import ReinforceLoss
 from pg_lightning.core.tabular import optimal_values, policy_table, solve
 from pg_lightning.lightning.steps import StepRecord, non_finite_state, saved_checkpoints
 
-__all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics"]
+__all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics", "PipeAwareProgressBar"]
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +240,85 @@ class BestCheckpoint(ModelCheckpoint):
             if not trainer.strategy.reduce_boolean_decision(bool(better)):  # (every rank decides alike)
                 return False
         return super().check_monitor_top_k(trainer, current)
+
+
+class PipeAwareProgressBar(TQDMProgressBar):
+    """Lightning's ``TQDMProgressBar`` on a terminal; when stdout is not one, a line every ``piped_every_n_epochs``.
+
+    tqdm redraws its bar with carriage returns, which a terminal overwrites in place but a pipe or a
+    file keeps: a run's log (``python train.py > run.log``, a SLURM job's output) would hold every
+    redraw. So when ``sys.stdout`` is not a terminal (nor a Jupyter cell, which renders the bar) at
+    ``setup``, no bar is drawn; instead, after every ``piped_every_n_epochs``-th epoch (0-based
+    epochs ``n-1, 2n-1, ...``, as the bar counts), one line with the bar's metrics and the time since
+    the training started::
+
+        Epoch 9: rollout/return_mean_100=21.4, rollout/return_mean=24.1 [1.9 s]
+
+    ``refresh_rate=0`` shows neither the bar nor the lines (and ranks other than 0 print nothing).
+
+    Args:
+        refresh_rate: as ``TQDMProgressBar``'s: batches between redraws; 0 disables the display.
+        process_position: as ``TQDMProgressBar``'s.
+        leave: as ``TQDMProgressBar``'s.
+        piped_every_n_epochs: when stdout is not a terminal, a line every this many epochs; 0: none.
+    """
+
+    def __init__(
+        self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False, piped_every_n_epochs: int = 10
+    ) -> None:
+        n = piped_every_n_epochs
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"callbacks.progress_bar.piped_every_n_epochs must be an integer >= 0, got {n!r}")
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        self.piped_every_n_epochs = n
+        self._piped = False
+        self._started = time.monotonic()
+
+    @property
+    def piped(self) -> bool:
+        """Whether stdout was not a terminal at ``setup``: lines instead of the bar."""
+        return self._piped
+
+    @property
+    def is_enabled(self) -> bool:
+        """Whether the tqdm bar is drawn: as ``TQDMProgressBar``'s, and never when piped."""
+        return bool(super().is_enabled) and not self._piped
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Decide between the bar and lines, from ``sys.stdout`` now."""
+        super().setup(trainer, pl_module, stage)
+        self._piped = not _is_interactive(sys.stdout)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the bar (on a terminal) and the clock of the lines."""
+        super().on_train_start(trainer, pl_module)
+        self._started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Update the bar; or, piped, print the epoch's line every ``piped_every_n_epochs`` epochs."""
+        super().on_train_epoch_end(trainer, pl_module)
+        n = self.piped_every_n_epochs
+        if self._piped and self._enabled and self.refresh_rate > 0 and n > 0 and (trainer.current_epoch + 1) % n == 0:
+            print(self.epoch_line(trainer, pl_module), file=sys.stdout, flush=True)
+
+    def epoch_line(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+        """``Epoch <n>: <the bar's metrics> [<seconds since the training started> s]``."""
+        metrics = ", ".join(f"{k}={_short(v)}" for k, v in self.get_metrics(trainer, pl_module).items())
+        return f"Epoch {trainer.current_epoch}: {metrics} [{time.monotonic() - self._started:.1f} s]"
+
+
+def _is_interactive(stream: Any) -> bool:
+    """A terminal, or a Jupyter cell (which renders tqdm's carriage returns too)."""
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+    return type(stream).__module__.startswith("ipykernel")
+
+
+def _short(value: Any) -> str:
+    """A metric as the line shows it: floats to 4 significant digits."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
