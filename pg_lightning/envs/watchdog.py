@@ -11,7 +11,8 @@ thread from outside, without any per-step cost:
   call (the same frame object) after ``timeout`` seconds raises an `EnvError` naming the copy in the main thread
   (through ``SIGALRM``, which also interrupts a blocking system call); where that cannot work (a call blocked in C
   code that retries, a DDP rank whose peers wait in a collective) it stops the process with `hard_stop`;
-- `hard_stop` prints one line, stops this process's children (async env workers, DDP ranks it launched) and exits.
+- `hard_stop` prints one line, stops this process's descendants (async env workers, DDP ranks it launched) and
+  exits.
 
 Reading another thread's frames is what debuggers and samplers do; it holds the GIL, so the frames do not change
 while they are read. Layer: envs (gymnasium; no Lightning).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import logging
 import multiprocessing
 import os
 import signal
@@ -37,8 +37,6 @@ import gymnasium as gym
 from pg_lightning.core.errors import EnvError
 
 __all__ = ["EnvCall", "StepWatchdog", "env_call_in_progress", "hard_stop", "main_thread_frame", "rank_prefix"]
-
-log = logging.getLogger(__name__)
 
 GRACE = 10.0
 """Seconds a stuck call gets to leave after it was interrupted, before `hard_stop` ends the process."""
