@@ -6,7 +6,9 @@ async worker), the probe that reads the spaces, and the evaluation envs (``evalu
 
 - ``env.imports``: modules imported before any env is built, in every process (packages such as
   ``minigrid`` or ``ale_py`` register their envs on import);
-- ``env.id``: a registered id, or ``module:EnvId`` (gymnasium imports ``module``, then looks up ``EnvId``);
+- ``env.id``: a registered id, or ``module:EnvId`` (gymnasium imports ``module``, then looks up ``EnvId``); an
+  unknown id gets the close registered ids, and one of the form an env package registers (`ENV_PACKAGES`:
+  ``ALE/...``, ``MiniGrid-...``) names that package when it was not imported: how to install it, how to load it;
 - ``env.kwargs``: keyword arguments of the env's constructor;
 - ``env.wrappers``: ``env -> env`` callables applied in order to every single env (from config:
   Hydra ``_target_`` entries instantiated as partials); each must return a ``gymnasium.Env``.
@@ -28,9 +30,11 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import importlib.util
 import inspect
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -43,9 +47,11 @@ from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.envs.spaces import DropText, text_paths
 
 __all__ = [
+    "ENV_PACKAGES",
     "EPISODE_CAP",
     "EnvContract",
     "EnvFactory",
+    "env_package",
     "env_spaces",
     "env_spec",
     "episode_limit",
@@ -64,10 +70,50 @@ EPISODE_CAP = 100_000
 _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
 # Packages that register envs on import (env.imports), and the pg-lightning extra that installs each.
 _PACKAGE_EXTRAS = {"minigrid": "minigrid", "popgym": "popgym", "ale_py": "atari"}
+# Packages with no extra of ours: the pip name, where it is not the module's.
+_PIP_NAMES = {"highway_env": "highway-env", "metaworld": "metaworld"}
+# The ids that env packages people use register on import, by how they start (matched case-insensitively from the
+# start of the id), and the module that registers them: an unknown id of this form names the package (`env_spec`).
+# Keep it small: tests/test_new_user_envs.py checks each row.
+ENV_PACKAGES: tuple[tuple[str, str], ...] = (
+    (r"ALE/|\w+NoFrameskip-v\d+$", "ale_py"),  # ALE/Pong-v5; the legacy PongNoFrameskip-v4
+    (r"(MiniGrid|BabyAI)-", "minigrid"),
+    (r"popgym-", "popgym"),
+    (r"(highway|merge|roundabout|parking|intersection|racetrack)-", "highway_env"),
+    (r"Meta-World/", "metaworld"),
+)
 
 log = logging.getLogger(__name__)
 
 Wrapper = Callable[[gym.Env], gym.Env]
+
+
+def _install(module: str) -> str | None:
+    """How to install a known env package (``pip install "pg-lightning[atari]"``), or None for another module."""
+    extra = _PACKAGE_EXTRAS.get(module)
+    if extra is not None:
+        return f'pip install "pg-lightning[{extra}]"'
+    pip_name = _PIP_NAMES.get(module)
+    return None if pip_name is None else f"pip install {pip_name}"
+
+
+def env_package(env_id: str) -> str | None:
+    """The module of the env package that registers ids of this form (`ENV_PACKAGES`): ``"ale_py"`` for
+    ``ALE/Pong-v5``, ``"minigrid"`` for ``MiniGrid-Empty-5x5-v0``; None for any other id."""
+    return next((module for pattern, module in ENV_PACKAGES if re.match(pattern, env_id, re.IGNORECASE)), None)
+
+
+def _package_hint(env_id: str) -> str:
+    """What to do about an unknown id that an env package registers on import, when that package was not imported:
+    install it (when it is not) and load it, ``env.imports=[ale_py]`` or ``env.id=ale_py:ALE/Pong-v5``; else ""."""
+    module = env_package(env_id)
+    if module is None or module in sys.modules:  # imported, and still unknown: a wrong id (did-you-mean)
+        return ""
+    load = f"env.imports=[{module}] or env.id={module}:{env_id}"
+    if importlib.util.find_spec(module) is None:
+        how = _install(module) or "install it"
+        return f"; the package {module} registers it and is not installed: {how}, then load it with {load}"
+    return f"; the package {module} registers it (installed, not imported): load it with {load}"
 
 
 def _import(name: str) -> None:
@@ -76,8 +122,7 @@ def _import(name: str) -> None:
         importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name == name.split(".")[0] or err.name == name:
-            extra = _PACKAGE_EXTRAS.get(name.split(".")[0])
-            how = f'pip install "pg-lightning[{extra}]"' if extra else "install it"
+            how = _install(name.split(".")[0]) or "install it"
             raise ModuleNotFoundError(
                 f"{err}; {how}, or put its directory on PYTHONPATH (e.g. PYTHONPATH=. for the current one)",
                 name=err.name,
@@ -102,7 +147,8 @@ def env_spec(env_id: str, imports: Sequence[str] | None = ()) -> EnvSpec:
     """The registered :class:`EnvSpec` of ``env_id``, after importing ``imports`` (and ``module`` of ``module:EnvId``).
 
     Raises:
-        ConfigError: naming ``env.imports[i]`` or ``env.id`` (with close matches of an unknown id).
+        ConfigError: naming ``env.imports[i]`` or ``env.id`` (with close matches of an unknown id, and, for an id of
+            an env package that was not imported, the package, how to install it and how to load it).
     """
     import_modules(imports)
     if not isinstance(env_id, str) or not env_id:
@@ -120,7 +166,7 @@ def env_spec(env_id: str, imports: Sequence[str] | None = ()) -> EnvSpec:
         close = difflib.get_close_matches(name, list(gym.registry), n=3)
         hint = f"; did you mean {', '.join((module + ':' if module else '') + c for c in close)}?" if close else ""
         where = f" (importing {module!r} registered no such id)" if module else ""
-        raise ConfigError(f"env.id: unknown gymnasium environment {env_id!r}{where}{hint}")
+        raise ConfigError(f"env.id: unknown gymnasium environment {env_id!r}{where}{_package_hint(name)}{hint}")
     return spec
 
 
@@ -149,7 +195,12 @@ def episode_limit(
     if "max_episode_steps" in env_kwargs:  # gymnasium's own make() argument, given with the env's
         given = env_kwargs.pop("max_episode_steps")
         if max_episode_steps is not None and given != max_episode_steps:
-            raise ConfigError(f"env.kwargs.max_episode_steps={given} and {key}={max_episode_steps} disagree; set one")
+            how = ""
+            if key == "data.max_episode_steps":  # e.g. env=minigrid_empty sets the env's own end in env.kwargs
+                how = f": env.kwargs.max_episode_steps={max_episode_steps}, or ~env.kwargs.max_episode_steps"
+            raise ConfigError(
+                f"env.kwargs.max_episode_steps={given} and {key}={max_episode_steps} disagree; set one{how}"
+            )
         if max_episode_steps is None:
             source = "env.kwargs.max_episode_steps"
         max_episode_steps = given

@@ -6,8 +6,14 @@ a :class:`~pg_lightning.core.errors.ConfigError` naming the key. Gymnasium, Hydr
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import importlib
+import inspect
 import logging
-from collections.abc import Callable
+import pkgutil
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -21,6 +27,7 @@ from pg_lightning.envs.vector_envs import close_probe
 __all__ = [
     "STATEFUL_ATTRIBUTES",
     "as_wrappers",
+    "close_paths",
     "env_factory",
     "instantiate_wrappers",
     "probe_env",
@@ -40,7 +47,9 @@ def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, An
 
     Returns plain dicts with ``_partial_: true``: :func:`instantiate_wrappers` makes each an
     ``env -> env`` callable (what :class:`~pg_lightning.envs.env_factory.EnvFactory` applies), whether
-    or not the user wrote ``_partial_``. A bare class path is the entry ``{_target_: path}``.
+    or not the user wrote ``_partial_``. A bare class path is the entry ``{_target_: path}``. A ``_target_`` that
+    does not resolve is a ConfigError naming ``env.wrappers[i]._target_``, with the close paths (`close_paths`) when
+    there are any: ``did you mean gymnasium.wrappers.FlattenObservation?``.
     """
     if wrappers is None:
         return []
@@ -57,12 +66,96 @@ def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, An
                 f"{key}[{i}] must be a mapping with a _target_ (a wrapper class or function), got {spec!r}"
             )
         try:
-            hydra.utils.get_object(spec["_target_"])  # what instantiate will look up: fail before building
+            with _quiet_hydra_lookup():  # Hydra logs its own multi-line error first: the ConfigError says it all
+                hydra.utils.get_object(spec["_target_"])  # what instantiate will look up: fail before building
         except Exception as err:
+            close = close_paths(spec["_target_"])
+            if close:
+                raise ConfigError(
+                    f"{key}[{i}]._target_: cannot find {spec['_target_']!r}; did you mean {', '.join(close)}?"
+                ) from err
             reason = " ".join(str(err).split())  # one line
             raise ConfigError(f"{key}[{i}]._target_: cannot find {spec['_target_']!r} ({reason})") from err
         specs.append({**spec, "_partial_": True})
     return specs
+
+
+@contextlib.contextmanager
+def _quiet_hydra_lookup() -> Iterator[None]:
+    """Drop the ERROR record ``hydra.utils.get_object`` logs (``Error getting object at ...``, three lines) before
+    it raises: the ConfigError that follows names the key, the path and the close matches in one line."""
+    logger = logging.getLogger("hydra.utils")
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Error getting object at ")
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def close_paths(path: str, n: int = 3) -> list[str]:
+    """Close matches of a dotted path that does not resolve (a ``_target_`` with a typo): the names beside the part
+    that fails, e.g. ``gymnasium.wrappers.FlattenObservation`` for ``gymnasium.wrappers.FlattenObservaton``, or
+    ``gymnasium.wrappers.TimeLimit`` for ``gymnasium.wraper.TimeLimit``.
+
+    Imports only what the path itself names (its longest importable prefix, as Hydra's lookup did); the candidates
+    are the public attributes of the last object that resolves, and the submodules a package lists without
+    importing them (top-level modules, when not even the first name imports). A path of one name that
+    ``gymnasium.wrappers`` holds suggests its full path. Empty when nothing is close.
+    """
+    parts = path.split(".")
+    if not all(parts):
+        return []
+    if len(parts) == 1:  # a bare class name: the full path, when gymnasium.wrappers (imported with gymnasium) has it
+        wrappers = sys.modules.get("gymnasium.wrappers")
+        return [f"gymnasium.wrappers.{path}"] if wrappers is not None and hasattr(wrappers, path) else []
+    obj: Any = None
+    depth = 0  # parts[:depth] resolve to obj
+    for k in range(len(parts), 0, -1):  # the longest prefix that imports as a module
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except Exception:  # noqa: BLE001, S112  (not a module, or one that fails: Hydra's lookup said why)
+            continue
+        depth = k
+        break
+    while depth < len(parts) and hasattr(obj, parts[depth]):  # then attributes, as far as they go
+        obj = getattr(obj, parts[depth])
+        depth += 1
+    if depth == len(parts):  # it resolves after all (Hydra failed for another reason): nothing to suggest
+        return []
+    wrong = parts[depth]
+    if depth == 0:
+        names = {m.name for m in pkgutil.iter_modules()}
+    else:
+        names = {name for name in dir(obj) if not name.startswith("_")}
+        if inspect.ismodule(obj) and hasattr(obj, "__path__"):  # a package: its submodules, listed, not imported
+            names |= {m.name for m in pkgutil.iter_modules(obj.__path__)}
+    same_but_case = sorted(name for name in names if name.lower() == wrong.lower())
+    close = same_but_case + [c for c in difflib.get_close_matches(wrong, sorted(names), n=n) if c not in same_but_case]
+    prefix, rest = parts[:depth], parts[depth + 1 :]
+    known = {c: _resolves(obj, c, rest) for c in close}  # drop those whose remaining parts are known not to resolve
+    ranked = [c for c in close if known[c]] + [c for c in close if known[c] is None]
+    return [".".join([*prefix, c, *rest]) for c in ranked[:n]]
+
+
+def _resolves(obj: Any, name: str, rest: list[str]) -> bool | None:
+    """Whether ``obj.name.<rest>`` resolves, by attributes of what is loaded already; None when that would take an
+    import (a submodule or top-level module not imported yet)."""
+    if obj is None or not hasattr(obj, name):
+        loaded = sys.modules.get(name if obj is None else f"{obj.__name__}.{name}")
+        if loaded is None:
+            return None
+        target: Any = loaded
+    else:
+        target = getattr(obj, name)
+    for part in rest:
+        if not hasattr(target, part):
+            return None if inspect.ismodule(target) and hasattr(target, "__path__") else False
+        target = getattr(target, part)
+    return True
 
 
 def instantiate_wrappers(specs: list[dict[str, Any]], key: str = "env.wrappers") -> tuple[Callable, ...]:
