@@ -90,10 +90,11 @@ def make_vector_env(
             steps_in_force = steps
     else:
         steps_in_force = steps
+    unit = "step" if steps_in_force == 1 else "steps"
     if source.startswith("the env registers no time limit"):
-        log.warning("%s: episodes are truncated at %d steps (%s)", env_id, steps_in_force, source)
+        log.warning("%s: episodes are truncated at %d %s (%s)", env_id, steps_in_force, unit, source)
     else:
-        log.info("%s: episodes are truncated at %d steps (%s)", env_id, steps_in_force, source)
+        log.info("%s: episodes are truncated at %d %s (%s)", env_id, steps_in_force, unit, source)
     spec = env_spec(env_id, imports)
     if vectorization_mode == "vector_entry_point":
         envs = _batched(env_id, spec, num_envs, env_kwargs, steps, wrappers)
