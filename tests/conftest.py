@@ -7,6 +7,21 @@ from omegaconf import DictConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
+# The slow tiers (docs/tests.md). [tool.pytest.ini_options] addopts deselects them, so plain `pytest` is the fast
+# tier; `pytest -m ddp` runs one, `pytest -m ""` everything. A test carries at most one of them.
+TIERS = ("statistical", "learning", "ddp", "notebooks", "install", "subprocess")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection
+def pytest_collection_modifyitems(items):
+    """``slow`` is an alias of the tiers: ``-m slow`` runs all of them, ``-m "not slow"`` is the fast tier."""
+    for item in items:
+        tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: in more than one tier: {sorted(tiers)}")
+        if tiers:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def make_cfg(tmp_path):

@@ -45,6 +45,7 @@ def policy_for(envs, core=None):
 KINDS = ["vector_entry_point", "same_step", "torch"]
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("kind", KINDS)
 def test_episode_lengths_are_unbiased(kind):
     envs = batched(kind)
@@ -159,6 +160,7 @@ def test_env_wrappers_with_your_own_vector_env_are_refused(make_cfg, tmp_path):
         run(make_cfg(*own, "+env.imports=[tests.vector_envs]", *QUIET))
 
 
+@pytest.mark.ddp
 def test_ddp_ranks_that_waste_steps_in_different_epochs_stay_in_step(tmp_path):
     """kept_fraction is decided from all ranks' counts: a rank that wasted no step in an epoch where the other did
     logs it too (else the ranks' collectives would pair up wrongly and gloo abort)."""

@@ -239,6 +239,7 @@ def test_cli_evaluate_refuses_a_crafted_checkpoint_in_one_line(tiny_ckpt, tmp_pa
     assert list(sandbox["box"].iterdir()) == []
 
 
+@pytest.mark.subprocess
 def test_cli_train_resume_imports_and_calls_nothing_a_crafted_checkpoint_names(tiny_ckpt, tmp_path, sandbox):
     found = payloads(sandbox["box"], sandbox["source"], sandbox["module"])
     ckpt = craft(

@@ -45,6 +45,7 @@ def naive_first_finished_lengths(num_envs, num_episodes, epochs, seed):
     return np.array(lengths)
 
 
+@pytest.mark.statistical
 def test_episode_lengths_are_unbiased():
     """Mean collected length matches the true mean within 4 standard errors."""
     collector, policy = collector_and_policy(num_envs=8)

@@ -182,6 +182,7 @@ def test_cli_trains_prints_summary_and_writes_outputs(tmp_path):
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -197,6 +198,7 @@ def test_cli_config_error_is_one_message_not_a_traceback(tmp_path, override, mes
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_cli_multirun_sweep(tmp_path):
     proc = cli("-m", "seed=0,1", "baseline=none,mean", *FAST[1:], "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -205,6 +207,7 @@ def test_cli_multirun_sweep(tmp_path):
     assert all((p / "csv" / "metrics.csv").is_file() for p in jobs)
 
 
+@pytest.mark.subprocess
 def test_cli_multirun_config_error_fails_that_job_only(tmp_path):
     proc = cli("-m", "model.loss.gamma=1.5,0.99", *FAST[1:], "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode != 0  # Hydra reports the failed job at the end of the sweep

@@ -730,6 +730,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.subprocess
 def test_cli_an_invalid_value_is_one_stderr_line_and_exit_2(tmp_path):
     procs = []
     for i, (script, override, key) in enumerate(CLI_CASES):  # all at once: each is mostly imports

@@ -300,6 +300,7 @@ def train_cli(*args, cwd, timeout=240):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_cli_trains_a_user_network(tmp_path):
     proc = train_cli(*CUSTOM, *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -307,6 +308,7 @@ def test_cli_trains_a_user_network(tmp_path):
     assert policy_weights(tmp_path / "run" / "checkpoints" / "last.ckpt")["policy.torso.layer.weight"].shape == (8, 4)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -325,6 +327,7 @@ def test_cli_broken_network_exits_2_with_one_line_naming_network(tmp_path, overr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.ddp
 def test_ddp_two_gloo_ranks_train_a_user_network_in_sync(tmp_path):
     rank_dump = "+callbacks.rank_dump._target_=tests.scaling_helpers.RankDump"
     proc = train_cli("trainer=ddp_cpu", "trainer.devices=2", "baseline=mean", *CUSTOM, *FAST, rank_dump, cwd=tmp_path)

@@ -299,6 +299,7 @@ def test_the_tanh_entropy_sample_is_a_function_of_seed_rank_and_epoch(monkeypatc
     assert not torch.equal(entropy(0, 3, 1), entropy(0, 4, 1))  # another epoch, another draw
 
 
+@pytest.mark.ddp
 def test_a_ddp_resume_of_a_tanh_policy_with_an_entropy_bonus_is_exact(tmp_path):
     """2 gloo ranks, a squashed Gaussian with an entropy bonus (its gradient uses the entropy sample) on an env
     whose episodes have random lengths (so the ranks draw different numbers of samples): 2 epochs, then a

@@ -356,6 +356,7 @@ def _logged_name(option: str) -> str:
     return "diag/grad_var" if option == "grad_var" else f"diag/var/{option}"
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("option", ["grad_var", *ESTIMATORS])
 def test_the_callbacks_variance_matches_the_variance_over_independent_batches(chain_measurements, option):
     """Here (seed 0), z = -0.76 (grad_var), 1.21 (total), 1.18, -0.46, 0.12, -0.76; with policy and sample
@@ -366,6 +367,7 @@ def test_the_callbacks_variance_matches_the_variance_over_independent_batches(ch
     assert abs(z) < Z_MAX, (option, z, float(per_batch.mean()), float(chain_measurements["reference"][option].mean()))
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("option", ["grad_var", *ESTIMATORS])
 def test_dividing_by_E_twice_fails_the_same_check(chain_measurements, option):
     """The check has power: trace(S)/E**2, 10 times too small, is rejected: here z = -29.5 (grad_var),
@@ -381,6 +383,7 @@ def test_dividing_by_E_twice_fails_the_same_check(chain_measurements, option):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.statistical
 def test_ordering_on_the_chain(chain_measurements):
     per_batch, reference = chain_measurements["per_batch"], chain_measurements["reference"]
     mean = {name: float(per_batch[f"diag/var/{name}"].mean()) for name in ESTIMATORS}
@@ -402,6 +405,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(open(out / "csv" / "metrics.csv")))
 
 
+@pytest.mark.statistical
 def test_ordering_on_cartpole(make_cfg, tmp_path):
     """8 epochs of CartPole with a learned value baseline, measured every epoch.
 

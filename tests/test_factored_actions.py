@@ -245,6 +245,7 @@ def estimates_for(mdp, view, option: str, log_prob=summed, seed: int = 0) -> tor
     return gradient_estimates(mdp, scored, loss, BATCHES, EPISODES, baseline, torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_unbiased_option_matches_the_exact_gradient(setup, option):
     mdp, view, grad = setup
@@ -266,6 +267,7 @@ def test_a_broken_factored_log_prob_is_caught(setup, log_prob):
         assert torch.isinf(z[head2]).any() and z[~head2].abs().max() < Z_MAX
 
 
+@pytest.mark.statistical
 def test_dropping_gamma_t_is_biased_by_exactly_the_predicted_amount(setup):
     """Reward-to-go without ``gamma^t`` at ``gamma < 1`` estimates ``sum_s (undiscounted visits) sum_a
     grad pi Q`` (``expected_estimator(discount_weight=False)``), not ``grad J``: the statistical check

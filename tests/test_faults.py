@@ -90,6 +90,7 @@ def assert_all_gone(pid_dir: Path, expected: int, within: float = 20.0) -> list[
 # --- DDP: a fault on one rank stops every rank --------------------------------------------------
 
 
+@pytest.mark.ddp
 @pytest.mark.parametrize(
     ("fault", "rank", "message"),
     [
@@ -174,6 +175,7 @@ def test_an_async_worker_killed_mid_collection_is_named_without_hang_or_orphan(t
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.subprocess
 def test_an_async_worker_killed_inside_a_cli_run_ends_it_with_the_worker_named(tmp_path):
     flag, pid_dir = tmp_path / "kill", tmp_path / "pids"
     flag.touch()

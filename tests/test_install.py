@@ -48,7 +48,7 @@ NOT_SOURCE = shutil.ignore_patterns(
     ".ipynb_checkpoints", "outputs", "multirun", "lightning_logs", ".whl",
 )  # fmt: skip
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.install  # the install tier (docs/tests.md): pytest -m install
 
 # A user's env module: gymnasium's module:EnvId form (env.id=myenvs:Corridor-v0) imports it.
 # It also logs where pg_lightning came from, so that each console script shows which copy it ran.

@@ -218,6 +218,7 @@ def test_every_old_module_is_mapped():
     assert all(hasattr(pg_lightning.envs, name) for name in NAMES_01["pg_lightning.envs"])
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("old", sorted(MOVED))
 def test_an_old_module_path_still_works_and_warns(old):
     """Each name the 0.1 module defined is there under the old path, and is the object its new home holds."""
@@ -239,6 +240,7 @@ def test_an_old_module_path_still_works_and_warns(old):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.subprocess
 def test_a_split_old_module_forwards_reads_and_writes_to_the_new_homes():
     code = """
 import importlib, warnings
@@ -297,6 +299,7 @@ def test_the_layers_import_down_only():
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
 
 
+@pytest.mark.subprocess
 def test_an_old_name_is_the_module_itself_and_runs_with_python_m():
     code = (
         "import warnings; warnings.simplefilter('ignore')\n"

@@ -165,6 +165,7 @@ def test_a_resume_with_other_wrappers_is_refused(make_cfg, tmp_path):
 # --- the CLI: a user's env end to end, in fresh processes -------------------------------------
 
 
+@pytest.mark.subprocess
 def test_cli_user_env_by_import_async_workers_then_evaluate_with_nothing_retyped(tmp_path):
     """env.imports registers the id in this process and in every async worker; the checkpoint remembers
     imports and wrappers, so evaluate.py rebuilds the env from ckpt_path alone."""
@@ -187,6 +188,7 @@ def test_cli_user_env_by_import_async_workers_then_evaluate_with_nothing_retyped
     assert (tmp_path / "eval" / "evaluation.json").is_file()
 
 
+@pytest.mark.ddp
 def test_cli_ddp_ranks_build_the_user_env(tmp_path):
     """Rank 1 is a fresh process: it imports env.imports and applies the wrappers as rank 0 does."""
     proc = cli(
@@ -207,6 +209,7 @@ def test_cli_ddp_ranks_build_the_user_env(tmp_path):
     assert [r["rollout/episodes"] for r in rows(tmp_path)] == ["4.0"]  # 2 episodes on each of the 2 ranks
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "override, key",
     [
@@ -224,9 +227,11 @@ def test_cli_bad_env_input_is_one_line_exit_2_and_writes_nothing(tmp_path, overr
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Config error: ") and key in lines[0], proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "train.log"]  # no checkpoint, no metrics
+    # no checkpoint, no metrics (an error that validate() finds leaves no run folder at all: hydra_callbacks)
+    assert {p.name for p in tmp_path.iterdir()} <= {".hydra", "train.log"}
 
 
+@pytest.mark.subprocess
 def test_cli_console_is_quiet(tmp_path):
     proc = cli("train.py", *FAST, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -287,6 +292,7 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
 # --- optional extras: one line naming the extra -----------------------------------------------
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(importlib.util.find_spec("Box2D") is not None, reason="Box2D is installed here")
 def test_an_env_of_a_missing_extra_names_the_extra(tmp_path):
     proc = cli("train.py", *FAST, "env=lunarlander", f"hydra.run.dir={tmp_path}")
@@ -358,6 +364,7 @@ def test_composed_configs_instantiate_without_run(make_cfg, wrappers):
     assert callback._env().observation_space.shape == (5,)  # CartPole's 4 features and the time
 
 
+@pytest.mark.subprocess
 def test_a_scheduler_error_writes_nothing(tmp_path):
     proc = cli("train.py", *FAST, "scheduler=linear", "+model.scheduler.bogus=1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2 and "Config error: model.scheduler" in proc.stderr, proc.stderr[-2000:]

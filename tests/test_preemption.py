@@ -95,6 +95,7 @@ def test_a_seed_outside_numpys_range_names_seed(make_cfg, seed):
     validate(make_cfg("seed=4294967295"))
 
 
+@pytest.mark.subprocess
 def test_slurm_auto_requeue_writes_an_hpc_checkpoint_that_ckpt_path_last_resumes(tmp_path):
     """A simulated SLURM job (its variables set by hand, a stand-in scontrol on PATH): SIGUSR1 makes
     Lightning's SLURMEnvironment write hpc_ckpt_1.ckpt and requeue the job; SIGTERM then stops it (143).
@@ -171,6 +172,7 @@ main()
 """
 
 
+@pytest.mark.subprocess
 def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(tmp_path):
     """Lightning writes checkpoints through an fsspec transaction (a temporary file, then a rename):
     a process killed in the middle of the write leaves the previous last.ckpt whole."""
@@ -266,6 +268,7 @@ def _ddp_run_stopped_by_sigterm(tmp_path: Path, send_sigterm) -> None:
     assert (tmp_path / "checkpoints" / "on_exception.ckpt").is_file()
 
 
+@pytest.mark.ddp
 @pytest.mark.parametrize("delay", [0.0, 0.37, 0.81])
 def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
     """2 gloo ranks, SIGTERM to rank 0 at some moment of an epoch (Lightning's own handler broadcast
@@ -278,6 +281,7 @@ def test_sigterm_under_ddp_stops_every_rank_with_a_checkpoint(tmp_path, delay):
     _ddp_run_stopped_by_sigterm(tmp_path, to_rank_0)
 
 
+@pytest.mark.ddp
 def test_sigterm_to_one_rank_only_stops_every_rank_together(tmp_path):
     """SIGTERM to rank 1 alone (a scheduler signalling every process, one of them first): Lightning checks
     ``received_sigterm`` locally at the end of each batch and epoch, so a rank that stops there alone leaves

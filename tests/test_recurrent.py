@@ -120,6 +120,7 @@ def gru_run(tmp_path_factory):
     return run(cfg), out
 
 
+@pytest.mark.learning
 def test_a_gru_policy_solves_the_memory_task(gru_run):
     metrics, out = gru_run
     assert metrics["rollout/return_mean_100"] >= 0.9  # EarlyStopping at the env's reward_threshold
@@ -128,6 +129,7 @@ def test_a_gru_policy_solves_the_memory_task(gru_run):
     assert summary["return_mean"] == 1.0  # greedy, the state restarting with every episode: always right
 
 
+@pytest.mark.learning
 def test_a_feedforward_policy_stays_at_chance(make_cfg, tmp_path):
     run(make_cfg("env=cue_memory", "trainer.max_epochs=40", "env.return_threshold=null", *QUIET))
     returns = [float(r["rollout/return_mean"]) for r in rows(tmp_path)[20:]]
@@ -148,6 +150,7 @@ def test_a_recurrent_run_resumes_bit_for_bit(make_cfg, tmp_path):
         assert {k: v for k, v in x.items() if k not in VARYING} == {k: v for k, v in y.items() if k not in VARYING}
 
 
+@pytest.mark.ddp
 def test_ddp_two_ranks_train_a_recurrent_policy_on_dict_observations(tmp_path):
     rank_dump = "+callbacks.rank_dump._target_=tests.scaling_helpers.RankDump"
     proc = train_cli("trainer=ddp_cpu", "trainer.devices=2", "env.id=tests.space_envs:Spaces-v0", "+env.kwargs.obs=dict",

@@ -342,6 +342,7 @@ def test_a_policy_error_is_not_reported_as_an_env_fault():
         EpisodeCollector(envs).collect(Broken(), 2)
 
 
+@pytest.mark.subprocess
 def test_ckpt_path_last_is_refused_in_a_multirun(tmp_path):
     from tests.test_config_and_cli import cli
 

@@ -96,6 +96,7 @@ def resumed_sweep(straight, tmp_path_factory):
     return cwd, cwd / "sweep", proc.stdout + proc.stderr
 
 
+@pytest.mark.ddp
 def test_ddp_cli_run_writes_one_run_directory(straight):
     cwd, run, out = straight
     assert sorted(p.name for p in cwd.iterdir()) == ["run"]  # no second Hydra output dir (outputs/...)
@@ -110,6 +111,7 @@ def test_ddp_cli_run_writes_one_run_directory(straight):
     ]
 
 
+@pytest.mark.ddp
 def test_ddp_ranks_collect_different_episodes_from_rank_seeds_and_end_with_the_same_parameters(straight):
     run = straight[1]
     d0, d1 = dumps(run)
@@ -146,6 +148,7 @@ def build_module(cfg, state):
     return model
 
 
+@pytest.mark.ddp
 def test_ddp_gradient_is_the_mean_of_the_ranks_gradients(straight):
     """DDP's step uses (g_0 + g_1) / 2, each g_r the estimator on rank r's episodes: the mean over all episodes."""
     run = straight[1]
@@ -163,6 +166,7 @@ def test_ddp_gradient_is_the_mean_of_the_ranks_gradients(straight):
         torch.testing.assert_close(logged, (grads[0][name] + grads[1][name]) / 2, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.ddp
 def test_ddp_episode_metrics_are_over_all_ranks_and_the_same_on_every_rank(straight):
     run = straight[1]
     d0, d1 = dumps(run)
@@ -184,6 +188,7 @@ def test_ddp_episode_metrics_are_over_all_ranks_and_the_same_on_every_rank(strai
         assert d0["metrics"][key] == d1["metrics"][key], key
 
 
+@pytest.mark.ddp
 def test_ddp_multirun_through_joblib_one_directory_per_job_and_summary(resumed_sweep):
     cwd, sweep, out = resumed_sweep
     jobs = [str(j) for j in range(3)]
@@ -216,6 +221,7 @@ def test_ddp_multirun_through_joblib_one_directory_per_job_and_summary(resumed_s
         assert third[0][key] == third[1][key] == third[2][key], key
 
 
+@pytest.mark.ddp
 def test_ddp_resume_continues_the_straight_run_exactly(straight, resumed_sweep):
     """Resumed after 2 epochs to 3: the third epoch is the straight run's third epoch, parameters included."""
     a, b = rows(straight[1]), rows(resumed_sweep[1] / "0")
@@ -229,6 +235,7 @@ def test_ddp_resume_continues_the_straight_run_exactly(straight, resumed_sweep):
             assert torch.equal(d["final"][key], straight_final[key]), key
 
 
+@pytest.mark.subprocess
 def test_optuna_search(tmp_path):
     """hparams_search=cartpole_optuna with 2 trials: the search space reaches each trial's config."""
     args = ["-m", "hparams_search=cartpole_optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2",
@@ -303,12 +310,14 @@ def test_launcher_and_search_configs_compose():
     assert compose_with_hydra().hydra.callbacks.sweep_summary.metric == "rollout/return_mean_100"
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(torch.cuda.device_count() < 1, reason="needs a CUDA GPU")
 def test_gpu_run(tmp_path):
     train("trainer=gpu", "trainer.max_epochs=2", *TINY, "hydra.run.dir=run", cwd=tmp_path)
     assert len(rows(tmp_path / "run")) == 2
 
 
+@pytest.mark.ddp
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 def test_multi_gpu_ddp_run(tmp_path):
     proc = train(

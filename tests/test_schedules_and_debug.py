@@ -118,6 +118,7 @@ def test_a_schedule_needs_a_finite_max_epochs(make_cfg, max_epochs):
     assert "trainer.max_epochs" in str(error)
 
 
+@pytest.mark.subprocess
 def test_a_schedule_without_epoch_limit_is_a_one_line_cli_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     proc = subprocess.run(
@@ -153,6 +154,7 @@ def test_debug_fdr_runs_one_update_and_writes_nothing(make_cfg, tmp_path):
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("metrics.csv"))
 
 
+@pytest.mark.subprocess
 def test_debug_fdr_from_the_cli(tmp_path):
     proc = subprocess.run(
         [sys.executable, "train.py", "debug=fdr", f"hydra.run.dir={tmp_path}"],

@@ -73,6 +73,7 @@ def _stop_and_wait(proc: subprocess.Popen, tmp_path: Path, send) -> tuple[float,
     return time.monotonic() - start, stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_sigterm_stops_a_run_whose_env_blocks_in_step(tmp_path, mode):
     """One process: the SIGTERM handler runs while the env sleeps (the signal interrupts the sleep, or the async
@@ -91,6 +92,7 @@ def test_sigterm_stops_a_run_whose_env_blocks_in_step(tmp_path, mode):
     assert not [pid for pid in _env_pids(flags) if _alive(pid)]  # the async workers are gone too
 
 
+@pytest.mark.ddp
 def test_sigterm_stops_a_ddp_run_whose_env_blocks_on_one_rank(tmp_path):
     """Rank 1's env blocks; rank 0 waits for it in a collective, where no Python signal handler can run. Rank 0's
     monitor thread (woken through the signal's wakeup fd) forwards SIGTERM to rank 1, whose monitor sees its main
@@ -125,6 +127,7 @@ def test_step_timeout_stops_a_blocked_env_naming_the_copy(make_cfg, tmp_path, mo
     assert not [pid for pid in _env_pids(flags) if _alive(pid)]
 
 
+@pytest.mark.ddp
 def test_step_timeout_under_ddp_stops_every_rank(tmp_path):
     """Under DDP the watchdog stops its rank at once (an exception would meet the other rank in another
     collective); the other rank fails on the lost peer. Both end within seconds, with the line naming the copy."""

@@ -159,6 +159,7 @@ def test_score_function_has_zero_mean_exactly():
     torch.testing.assert_close((pi[:, :, None] * jac).sum(1), torch.zeros(mdp.num_states, jac.shape[-1], dtype=D))
 
 
+@pytest.mark.statistical
 def test_sampled_episodes_are_well_formed_and_match_the_exact_values():
     mdp = chain(length=4, slip=0.25, goal_reward=3.0)
     policy = random_softmax_policy(mdp.num_states, 2, seed=5)
@@ -213,6 +214,7 @@ def test_registered_envs_pass_the_env_checker(env_id):
     assert env.observation_space.n == env.unwrapped.mdp.num_states
 
 
+@pytest.mark.statistical
 def test_gym_chain_through_the_collector_matches_the_exact_return():
     """The gymnasium env, the vector env and the collector sample the MDP the solver describes."""
     kwargs = {"length": 3, "slip": 0.3, "goal_reward": 4.0}

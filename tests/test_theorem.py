@@ -22,12 +22,14 @@ BATCHES, EPISODES = 500, 20  # 10,000 episodes per option: ~1 s each
 Z_MAX = 4.5
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("case", [c for c in CASES if c.unbiased], ids=lambda c: f"{c.mdp}: {c.name}")
 def test_unbiased_option_matches_the_exact_gradient(case):
     row = evaluate(case, BATCHES, EPISODES, seed=0)
     assert row.z_exact < Z_MAX, row
 
 
+@pytest.mark.statistical
 def test_dropping_gamma_t_is_measurably_biased_and_its_bias_is_exactly_the_predicted_one():
     """Reward-to-go without gamma^t at gamma < 1 (what practical algorithms do) does not estimate
     grad J; it estimates sum_s (undiscounted visits) sum_a grad pi Q, which we compute exactly."""
@@ -37,11 +39,13 @@ def test_dropping_gamma_t_is_measurably_biased_and_its_bias_is_exactly_the_predi
     assert row.z_expected < Z_MAX, row
 
 
+@pytest.mark.statistical
 def test_the_same_option_at_gamma_one_is_unbiased():
     case = next(c for c in CASES if c.name == "reward-to-go, gamma=1")
     assert not case.discount_weight and evaluate(case, BATCHES, EPISODES, seed=1).z_exact < Z_MAX
 
 
+@pytest.mark.statistical
 def test_variance_total_return_above_reward_to_go_above_reward_to_go_with_value_baseline():
     def variance(name):
         case = next(c for c in CASES if c.mdp == "chain g=0.9" and c.name == name)
@@ -54,6 +58,7 @@ def test_variance_total_return_above_reward_to_go_above_reward_to_go_with_value_
     assert total > 3 * reward_to_go > 3 * 3 * with_value, (total, reward_to_go, with_value)
 
 
+@pytest.mark.statistical
 def test_score_function_has_zero_mean_by_sampling():
     """E_{a ~ pi(.|s)}[grad log pi(a|s)] = 0 at every state (exactly: see test_tabular)."""
     mdp = chain()
