@@ -159,6 +159,7 @@ class EpisodeCollector:
             if single_envs is not None:  # the sync copies of make_vector_env: a tight loop of their own
                 t, stepped = collect_direct(store, act, device, single_envs, clip, active, to_start, recurrent,
                                             record_log_probs, final_obs, obs_spec, obs_keys, self._env_error)  # fmt: skip
+            cap = self.episode_cap
             lengths = np.zeros(n, np.int64)  # the steps of each copy's episode in progress (for episode_cap)
             while active.any():  # any other vector env, stepped as a whole
                 store.reserve(t)
@@ -197,10 +198,11 @@ class EpisodeCollector:
                         starts = done
                 except Exception as err:  # the policy's own errors above stay as they are
                     raise self._env_error(err) from err
-                lengths += data["kept"][t]
-                lengths[done] = 0
-                if self.episode_cap is not None and lengths.max() > self.episode_cap:
-                    raise self._endless(int(lengths.argmax()))
+                if cap is not None:  # no bookkeeping per step where the envs carry their own time limit
+                    lengths += data["kept"][t]
+                    lengths[done] = 0
+                    if lengths.max() > cap:
+                        raise self._endless(int(lengths.argmax()))
                 if len(ends):
                     # the first `to_start` finished envs (in env order) go on; the rest go idle
                     active[ends[to_start:]] = False

@@ -33,6 +33,7 @@ from types import CodeType, FrameType, TracebackType
 from typing import Any, NoReturn
 
 import gymnasium as gym
+import torch.distributed as dist
 
 from pg_lightning.core.errors import EnvError
 
@@ -217,18 +218,10 @@ def hard_stop(message: str, status: int) -> NoReturn:
 
 def rank_prefix() -> str:
     """``"rank 1: "`` under DDP (torch.distributed initialised with several processes), else nothing."""
-    return f"rank {_torch_dist().get_rank()}: " if _distributed() else ""
-
-
-def _torch_dist() -> Any:
-    import torch.distributed as dist
-
-    return dist
+    return f"rank {dist.get_rank()}: " if _distributed() else ""
 
 
 def _distributed() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
