@@ -33,8 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine, markdown_capture
+from pg_lightning.cli.build import env_factory
 from pg_lightning.cli.train import run
-from pg_lightning.envs.from_config import env_factory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pg_lightning import _compat
 from pg_lightning.core.baselines import (
     Baseline,
     ConstantBaseline,
@@ -52,8 +51,6 @@ if TYPE_CHECKING:  # the names of _LAZY, for type checkers and editors
     from pg_lightning.lightning.signals import DeferredSignals
 
 __version__ = "0.2.0"
-
-_compat.install()  # the 0.1 module paths (pg_lightning.module, ...) keep working, with a DeprecationWarning
 
 _LAZY = {
     "EpisodeCollector": "pg_lightning.envs.collector",

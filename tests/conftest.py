@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pg_lightning.conf  # noqa: F401  (stores schema/trainer, the Trainer's signature, in Hydra's ConfigStore)
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig

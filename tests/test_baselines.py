@@ -7,7 +7,7 @@ from torch import nn
 
 import tests.envs  # noqa: F401  (RandomLength-v0)
 from pg_lightning.core.baselines import EMABaseline, LeaveOneOutBaseline, ValueBaseline
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.errors import ArgumentError
 from pg_lightning.core.loss import ReinforceLoss
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.envs.networks import make_policy, make_value_network
@@ -66,8 +66,9 @@ def test_ema_uses_only_earlier_batches_and_is_saved():
     restored.eval()  # evaluation does not move the average
     restored(BATCH, PSI * 100)
     torch.testing.assert_close(restored(BATCH, PSI), torch.full((6,), 0.5 * second + 0.5 * first))
-    with pytest.raises(ConfigError, match="baseline.decay"):
+    with pytest.raises(ArgumentError, match=r"^decay must be a number in \[0, 1\), got 1\.0$") as err:
         EMABaseline(decay=1.0)
+    assert err.value.argument == "decay"
 
 
 def constant_value_net(value: float) -> nn.Module:
@@ -91,8 +92,9 @@ def test_value_baseline_is_detached_regressed_and_diagnosed():
     explained = baseline.metrics(batch, psi, values)["value_explained_var"]
     assert explained.item() == pytest.approx(0.0)  # a constant explains none of the variance
     assert baseline.metrics(batch, psi, psi)["value_explained_var"].item() == pytest.approx(1.0)
-    with pytest.raises(ConfigError, match="baseline.lr"):
+    with pytest.raises(ArgumentError, match=r"^lr must be a number in \(0, 1000\] or null, got 0\.0$") as err:
         ValueBaseline(constant_value_net(0.0), lr=0.0)
+    assert err.value.argument == "lr"
 
 
 def test_normalized_value_targets_keep_v_unchanged_when_the_statistics_move():

@@ -280,7 +280,7 @@ def test_cli_train_resume_imports_and_calls_nothing_a_crafted_checkpoint_names(t
         "gymnasium.wrappers.TimeLimit.__class__",
         "torch.optim.Adam.step",
         "torch.nn.Linear",
-        "pg_lightning.envs.networks.build_policy",
+        "pg_lightning.cli.build.build_policy",
         "pg_lightning.cli.train.run",
     ],
 )
@@ -292,7 +292,6 @@ def test_objects_outside_the_allowlist_are_refused(target):
     "target",
     [
         "pg_lightning.envs.networks.make_policy",
-        "pg_lightning.factory.make_policy",  # the 0.1 path of old checkpoints: the same function
         "pg_lightning.make_policy",
         "pg_lightning.envs.networks.make_value_network",
         "pg_lightning.envs.spaces.DropText",

@@ -16,10 +16,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from pg_lightning.cli.build import env_block, env_factory
 from pg_lightning.cli.train import ConfigError, make_baseline, run, validate
 from pg_lightning.core.baselines import Baseline
 from pg_lightning.core.tree import map_tree
-from pg_lightning.envs.from_config import env_factory
 from tests.conftest import CONF, ROOT
 from tests.helpers import missing_extra
 
@@ -99,8 +99,9 @@ def test_every_trainer_config_composes(make_cfg, trainer):
 
 def test_data_and_model_instantiate(make_cfg):
     cfg = make_cfg()
-    data = hydra.utils.instantiate(cfg.data)
-    assert data.env_id == "CartPole-v1" and data.episodes_per_epoch == cfg.data.episodes_per_epoch
+    data = hydra.utils.instantiate(cfg.data, env_block(cfg.env))  # the env positionally: it is no config node
+    assert data.env.env_id == "CartPole-v1" and data.episodes_per_epoch == cfg.data.episodes_per_epoch
+    assert hydra.utils.instantiate(cfg.data, env="CartPole-v1").env == data.env  # a Python user's plain id
     loss = hydra.utils.instantiate(cfg.model.loss)
     assert loss.gamma == cfg.model.loss.gamma and loss.return_type == "reward_to_go"
 
@@ -186,9 +187,16 @@ def test_cli_trains_prints_summary_and_writes_outputs(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.loss.gamma=1.5", "model.loss.gamma must be in [0, 1]"),  # caught by validate()
-        ("model.loss.return_type=monte_carlo", "model.loss.return_type must be one of"),  # in instantiate
-        ("data.vectorization_mode=threads", "data.vectorization_mode must be one of"),  # inside Trainer.fit
+        # all three caught by validate(), from the constructors' signatures
+        ("model.loss.gamma=1.5", "model.loss.gamma must be a number in [0, 1], got 1.5"),
+        (
+            "model.loss.return_type=monte_carlo",
+            "model.loss.return_type must be reward_to_go | total, got 'monte_carlo'",
+        ),
+        (
+            "data.vectorization_mode=threads",
+            "data.vectorization_mode must be sync | async | vector_entry_point, got 'threads'",
+        ),
     ],
 )
 def test_cli_config_error_is_one_message_not_a_traceback(tmp_path, override, message):
@@ -211,7 +219,7 @@ def test_cli_multirun_sweep(tmp_path):
 def test_cli_multirun_config_error_fails_that_job_only(tmp_path):
     proc = cli("-m", "model.loss.gamma=1.5,0.99", *FAST[1:], "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode != 0  # Hydra reports the failed job at the end of the sweep
-    assert "model.loss.gamma must be in [0, 1]" in proc.stderr
+    assert "model.loss.gamma must be a number in [0, 1], got 1.5" in proc.stderr
     assert not (tmp_path / "0" / "csv" / "metrics.csv").exists()
     assert (tmp_path / "1" / "csv" / "metrics.csv").is_file()  # the good job still ran
 

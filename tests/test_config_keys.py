@@ -1,22 +1,21 @@
-"""Every key a user can set, its valid values, and the one line an invalid value gives (docs/config_keys.md).
+"""The config against the constructors' signatures (pg_lightning.cli.schema): every invalid value is one line naming
+the key, before anything is built; every Trainer argument can be set without ``+``; docs/config_keys.md is generated
+from the signatures.
 
-``KEYS`` is the table: one row per key of every config group and of ``conf/evaluate.yaml``. Each
-invalid override runs through what ``run(cfg)`` (``evaluate(...)``) does before training, up to
-``Trainer.fit`` (not run), and must fail with a ConfigError whose message starts with the key
-(``expect``). Rows without an invalid value say why. ``docs/config_keys.md`` is generated from
-the table and the messages: regenerate it with ``python -m tests.test_config_keys``.
+``BAD`` is the list of invalid overrides, each with the start of the one line it must give: it was the table of the
+old per-key rules (``cli/rules.py``), kept whole when the signatures replaced them.
 """
 
 from __future__ import annotations
 
 import functools
-import html
+import inspect
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Annotated, Literal
 from unittest import mock
 
 import pytest
@@ -24,538 +23,183 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from pg_lightning.core.errors import ConfigError, config_error_in
+from pg_lightning.core.arguments import Interval, check_arguments, conforms, describe
+from pg_lightning.core.errors import ArgumentError, ConfigError, config_error_in
 from tests.conftest import CONF, ROOT
 
 DOC = ROOT / "docs" / "config_keys.md"
 
-
-class Key(NamedTuple):
-    key: str  # as a user writes it; evaluate.yaml's keys as "evaluate:<key>"
-    valid: str  # the valid values
-    bad: tuple[str, ...] = ()  # overrides with an invalid value (empty: see why)
-    expect: str = ""  # what the error's message starts with (default: the key)
-    why: str = ""  # no invalid value (or none tested): why
-    extra: tuple[str, ...] = ()  # overrides that select the option declaring the key (env=chain, ...)
-
-
-PLUGIN = "passed to the plugin as is (optional extra; validated by it when it starts)"
-HYDRA = "Hydra's own setting (hydra.*): Hydra checks it"
-
-KEYS: list[Key] = [
-    # --- conf/train.yaml, top level
-    Key("seed", "an integer in [0, 2**32 - 1]", ("seed=-1",)),
-    Key("ckpt_path", "null, last, or the path of a train.py checkpoint", ("ckpt_path=/nonexistent.ckpt",)),
-    Key("optimized_metric", "a metric name (a string)", ("optimized_metric=[1]",)),
-    Key(
-        "torch_num_threads",
-        "an integer from 1 to 4 x os.cpu_count() (this machine's CPUs), or null (torch's default)",
-        ("torch_num_threads=0",),
-    ),
-    Key("paths.output_dir", "any directory path", why="any path is valid (created when needed)"),
-    # --- env
-    Key("env.id", "a registered gymnasium id, or module:EnvId", ("env.id=CartPol-v1",)),
-    Key("env.kwargs", "a mapping of the env constructor's keyword arguments", ("+env.kwargs.foo=1",), "env.kwargs.foo"),
-    Key(
-        "env.kwargs.max_episode_steps", "an integer >= 1 (gymnasium's time limit)", ("+env.kwargs.max_episode_steps=0",)
-    ),
-    Key("env.imports", "a list of importable module names", ("env.imports=[no_such_module_xyz]",), "env.imports[0]"),
-    Key("env.wrappers", "a list of {_target_: wrapper, args}", ("env.wrappers=[{flatten:true}]",), "env.wrappers[0]"),
-    Key(
-        "env.return_threshold",
-        "a finite number, null, or spec (the env's registered threshold)",
-        ("env.return_threshold=high", "env.return_threshold=nan"),
-    ),
-    Key(
-        "env.kwargs.length", "env=chain: an integer >= 1", ("env.kwargs.length=0",), "env.kwargs", extra=("env=chain",)
-    ),
-    Key("env.kwargs.slip", "env=chain: a number in [0, 1)", ("env.kwargs.slip=2",), "env.kwargs", extra=("env=chain",)),
-    Key(
-        "env.kwargs.step_reward",
-        "env=chain: a number",
-        ("env.kwargs.step_reward=abc",),
-        "env.kwargs",
-        extra=("env=chain",),
-    ),
-    Key(
-        "env.kwargs.goal_reward",
-        "env=chain: a number",
-        ("env.kwargs.goal_reward=abc",),
-        "env.kwargs",
-        extra=("env=chain",),
-    ),
-    Key(
-        "env.kwargs.gamma",
-        "env=chain|bandit: a number in [0, 1] (also model.loss.gamma)",
-        ("env.kwargs.gamma=2",),
-        "model.loss.gamma",
-        extra=("env=chain",),
-    ),
-    Key(
-        "env.kwargs.win_probs",
-        "env=bandit: two probabilities",
-        ("env.kwargs.win_probs=[2,0]",),
-        "env.kwargs",
-        extra=("env=bandit",),
-    ),
-    Key(
-        "env.kwargs.win_reward",
-        "env=bandit: a number",
-        ("env.kwargs.win_reward=abc",),
-        "env.kwargs",
-        extra=("env=bandit",),
-    ),
-    Key(
-        "env.kwargs.lose_reward",
-        "env=bandit: a number",
-        ("env.kwargs.lose_reward=abc",),
-        "env.kwargs",
-        extra=("env=bandit",),
-    ),
-    # --- data
-    Key("data.episodes_per_epoch", "an integer >= 1", ("data.episodes_per_epoch=0",)),
-    Key("data.num_envs", "an integer >= 1", ("data.num_envs=0",)),
-    Key(
-        "data.vectorization_mode",
-        "sync | async | vector_entry_point (envs that register one, e.g. CartPole-v1)",
-        ("data.vectorization_mode=thread", "env=acrobot data.vectorization_mode=vector_entry_point"),
-    ),
-    Key(
-        "data.vector_env",
-        "null, or a gymnasium.vector.VectorEnv (_target_ and its arguments) whose single spaces are env.id's",
-        ("+data.vector_env._target_=tests.vector_envs.RandomLengthVectorEnv",),
-    ),
-    Key("data.seed", "an integer in [0, 2**32 - 1] (default ${seed})", ("data.seed=-1",)),
-    Key("data.max_episode_steps", "an integer >= 1, or null", ("data.max_episode_steps=0",)),
-    Key(
-        "data.step_timeout",
-        "a number of seconds in (0, 1e6] that an env step may take, or null (no limit)",
-        ("data.step_timeout=0", "data.step_timeout=inf"),
-    ),
-    Key("data.env_id", "${env.id}: set env.id", ("data.env_id=Acrobot-v1",)),
-    Key("data.env_kwargs", "${env.kwargs}: set env.kwargs", ("data.env_kwargs={length:3}",)),
-    Key("data.env_imports", "${env.imports}: set env.imports", ("data.env_imports=[os]",)),
-    Key(
-        "data.env_wrappers",
-        "${env.wrappers}: set env.wrappers",
-        ("data.env_wrappers=[gymnasium.wrappers.FlattenObservation]",),
-    ),
-    # --- model
-    Key("model.return_window", "an integer >= 1", ("model.return_window=0",)),
-    Key("model.loss.gamma", "a number in [0, 1]", ("model.loss.gamma=1.5",)),
-    Key("model.loss.return_type", "reward_to_go | total", ("model.loss.return_type=foo",)),
-    Key(
-        "model.loss.discount_weight",
-        "true or false (true needs return_type=reward_to_go)",
-        ("model.loss.discount_weight=maybe", "model.loss.discount_weight=true model.loss.return_type=total"),
-    ),
-    Key("model.loss.normalize_advantages", "true or false", ("model.loss.normalize_advantages=maybe",)),
-    Key(
-        "model.loss.entropy_coef", "a finite number >= 0", ("model.loss.entropy_coef=-1", "model.loss.entropy_coef=inf")
-    ),
-    Key(
-        "model.optimizer._target_",
-        "a torch.optim optimizer class",
-        ("model.optimizer._target_=torch.optim.Foo",),
-        "model.optimizer",
-    ),
-    Key(
-        "model.optimizer.lr",
-        "a number in (0, 1000] (a larger step only overflows the weights)",
-        ("model.optimizer.lr=-1", "model.optimizer.lr=1e308"),
-    ),
-    Key(
-        "model.optimizer.<arg>",
-        "the optimizer's own arguments (+model.optimizer.betas=...), finite numbers",
-        (
-            "+model.optimizer.foo=1",
-            "model.optimizer._target_=torch.optim.SGD +model.optimizer.momentum=-1",
-            "+model.optimizer.weight_decay=inf",
-        ),
-        "model.optimizer.",
-    ),
-    Key(
-        "model.scheduler",
-        "null, or a torch.optim.lr_scheduler partial (scheduler=linear|cosine)",
-        ("scheduler=linear +model.scheduler.bogus=1",),
-    ),
-    # --- scheduler
-    Key(
-        "model.scheduler.start_factor",
-        "scheduler=linear: a number in (0, 1]",
-        ("model.scheduler.start_factor=0",),
-        extra=("scheduler=linear",),
-    ),
-    Key(
-        "model.scheduler.end_factor",
-        "scheduler=linear: a number in [0, 1]",
-        ("model.scheduler.end_factor=2",),
-        extra=("scheduler=linear",),
-    ),
-    Key(
-        "model.scheduler.total_iters",
-        "scheduler=linear: an integer >= 1 (default ${trainer.max_epochs})",
-        ("model.scheduler.total_iters=0", "trainer.max_epochs=-1"),
-        extra=("scheduler=linear",),
-    ),
-    Key(
-        "model.scheduler.T_max",
-        "scheduler=cosine: an integer >= 1 (default ${trainer.max_epochs})",
-        ("model.scheduler.T_max=0",),
-        extra=("scheduler=cosine",),
-    ),
-    Key(
-        "model.scheduler.eta_min",
-        "scheduler=cosine: a number in [0, 1000]",
-        ("model.scheduler.eta_min=-1",),
-        extra=("scheduler=cosine",),
-    ),
-    # --- network
-    Key(
-        "network.hidden_sizes",
-        "a list of integers >= 1 ([] : a linear policy)",
-        (
-            "network.hidden_sizes=[-4]",
-            "network.hidden_sizes=[0]",
-            "network.hidden_sizes=[1.5]",
-            "network.hidden_sizes=8",
-        ),
-    ),
-    Key("network.activation", "tanh | relu | elu | gelu | silu", ("network.activation=swish",)),
-    Key(
-        "network.log_std_init",
-        "a number in [-5, 2] (the Gaussian's log-std bounds)",
-        ("network.log_std_init=abc", "network.log_std_init=nan"),
-    ),
-    Key("network.state_dependent_std", "true or false", ("network.state_dependent_std=maybe",)),
-    Key("network.action_bounds", "clip | tanh", ("network.action_bounds=squash",)),
-    Key(
-        "network.output_init_scale",
-        "a number in (0, 100], or null (PyTorch's initialisation)",
-        ("network.output_init_scale=abc", "network.output_init_scale=nan"),
-    ),
-    Key(
-        "network.encoder",
-        "auto | flatten | onehot | cnn, or {leaf path: one of those} (Dict/Tuple spaces)",
-        ("network.encoder=conv", "network.encoder={img:cnn}", "network.encoder=onehot"),
-    ),
-    Key("network.core", "null (feedforward) | gru | lstm", ("network.core=rnn",)),
-    Key("network.core_size", "network=gru|lstm: an integer >= 1", ("network.core_size=0",), extra=("network=gru",)),
-    Key(
-        "network._target_",
-        "network=custom: your factory (observation_space, action_space, **kwargs) -> nn.Module",
-        ("network=custom",),
-    ),
-    Key(
-        "network.<arg>",
-        "network=custom: your factory's own arguments (+network.<arg>=...)",
-        ("network=custom network._target_=pg_lightning.envs.networks.make_policy +network.width=3",),
-        "network",
-    ),
-    # --- baseline
-    Key(
-        "baseline.value",
-        "baseline=constant: a finite number (float32: |value| <= 3.4e38)",
-        ("baseline.value=abc", "baseline.value=nan"),
-        extra=("baseline=constant",),
-    ),
-    Key("baseline.decay", "baseline=ema: a number in [0, 1)", ("baseline.decay=1.5",), extra=("baseline=ema",)),
-    Key("baseline.mode", "baseline=rloo: step | episode", ("baseline.mode=foo",), extra=("baseline=rloo",)),
-    Key(
-        "baseline.value_net.hidden_sizes",
-        "baseline=value: a list of integers >= 1",
-        ("baseline.value_net.hidden_sizes=[-1]",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.value_net.activation",
-        "baseline=value: tanh | relu | elu | gelu | silu",
-        ("baseline.value_net.activation=foo",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.value_net.encoder",
-        "baseline=value: as network.encoder",
-        ("baseline.value_net.encoder=conv",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.value_net.core",
-        "baseline=value: gru | lstm (undeclared: +baseline.value_net.core=gru)",
-        ("+baseline.value_net.core=rnn",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.value_net.core_size",
-        "baseline=value: an integer >= 1 (undeclared: +baseline.value_net.core_size=32)",
-        ("+baseline.value_net.core_size=0",),
-        extra=("baseline=value", "+baseline.value_net.core=gru"),
-    ),
-    Key(
-        "baseline.loss_coef",
-        "baseline=value: a finite number >= 0",
-        ("baseline.loss_coef=-1",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.lr",
-        "baseline=value: a number in (0, 1000], or null (model.optimizer's lr)",
-        ("baseline.lr=0",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.bootstrap_truncated",
-        "baseline=value: true or false",
-        ("baseline.bootstrap_truncated=maybe",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.normalize_targets",
-        "baseline=value: true or false",
-        ("baseline.normalize_targets=maybe",),
-        extra=("baseline=value",),
-    ),
-    Key(
-        "baseline.stats_decay",
-        "baseline=value: a number in [0, 1)",
-        ("baseline.stats_decay=1",),
-        extra=("baseline=value",),
-    ),
-    Key("baseline (mean, none)", "baseline=mean | none: no keys", why="these options declare no keys"),
-    # --- trainer
-    Key(
-        "trainer.accelerator",
-        "cpu | gpu | cuda | mps | tpu | hpu | auto (available here)",
-        ("trainer.accelerator=foo",),
-    ),
-    Key(
-        "trainer.devices",
-        "an integer >= 1, -1 (all), auto, or device indices",
-        ("trainer.devices=0", "trainer.devices=abc", "trainer.devices=[0,1]"),
-    ),
-    Key("trainer.max_epochs", "an integer >= 1, -1 or null (no limit)", ("trainer.max_epochs=0",)),
-    Key("trainer.log_every_n_steps", "an integer >= 1", ("trainer.log_every_n_steps=0",)),
-    Key("trainer.enable_model_summary", "true or false", ("trainer.enable_model_summary=maybe",)),
-    Key("trainer.num_sanity_val_steps", "an integer >= -1", ("trainer.num_sanity_val_steps=-2",)),
-    Key("trainer.default_root_dir", "a path", ("trainer.default_root_dir=[1]",)),
-    Key(
-        "trainer.num_nodes",
-        "trainer=ddp_cpu|multi_gpu: an integer >= 1",
-        ("trainer.num_nodes=0",),
-        extra=("trainer=ddp_cpu",),
-    ),
-    Key("trainer.strategy", "a strategy name (auto, ddp, ...) or a _target_ node", ("+trainer.strategy=foo",)),
-    Key(
-        "trainer.strategy.process_group_backend",
-        "trainer=ddp_cpu: gloo | nccl | mpi | ucc",
-        ("trainer.strategy.process_group_backend=foo",),
-        extra=("trainer=ddp_cpu",),
-    ),
-    Key(
-        "trainer.fast_dev_run",
-        "debug=fdr: true, false or an integer >= 0",
-        ("trainer.fast_dev_run=-1",),
-        extra=("debug=fdr",),
-    ),
-    Key(
-        "trainer.profiler",
-        "debug=profiler: null | simple | advanced | pytorch | xla | passthrough",
-        ("trainer.profiler=foo",),
-        extra=("debug=profiler",),
-    ),
-    Key(
-        "trainer.<arg>",
-        "any other argument of pytorch_lightning.Trainer (+trainer.<arg>=...)",
-        ("+trainer.foo=1",),
-        "trainer.foo",
-    ),
-    # --- logger
-    Key("logger.csv.save_dir", "a path", ("logger.csv.save_dir=null",)),
-    Key("logger.csv.name", "a string or null", ("logger.csv.name=[1]",)),
-    Key("logger.csv.version", "a string, an integer or null", ("logger.csv.version=[1]",)),
-    Key("logger.csv.flush_logs_every_n_steps", "an integer >= 1", ("logger.csv.flush_logs_every_n_steps=0",)),
-    Key(
-        "logger.tensorboard.save_dir",
-        "logger=tensorboard: a path",
-        ("logger.tensorboard.save_dir=null",),
-        extra=("logger=tensorboard",),
-    ),
-    Key(
-        "logger.tensorboard.name",
-        "logger=tensorboard: a string or null",
-        ("logger.tensorboard.name=[1]",),
-        extra=("logger=tensorboard",),
-    ),
-    Key(
-        "logger.tensorboard.version",
-        "logger=tensorboard: a string, an integer or null",
-        ("logger.tensorboard.version=[1]",),
-        extra=("logger=tensorboard",),
-    ),
-    *[
-        Key(f"logger.mlflow.{k}", "logger=mlflow: see MLFlowLogger", why=PLUGIN)
-        for k in ("experiment_name", "tracking_uri", "artifact_location", "log_model")
-    ],
-    *[
-        Key(f"logger.wandb.{k}", "logger=wandb: see WandbLogger", why=PLUGIN)
-        for k in ("project", "save_dir", "offline", "log_model")
-    ],
-    # --- callbacks
-    *[
-        row
-        for name in ("last_checkpoint", "best_checkpoint")
-        for row in (
-            Key(f"callbacks.{name}.dirpath", "a path or null", (f"callbacks.{name}.dirpath=[1]",)),
-            Key(f"callbacks.{name}.filename", "a string or null", (f"callbacks.{name}.filename=[1]",)),
-            Key(f"callbacks.{name}.monitor", "a metric name or null", (f"callbacks.{name}.monitor=[1]",)),
-            Key(f"callbacks.{name}.save_top_k", "an integer >= -1", (f"callbacks.{name}.save_top_k=-2",)),
-            Key(
-                f"callbacks.{name}.every_n_epochs", "an integer >= 0 or null", (f"callbacks.{name}.every_n_epochs=-1",)
-            ),
-            Key(
-                f"callbacks.{name}.enable_version_counter",
-                "true or false",
-                (f"callbacks.{name}.enable_version_counter=maybe",),
-            ),
-        )
-    ],
-    Key("callbacks.best_checkpoint.mode", "min | max", ("callbacks.best_checkpoint.mode=foo",)),
-    Key("callbacks.early_stopping.monitor", "a metric name", ("callbacks.early_stopping.monitor=null",)),
-    Key("callbacks.early_stopping.mode", "min | max", ("callbacks.early_stopping.mode=foo",)),
-    Key(
-        "callbacks.early_stopping.stopping_threshold",
-        "a finite number or null (default ${env.return_threshold})",
-        ("callbacks.early_stopping.stopping_threshold=abc",),
-    ),
-    Key("callbacks.early_stopping.patience", "an integer >= 0", ("callbacks.early_stopping.patience=-1",)),
-    Key("callbacks.early_stopping.check_finite", "true or false", ("callbacks.early_stopping.check_finite=maybe",)),
-    Key(
-        "callbacks.early_stopping.check_on_train_epoch_end",
-        "true, false or null",
-        ("callbacks.early_stopping.check_on_train_epoch_end=maybe",),
-    ),
-    Key(
-        "callbacks.progress_bar.refresh_rate",
-        "an integer >= 0 (0: no bar)",
-        ("callbacks.progress_bar.refresh_rate=-1",),
-    ),
-    Key(
-        "callbacks.progress_bar.piped_every_n_epochs",
-        "an integer >= 0 (0: no lines when stdout is not a terminal)",
-        ("callbacks.progress_bar.piped_every_n_epochs=-1",),
-    ),
-    Key(
-        "trainer.enable_progress_bar",
-        "progress_bar=none: true or false (none sets false)",
-        ("trainer.enable_progress_bar=maybe",),
-        extra=("progress_bar=none",),
-    ),
-    Key("callbacks.on_exception.dirpath", "a path", ("callbacks.on_exception.dirpath=null",)),
-    Key("callbacks.on_exception.filename", "a string", ("callbacks.on_exception.filename=[1]",)),
-    Key(
-        "callbacks.diagnostics.every_n_epochs",
-        "callbacks=diagnostics: an integer >= 1",
-        ("callbacks.diagnostics.every_n_epochs=0",),
-        extra=("callbacks=diagnostics",),
-    ),
-    Key(
-        "callbacks.evaluation.episodes",
-        "callbacks=eval: an integer >= 1",
-        ("callbacks.evaluation.episodes=0",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.every_n_epochs",
-        "callbacks=eval: an integer >= 1",
-        ("callbacks.evaluation.every_n_epochs=0",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.greedy",
-        "callbacks=eval: true or false",
-        ("callbacks.evaluation.greedy=maybe",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.seed",
-        "callbacks=eval: an integer in [0, 2**32 - 1]",
-        ("callbacks.evaluation.seed=-1",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.max_episode_steps",
-        "callbacks=eval: an integer >= 1 or null",
-        ("callbacks.evaluation.max_episode_steps=0",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.tensorboard_video",
-        "callbacks=eval: true or false",
-        ("callbacks.evaluation.tensorboard_video=maybe",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.env_id",
-        "callbacks=eval: a registered id (default ${env.id})",
-        ("callbacks.evaluation.env_id=CartPol-v1",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.imports",
-        "callbacks=eval: module names (default ${env.imports})",
-        ("callbacks.evaluation.imports=[no_such_module_xyz]",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.wrappers",
-        "callbacks=eval: wrapper entries (default ${env.wrappers})",
-        ("callbacks.evaluation.wrappers=[{flatten:true}]",),
-        extra=("callbacks=eval",),
-    ),
-    Key(
-        "callbacks.evaluation.env_kwargs",
-        "callbacks=eval: the env's keyword arguments (default ${env.kwargs})",
-        why="not checked before training: the callback builds its env at the first evaluation (see the report)",
-    ),
-    Key(
-        "callbacks.exact_return.env_id",
-        "env=chain|bandit: a tabular env id (default ${env.id})",
-        ("callbacks.exact_return.env_id=CartPole-v1",),
-        "callbacks.exact_return",
-        extra=("env=chain",),
-    ),
-    Key(
-        "callbacks.exact_return.env_kwargs",
-        "env=chain|bandit: the env's kwargs (default ${env.kwargs})",
-        ("callbacks.exact_return.env_kwargs={length:0}",),
-        "callbacks.exact_return",
-        extra=("env=chain",),
-    ),
-    # --- hparams_search, hydra
-    Key(
-        "search.hidden_width",
-        "hparams_search=cartpole_optuna: an integer >= 1 (both hidden layers)",
-        ("search.hidden_width=0",),
-        "network.hidden_sizes",
-        extra=("hparams_search=cartpole_optuna",),
-    ),
-    Key("hydra.sweeper.*", "hparams_search=cartpole_optuna: the Optuna sweeper's settings", why=PLUGIN),
-    Key("hydra.launcher.*", "hydra/launcher=slurm|joblib: the launcher's settings", why=PLUGIN),
-    Key("hydra.run.dir, hydra.sweep.*, hydra.job.*", "Hydra's settings", why=HYDRA),
-    # --- conf/evaluate.yaml (python evaluate.py)
-    Key("evaluate:ckpt_path", "the path of a train.py checkpoint", ("ckpt_path=null", "ckpt_path=/nonexistent.ckpt")),
-    Key("evaluate:episodes", "an integer >= 1", ("episodes=0",)),
-    Key("evaluate:greedy", "true or false", ("greedy=maybe",)),
-    Key("evaluate:seed", "an integer in [0, 2**32 - 1]", ("seed=-1",)),
-    Key("evaluate:video", "true or false", ("video=maybe",)),
-    Key("evaluate:max_episode_steps", "an integer >= 1, or null", ("max_episode_steps=0",)),
-    Key("evaluate:trust_checkpoint_code", "true or false", ("trust_checkpoint_code=maybe",)),
-    Key("evaluate:output_dir", "a directory path", why="any path is valid (created when needed)"),
-    Key("evaluate:torch_num_threads", "an integer from 1 to 4 x os.cpu_count(), or null", ("torch_num_threads=0",)),
+BAD: list[tuple[str, str]] = [
+    ("seed=-1", "seed"),
+    ("ckpt_path=/nonexistent.ckpt", "ckpt_path"),
+    ("optimized_metric=[1]", "optimized_metric"),
+    ("torch_num_threads=0", "torch_num_threads"),
+    ("env.id=CartPol-v1", "env.id"),
+    ("+env.kwargs.foo=1", "env.kwargs.foo"),
+    ("+env.kwargs.max_episode_steps=0", "env.kwargs.max_episode_steps"),
+    ("env.imports=[no_such_module_xyz]", "env.imports[0]"),
+    ("env.wrappers=[{flatten:true}]", "env.wrappers[0]"),
+    ("env.return_threshold=high", "env.return_threshold"),
+    ("env.return_threshold=nan", "env.return_threshold"),
+    ("env=chain env.kwargs.length=0", "env.kwargs"),
+    ("env=chain env.kwargs.slip=2", "env.kwargs"),
+    ("env=chain env.kwargs.step_reward=abc", "env.kwargs"),
+    ("env=chain env.kwargs.goal_reward=abc", "env.kwargs"),
+    ("env=chain env.kwargs.gamma=2", "model.loss.gamma"),
+    ("env=bandit env.kwargs.win_probs=[2,0]", "env.kwargs"),
+    ("env=bandit env.kwargs.win_reward=abc", "env.kwargs"),
+    ("env=bandit env.kwargs.lose_reward=abc", "env.kwargs"),
+    ("data.episodes_per_epoch=0", "data.episodes_per_epoch"),
+    ("data.num_envs=0", "data.num_envs"),
+    ("data.vectorization_mode=thread", "data.vectorization_mode"),
+    ("env=acrobot data.vectorization_mode=vector_entry_point", "data.vectorization_mode"),
+    ("+data.vector_env._target_=tests.vector_envs.RandomLengthVectorEnv", "data.vector_env"),
+    ("data.seed=-1", "data.seed"),
+    ("data.max_episode_steps=0", "data.max_episode_steps"),
+    ("data.step_timeout=0", "data.step_timeout"),
+    ("data.step_timeout=inf", "data.step_timeout"),
+    ("+data.env_id=Acrobot-v1", "data.env_id"),
+    ("+data.env_kwargs={length:3}", "data.env_kwargs"),
+    ("+data.env_imports=[os]", "data.env_imports"),
+    ("+data.env_wrappers=[gymnasium.wrappers.FlattenObservation]", "data.env_wrappers"),
+    ("model.return_window=0", "model.return_window"),
+    ("model.loss.gamma=1.5", "model.loss.gamma"),
+    ("model.loss.return_type=foo", "model.loss.return_type"),
+    ("model.loss.discount_weight=maybe", "model.loss.discount_weight"),
+    ("model.loss.discount_weight=true model.loss.return_type=total", "model.loss.discount_weight"),
+    ("model.loss.normalize_advantages=maybe", "model.loss.normalize_advantages"),
+    ("model.loss.entropy_coef=-1", "model.loss.entropy_coef"),
+    ("model.loss.entropy_coef=inf", "model.loss.entropy_coef"),
+    ("model.optimizer._target_=torch.optim.Foo", "model.optimizer"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr"),
+    ("model.optimizer.lr=1e308", "model.optimizer.lr"),
+    ("+model.optimizer.foo=1", "model.optimizer."),
+    ("model.optimizer._target_=torch.optim.SGD +model.optimizer.momentum=-1", "model.optimizer."),
+    ("+model.optimizer.weight_decay=inf", "model.optimizer."),
+    ("scheduler=linear +model.scheduler.bogus=1", "model.scheduler"),
+    ("scheduler=linear model.scheduler.start_factor=0", "model.scheduler.start_factor"),
+    ("scheduler=linear model.scheduler.end_factor=2", "model.scheduler.end_factor"),
+    ("scheduler=linear model.scheduler.total_iters=0", "model.scheduler.total_iters"),
+    ("scheduler=linear trainer.max_epochs=-1", "model.scheduler.total_iters"),
+    ("scheduler=cosine model.scheduler.T_max=0", "model.scheduler.T_max"),
+    ("scheduler=cosine model.scheduler.eta_min=-1", "model.scheduler.eta_min"),
+    ("network.hidden_sizes=[-4]", "network.hidden_sizes"),
+    ("network.hidden_sizes=[0]", "network.hidden_sizes"),
+    ("network.hidden_sizes=[1.5]", "network.hidden_sizes"),
+    ("network.hidden_sizes=8", "network.hidden_sizes"),
+    ("network.activation=swish", "network.activation"),
+    ("network.log_std_init=abc", "network.log_std_init"),
+    ("network.log_std_init=nan", "network.log_std_init"),
+    ("network.state_dependent_std=maybe", "network.state_dependent_std"),
+    ("network.action_bounds=squash", "network.action_bounds"),
+    ("network.output_init_scale=abc", "network.output_init_scale"),
+    ("network.output_init_scale=nan", "network.output_init_scale"),
+    ("network.encoder=conv", "network.encoder"),
+    ("network.encoder={img:cnn}", "network.encoder"),
+    ("network.encoder=onehot", "network.encoder"),
+    ("network.core=rnn", "network.core"),
+    ("network=gru network.core_size=0", "network.core_size"),
+    ("network=custom", "network._target_"),
+    ("network=custom network._target_=pg_lightning.envs.networks.make_policy +network.width=3", "network"),
+    ("baseline=constant baseline.value=abc", "baseline.value"),
+    ("baseline=constant baseline.value=nan", "baseline.value"),
+    ("baseline=ema baseline.decay=1.5", "baseline.decay"),
+    ("baseline=rloo baseline.mode=foo", "baseline.mode"),
+    ("baseline=value baseline.value_net.hidden_sizes=[-1]", "baseline.value_net.hidden_sizes"),
+    ("baseline=value baseline.value_net.activation=foo", "baseline.value_net.activation"),
+    ("baseline=value baseline.value_net.encoder=conv", "baseline.value_net.encoder"),
+    ("baseline=value +baseline.value_net.core=rnn", "baseline.value_net.core"),
+    ("baseline=value +baseline.value_net.core=gru +baseline.value_net.core_size=0", "baseline.value_net.core_size"),
+    ("baseline=value baseline.loss_coef=-1", "baseline.loss_coef"),
+    ("baseline=value baseline.lr=0", "baseline.lr"),
+    ("baseline=value baseline.bootstrap_truncated=maybe", "baseline.bootstrap_truncated"),
+    ("baseline=value baseline.normalize_targets=maybe", "baseline.normalize_targets"),
+    ("baseline=value baseline.stats_decay=1", "baseline.stats_decay"),
+    ("trainer.accelerator=foo", "trainer.accelerator"),
+    ("trainer.devices=0", "trainer.devices"),
+    ("trainer.devices=abc", "trainer.devices"),
+    ("trainer.devices=[0,1]", "trainer.devices"),
+    ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps"),
+    ("trainer.enable_model_summary=maybe", "trainer.enable_model_summary"),
+    ("trainer.num_sanity_val_steps=-2", "trainer.num_sanity_val_steps"),
+    ("trainer.default_root_dir=[1]", "trainer.default_root_dir"),
+    ("trainer=ddp_cpu trainer.num_nodes=0", "trainer.num_nodes"),
+    ("trainer.strategy=foo", "trainer.strategy"),
+    ("trainer=ddp_cpu trainer.strategy.process_group_backend=foo", "trainer.strategy.process_group_backend"),
+    ("debug=fdr trainer.fast_dev_run=-1", "trainer.fast_dev_run"),
+    ("debug=profiler trainer.profiler=foo", "trainer.profiler"),
+    ("+trainer.foo=1", "trainer.foo"),
+    ("logger.csv.save_dir=null", "logger.csv.save_dir"),
+    ("logger.csv.name=[1]", "logger.csv.name"),
+    ("logger.csv.version=[1]", "logger.csv.version"),
+    ("logger.csv.flush_logs_every_n_steps=0", "logger.csv.flush_logs_every_n_steps"),
+    ("logger=tensorboard logger.tensorboard.save_dir=null", "logger.tensorboard.save_dir"),
+    ("logger=tensorboard logger.tensorboard.name=[1]", "logger.tensorboard.name"),
+    ("logger=tensorboard logger.tensorboard.version=[1]", "logger.tensorboard.version"),
+    ("callbacks.last_checkpoint.dirpath=[1]", "callbacks.last_checkpoint.dirpath"),
+    ("callbacks.last_checkpoint.filename=[1]", "callbacks.last_checkpoint.filename"),
+    ("callbacks.last_checkpoint.monitor=[1]", "callbacks.last_checkpoint.monitor"),
+    ("callbacks.last_checkpoint.save_top_k=-2", "callbacks.last_checkpoint.save_top_k"),
+    ("callbacks.last_checkpoint.every_n_epochs=-1", "callbacks.last_checkpoint.every_n_epochs"),
+    ("callbacks.last_checkpoint.enable_version_counter=maybe", "callbacks.last_checkpoint.enable_version_counter"),
+    ("callbacks.best_checkpoint.dirpath=[1]", "callbacks.best_checkpoint.dirpath"),
+    ("callbacks.best_checkpoint.filename=[1]", "callbacks.best_checkpoint.filename"),
+    ("callbacks.best_checkpoint.monitor=[1]", "callbacks.best_checkpoint.monitor"),
+    ("callbacks.best_checkpoint.save_top_k=-2", "callbacks.best_checkpoint.save_top_k"),
+    ("callbacks.best_checkpoint.every_n_epochs=-1", "callbacks.best_checkpoint.every_n_epochs"),
+    ("callbacks.best_checkpoint.enable_version_counter=maybe", "callbacks.best_checkpoint.enable_version_counter"),
+    ("callbacks.best_checkpoint.mode=foo", "callbacks.best_checkpoint.mode"),
+    ("callbacks.early_stopping.monitor=null", "callbacks.early_stopping.monitor"),
+    ("callbacks.early_stopping.mode=foo", "callbacks.early_stopping.mode"),
+    ("callbacks.early_stopping.stopping_threshold=abc", "callbacks.early_stopping.stopping_threshold"),
+    ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience"),
+    ("callbacks.early_stopping.check_finite=maybe", "callbacks.early_stopping.check_finite"),
+    ("callbacks.early_stopping.check_on_train_epoch_end=maybe", "callbacks.early_stopping.check_on_train_epoch_end"),
+    ("callbacks.progress_bar.refresh_rate=-1", "callbacks.progress_bar.refresh_rate"),
+    ("callbacks.progress_bar.piped_every_n_epochs=-1", "callbacks.progress_bar.piped_every_n_epochs"),
+    ("progress_bar=none trainer.enable_progress_bar=maybe", "trainer.enable_progress_bar"),
+    ("callbacks.on_exception.dirpath=null", "callbacks.on_exception.dirpath"),
+    ("callbacks.on_exception.filename=[1]", "callbacks.on_exception.filename"),
+    ("callbacks=diagnostics callbacks.diagnostics.every_n_epochs=0", "callbacks.diagnostics.every_n_epochs"),
+    ("callbacks=eval callbacks.evaluation.episodes=0", "callbacks.evaluation.episodes"),
+    ("callbacks=eval callbacks.evaluation.every_n_epochs=0", "callbacks.evaluation.every_n_epochs"),
+    ("callbacks=eval callbacks.evaluation.greedy=maybe", "callbacks.evaluation.greedy"),
+    ("callbacks=eval callbacks.evaluation.seed=-1", "callbacks.evaluation.seed"),
+    ("callbacks=eval callbacks.evaluation.max_episode_steps=0", "callbacks.evaluation.max_episode_steps"),
+    ("callbacks=eval callbacks.evaluation.tensorboard_video=maybe", "callbacks.evaluation.tensorboard_video"),
+    ("callbacks=eval callbacks.evaluation.env=CartPol-v1", "callbacks.evaluation.env"),
+    ("callbacks=eval +callbacks.evaluation.imports=[no_such_module_xyz]", "callbacks.evaluation.imports"),
+    ("callbacks=eval +callbacks.evaluation.wrappers=[{flatten:true}]", "callbacks.evaluation.wrappers"),
+    ("env=chain callbacks.exact_return.env_id=CartPole-v1", "callbacks.exact_return"),
+    ("env=chain callbacks.exact_return.env_kwargs={length:0}", "callbacks.exact_return"),
+    ("hparams_search=cartpole_optuna search.hidden_width=0", "network.hidden_sizes"),
+    # keys that now come from Trainer's signature, and values only Lightning judges
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
+    ("trainer.precision=bogus", "trainer.precision"),
+    ("trainer.deterministic=maybe", "trainer.deterministic"),
+    ("+model.loss.gama=0.9", "model.loss.gama"),
 ]
 
-CASES = [(row, bad) for row in KEYS for bad in row.bad]
-OUT = "<output_dir>"
+EVALUATE_BAD: list[tuple[str, str]] = [
+    ("ckpt_path=null", "ckpt_path"),
+    ("ckpt_path=/nonexistent.ckpt", "ckpt_path"),
+    ("episodes=0", "episodes"),
+    ("greedy=maybe", "greedy"),
+    ("seed=-1", "seed"),
+    ("video=maybe", "video"),
+    ("max_episode_steps=0", "max_episode_steps"),
+    ("trust_checkpoint_code=maybe", "trust_checkpoint_code"),
+    ("torch_num_threads=0", "torch_num_threads"),
+]
+
+GOOD = [  # Trainer arguments that needed + before the trainer node came from the signature
+    "trainer.precision=bf16-mixed",
+    "trainer.gradient_clip_val=0.5",
+    "trainer.profiler=simple",
+    "trainer.accumulate_grad_batches=2",
+    "trainer.deterministic=warn",
+]
 
 
 class _ReachedFit(Exception):
@@ -569,147 +213,172 @@ def _compose(name: str, overrides: list[str], output_dir: str) -> object:
 
 
 @functools.cache
-def error_line(key: str, bad: str) -> str:
-    """The ConfigError message of the override ``bad`` (with the row's ``extra``), as the CLI prints it after
-    ``Config error: ``; the run directory is written ``<output_dir>``. Fails on an accepted value or a raw error."""
-    row = next(r for r in KEYS if r.key == key)
+def error_line(overrides: str, script: str = "train") -> str:
+    """The ConfigError message the overrides give, as the CLI prints it after ``Config error: ``. Fails on an
+    accepted value (run() reached Trainer.fit) or on any other error."""
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as out:
         try:
-            if key.startswith("evaluate:"):
+            cfg = _compose(script, overrides.split(), out)
+            if script == "evaluate":
                 from pg_lightning.cli.evaluation import evaluate
                 from pg_lightning.cli.validation import check_evaluate_config
 
-                cfg = _compose("evaluate", [*row.extra, *bad.split()], out)
                 check_evaluate_config(cfg)
-                evaluate(
-                    cfg.ckpt_path,
-                    cfg.episodes,
-                    cfg.greedy,
-                    cfg.seed,
-                    cfg.video,
-                    cfg.output_dir,
-                    cfg.max_episode_steps,
-                    cfg.trust_checkpoint_code,
-                )
+                keys = ("ckpt_path", "episodes", "greedy", "seed", "video", "output_dir", "max_episode_steps")
+                evaluate(*(cfg[k] for k in keys), cfg.trust_checkpoint_code)
             else:
                 from pg_lightning.cli.train import run
 
-                cfg = _compose("train", [*row.extra, *bad.split()], out)
                 with mock.patch.object(pl.Trainer, "fit", side_effect=_ReachedFit):
                     run(cfg)
         except _ReachedFit:
-            raise AssertionError(f"{bad}: accepted (run reached Trainer.fit)") from None
+            raise AssertionError(f"{overrides}: accepted (run reached Trainer.fit)") from None
         except Exception as err:
             config_error = config_error_in(err)
             if config_error is None:
-                raise AssertionError(f"{bad}: raw {type(err).__name__}: {err}") from err
-            return str(config_error).replace(out, OUT)
+                raise AssertionError(f"{overrides}: raw {type(err).__name__}: {err}") from err
+            return str(config_error).replace(out, "<output_dir>")
         finally:
             torch.set_num_threads(threads)
-    raise AssertionError(f"{bad}: accepted")
+    raise AssertionError(f"{overrides}: accepted")
 
 
-@pytest.mark.parametrize("row, bad", CASES, ids=[f"{r.key}:{b}" for r, b in CASES])
-def test_an_invalid_value_is_one_line_naming_the_key(row, bad):
-    message = error_line(row.key, bad)
-    expect = row.expect or row.key.removeprefix("evaluate:")
-    assert message.startswith(expect), message
+@pytest.mark.parametrize("overrides, key", BAD, ids=[b for b, _ in BAD])
+def test_an_invalid_value_is_one_line_naming_the_key(overrides, key):
+    message = error_line(overrides)
+    assert message.startswith(key), message
     assert "\n" not in message, message
 
 
-@pytest.mark.parametrize("row", [r for r in KEYS if not r.bad], ids=lambda r: r.key)
-def test_a_key_without_an_invalid_value_says_why(row):
-    assert row.why
+@pytest.mark.parametrize("overrides, key", EVALUATE_BAD, ids=[b for b, _ in EVALUATE_BAD])
+def test_an_invalid_evaluate_value_is_one_line_naming_the_key(overrides, key):
+    message = error_line(overrides, "evaluate")
+    assert message.startswith(key), message
+    assert "\n" not in message, message
 
 
-def test_every_key_of_the_config_files_has_a_row():
-    """Each leaf key of every option of every group (and of evaluate.yaml) is in the table."""
-    from omegaconf import DictConfig, OmegaConf
+@pytest.mark.parametrize("override", GOOD)
+def test_every_trainer_argument_is_set_without_plus(override, tmp_path):
+    from pg_lightning.cli.schema import instantiate
+    from pg_lightning.cli.validation import validate
 
-    rows = {r.key for r in KEYS}
-    covered = lambda k: k in rows or any(k.startswith(r.rstrip("*")) and r.endswith("*") for r in rows)
-    overrides = [
-        [],
-        ["env=chain"],
-        ["env=bandit"],
-        ["scheduler=linear"],
-        ["scheduler=cosine"],
-        ["baseline=constant"],
-        ["baseline=ema"],
-        ["baseline=rloo"],
-        ["baseline=value"],
-        ["trainer=ddp_cpu"],
-        ["debug=fdr"],
-        ["debug=profiler"],
-        ["logger=many"],
-        ["logger=mlflow"],
-        ["logger=wandb"],
-        ["callbacks=diagnostics"],
-        ["callbacks=eval"],
-        ["hparams_search=cartpole_optuna"],
-        ["progress_bar=rich"],
-        ["progress_bar=none"],
-    ]
-    missing = set()
-
-    def leaves(node, prefix):
-        for k in node:
-            key = f"{prefix}{k}"
-            if isinstance(k, str) and k.startswith("_") and key not in rows:
-                continue
-            value = node._get_node(k)
-            if isinstance(value, DictConfig) and len(value) and k not in ("kwargs",) and key not in rows:
-                yield from leaves(value, key + ".")
-            else:
-                yield key
-
-    with tempfile.TemporaryDirectory() as out:
-        for extra in overrides:
-            cfg = _compose("train", extra, out)
-            for key in leaves(cfg, ""):
-                if not covered(key) and not key.startswith("hydra"):
-                    missing.add(key)
-        evaluate_cfg = _compose("evaluate", [], out)
-        missing |= {f"evaluate:{k}" for k in evaluate_cfg if f"evaluate:{k}" not in rows and k != "hydra"}
-    assert not missing, sorted(missing)
-    assert OmegaConf is not None
+    cfg = _compose("train", [override], str(tmp_path))
+    validate(cfg)
+    assert isinstance(instantiate(cfg.trainer, "trainer", logger=False, callbacks=[]), pl.Trainer)
+    key, value = override.removeprefix("trainer.").split("=")
+    assert str(cfg.trainer[key]) == value
 
 
-def markdown() -> str:
-    """docs/config_keys.md: the table as a reader sees it."""
-    lines = [
-        "# Config keys",
-        "",
-        "Every key a user can set in `conf/` (train.py) and `conf/evaluate.yaml` (evaluate.py, written",
-        "`evaluate:<key>`), its valid values, and what an invalid value gives: one line, `Config error: ...`,",
-        "and exit status 2, before anything is built. A key that an option declares is marked with that",
-        "option (e.g. `baseline=ema:`). Generated from the table in `tests/test_config_keys.py`, which runs",
-        "every row (`python -m tests.test_config_keys` rewrites this file).",
-        "",
-        "| key | valid values | invalid value | the one line it gives |",
-        "|---|---|---|---|",
-    ]
-
-    def esc(text: str) -> str:  # a table cell's text: a pipe would end the cell
-        return text.replace("|", "\\|")
-
-    def code(text: str) -> str:
-        # inline code as HTML: in a Markdown code span a table's escaped pipe stays "\|" in mkdocs
-        return "<code>" + html.escape(text, quote=False).replace("|", "&#124;") + "</code>"
-
-    for row in KEYS:
-        if not row.bad:
-            lines.append(f"| `{row.key}` | {esc(row.valid)} | no invalid value | {esc(row.why)} |")
-        for i, bad in enumerate(row.bad):
-            key = f"`{row.key}`" if i == 0 else ""
-            valid = esc(row.valid) if i == 0 else ""
-            lines.append(f"| {key} | {valid} | {code(bad)} | {code('Config error: ' + error_line(row.key, bad))} |")
-    return "\n".join(lines) + "\n"
+def test_the_trainer_node_is_the_trainers_signature(tmp_path):
+    """Every argument of the installed Lightning's Trainer is a key of trainer (a new release's too), but the two
+    that run() builds from the logger and callbacks groups."""
+    cfg = _compose("train", [], str(tmp_path))
+    expected = set(inspect.signature(pl.Trainer).parameters) - {"logger", "callbacks"}
+    assert set(cfg.trainer) - {"_target_"} == expected
 
 
-def test_the_doc_is_the_table():
-    assert DOC.read_text() == markdown(), "docs/config_keys.md is stale: python -m tests.test_config_keys"
+def test_an_error_a_constructor_raises_is_named_by_its_argument_not_its_message(tmp_path):
+    """Lightning's message for accelerator=tpu never says 'accelerator': the key comes from rebuilding without it."""
+    message = error_line("trainer.accelerator=tpu")
+    assert message.startswith("trainer.accelerator: Trainer refuses accelerator='tpu'"), message
+
+
+def test_a_config_error_leaves_nothing_built(tmp_path):
+    """The checks run before the datamodule, the policy or the Trainer that fits are built."""
+    from pg_lightning.cli import train
+
+    cfg = _compose("train", ["model.loss.gamma=2"], str(tmp_path))
+    with mock.patch.object(train, "probe_env") as probe, pytest.raises(ConfigError, match=r"^model\.loss\.gamma"):
+        train.run(cfg)
+    probe.assert_not_called()
+
+
+# --- the annotations (pg_lightning.core.arguments): analytic cases, and a broken checker that the cases catch
+
+GAMMA = Annotated[float, Interval(ge=0, le=1)]
+CASES = [
+    (GAMMA, 0.0, True),
+    (GAMMA, 1, True),
+    (GAMMA, 1.5, False),
+    (GAMMA, float("nan"), False),
+    (GAMMA, True, False),
+    (GAMMA, "0.5", False),
+    (Annotated[int, Interval(ge=1)] | None, None, True),
+    (Annotated[int, Interval(ge=1)] | None, 0, False),
+    (Annotated[int, Interval(ge=1)], 1.0, False),
+    (Literal["a", "b"], "a", True),
+    (Literal["a", "b"], "c", False),
+    (Literal[-1] | Annotated[int, Interval(ge=1)], -1, True),
+    (Literal[-1] | Annotated[int, Interval(ge=1)], 0, False),
+    (list[Annotated[int, Interval(ge=1)]], [1, 2], True),
+    (list[Annotated[int, Interval(ge=1)]], [1, 0], False),
+    (list[int], 8, False),
+    (bool, "maybe", False),
+    (float, float("inf"), False),
+    (Annotated[float, Interval(gt=0, lt=1)], 0.0, False),
+    (Annotated[float, Interval(gt=0, lt=1)], 1.0, False),
+]
+
+
+@pytest.mark.parametrize("annotation, value, ok", CASES)
+def test_conforms(annotation, value, ok):
+    assert conforms(value, annotation) is ok
+
+
+def test_a_checker_that_ignores_the_constraints_is_caught():
+    from pg_lightning.core import arguments
+
+    def broken(value, annotation):  # the base type only: Annotated's constraints dropped
+        from typing import get_args, get_origin
+
+        return original(value, get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation)
+
+    original = arguments.conforms
+    failures = [c for c in CASES if broken(c[1], c[0]) is not c[2]]
+    assert failures, "the cases do not tell a checker without constraints from the real one"
+
+
+@pytest.mark.parametrize(
+    "annotation, text",
+    [
+        (GAMMA, "a number in [0, 1]"),
+        (Annotated[int, Interval(ge=1)] | None, "an integer >= 1 or null"),
+        (Literal["reward_to_go", "total"], "reward_to_go | total"),
+        (Annotated[float, Interval(gt=0, le=1000)], "a number in (0, 1000]"),
+        (Annotated[float, Interval(ge=0, lt=1)], "a number in [0, 1)"),
+    ],
+)
+def test_describe(annotation, text):
+    assert describe(annotation) == text
+
+
+def test_core_errors_name_the_argument_and_the_cli_adds_the_key():
+    from pg_lightning.core.loss import ReinforceLoss
+
+    with pytest.raises(ArgumentError, match=r"^gamma must be a number in \[0, 1\], got 2") as info:
+        ReinforceLoss(gamma=2)
+    assert info.value.argument == "gamma"
+    with pytest.raises(ArgumentError):
+        check_arguments(ReinforceLoss, {"return_type": "foo"})
+
+
+def test_every_key_of_the_shipped_configs_has_its_valid_values():
+    """No key of the project's own nodes falls back to 'any value' or 'passed as is': each is annotated."""
+    from pg_lightning.cli.schema import markdown
+
+    rows = [line for line in markdown().splitlines() if line.startswith("| `")]
+    unannotated = [r for r in rows if ("passed to " in r or "| any value" in r) and "pg_lightning" not in r]
+    ours = [r for r in unannotated if not r.startswith(("| `hydra", "| `data.vector_env", "| `model.scheduler`"))]
+    assert not ours, "\n".join(ours)
+
+
+def test_the_doc_is_generated_from_the_schema():
+    from pg_lightning.cli.schema import markdown
+
+    assert DOC.read_text() == markdown(), (
+        "docs/config_keys.md is stale: python -m pg_lightning.cli.schema > docs/config_keys.md"
+    )
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.Popen:
@@ -741,21 +410,3 @@ def test_cli_an_invalid_value_is_one_stderr_line_and_exit_2(tmp_path):
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert proc.returncode == 2, (override, stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith(f"Config error: {key}"), (override, stderr[-2000:])
-
-
-def test_an_accelerator_that_is_not_here_names_the_key(tmp_path):
-    import importlib.util
-
-    from pg_lightning.cli.validation import validate
-
-    if importlib.util.find_spec("torch_xla") is not None:
-        pytest.skip("torch_xla is installed")
-    cfg = _compose("train", ["trainer.accelerator=tpu"], str(tmp_path))
-    with pytest.raises(ConfigError, match=r"^trainer\.accelerator=tpu: TPUs need torch_xla"):
-        validate(cfg)
-
-
-if __name__ == "__main__":
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(markdown())
-    print(f"wrote {DOC}")

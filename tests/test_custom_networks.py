@@ -17,11 +17,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.distributions import Categorical
 
+from pg_lightning.cli.build import build_policy, build_value_network
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run
 from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.envs.checks import PROBE_BATCH, check_policy, check_value_network
-from pg_lightning.envs.networks import build_policy, build_value_network, make_policy, make_value_network
+from pg_lightning.envs.networks import make_policy, make_value_network
 from tests import user_networks as user
 from tests.conftest import CONF, ROOT
 
@@ -167,11 +168,11 @@ def test_checks_leave_the_rng_the_mode_and_batchnorm_statistics_alone():
          (f"network: {NET}.TinyCategorical does not take hidden_sizes, activation, log_std_init, state_dependent_std, "
          f"action_bounds, output_init_scale, encoder, core, core_size (keys of pg_lightning's own network config, which a network._target_ "
          f"override keeps): replace the whole group with network=custom network._target_={NET}.TinyCategorical")),
-        ([*CUSTOM, "+network.depth=2"], f"network: {NET}.TinyCategorical does not take depth: remove ~network.depth"),
+        ([*CUSTOM, "+network.depth=2"], "network.depth: not an argument of TinyCategorical (did you mean width?)"),
         (["network=custom"],
          "network._target_: missing; name your network's factory, e.g. network=custom network._target_="),
         (["network=custom", f"network._target_={NET}.Missing"],
-         f"network._target_={NET}.Missing: Error locating target"),
+         f"network._target_: cannot import '{NET}.Missing' (a typo, or a module that is not installed?)"),
     ],
     ids=["mlp-keys-inherited", "unknown-kwarg", "missing-target", "unimportable"],
 )  # fmt: skip

@@ -38,7 +38,7 @@ from pg_lightning.cli.train import run
 from pg_lightning.core.baselines import EMABaseline
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
-from pg_lightning.core.errors import ConfigError, config_error_in
+from pg_lightning.core.errors import ArgumentError, config_error_in
 from pg_lightning.core.loss import ReinforceLoss
 from pg_lightning.core.monte_carlo import StateValueBaseline, gradient_estimates, gradient_variance, sample_episodes
 from pg_lightning.core.tabular import chain, policy_table, solve
@@ -554,8 +554,9 @@ def test_a_bad_every_n_epochs_is_a_config_error_naming_its_key(make_cfg, value):
         run(cfg)
     error = config_error_in(err.value)  # what train.py's main prints, one line, exit status 2
     assert error is not None and str(error).startswith("callbacks.diagnostics.every_n_epochs"), err.value
-    with pytest.raises(ConfigError, match="callbacks.diagnostics.every_n_epochs"):
+    with pytest.raises(ArgumentError, match=r"^every_n_epochs must be an integer >= 1, got ") as direct:
         GradientDiagnostics(cfg.callbacks.diagnostics.every_n_epochs)
+    assert direct.value.argument == "every_n_epochs"
 
 
 def test_metrics_appear_exactly_in_epochs_n_minus_1_2n_minus_1(make_cfg, tmp_path):

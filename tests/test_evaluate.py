@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from pg_lightning.cli.evaluation import evaluate, load_policy, main
 from pg_lightning.cli.train import run
 from pg_lightning.core.distributions import TanhNormal, sample
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.collector import EPISODE_CAP
 from pg_lightning.envs.evaluation import greedy_action, make_eval_env, run_episodes
 from pg_lightning.envs.networks import make_policy
@@ -34,7 +34,7 @@ def compose_cfg(output_dir, *overrides):
 
 def eval_callback(**kwargs):
     """An override that adds an EvalCallback as ``callbacks.evaluation`` (``++``: or sets the keys given, if conf/callbacks has one)."""
-    args = {"_target_": "pg_lightning.lightning.evaluation.EvalCallback", "env_id": "CartPole-v1", **kwargs}
+    args = {"_target_": "pg_lightning.lightning.evaluation.EvalCallback", **kwargs}  # the env: the training env
     return f"++callbacks.evaluation={{{','.join(f'{k}:{v}' for k, v in args.items())}}}"
 
 
@@ -284,12 +284,15 @@ def test_early_stopping_can_monitor_eval_return(tmp_path):
 
 
 def test_eval_callback_arguments_name_their_key():
-    with pytest.raises(ConfigError, match="callbacks.evaluation.episodes must be an integer >= 1"):
+    with pytest.raises(ArgumentError, match=r"^episodes must be an integer >= 1, got 0$") as err:
         EvalCallback("CartPole-v1", episodes=0)
-    with pytest.raises(ConfigError, match="callbacks.evaluation.every_n_epochs"):
+    assert err.value.argument == "episodes"
+    with pytest.raises(ArgumentError, match=r"^every_n_epochs must be an integer >= 1, got 0$") as err:
         EvalCallback("CartPole-v1", every_n_epochs=0)
-    with pytest.raises(ConfigError, match="callbacks.evaluation.env_id: unknown"):
+    assert err.value.argument == "every_n_epochs"
+    with pytest.raises(ArgumentError, match=r"^env: unknown gymnasium environment 'CartPol-v1'") as err:
         EvalCallback("CartPol-v1")
+    assert err.value.argument == "env" and "\n" not in str(err.value)
     assert [EvalCallback("CartPole-v1", every_n_epochs=3).should_evaluate(e) for e in range(6)] == [
         False,
         False,

@@ -63,7 +63,7 @@ def test_a_config_error_exits_2_before_the_run_folder_is_made(cli, tmp_path, cap
     assert cli(main, "model.loss.gamma=2") == 2
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.strip()] == [
-        "Config error: model.loss.gamma must be in [0, 1], got 2"
+        "Config error: model.loss.gamma must be a number in [0, 1], got 2"
     ]
     assert list(tmp_path.iterdir()) == []  # no outputs/<date>/<time>/
 

@@ -11,10 +11,10 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
+from pg_lightning.cli.build import wrapper_specs
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs import env_factory
 from pg_lightning.envs.env_factory import env_spec, episode_limit
-from pg_lightning.envs.from_config import wrapper_specs
 from tests.conftest import CONF
 from tests.helpers import missing_extra
 

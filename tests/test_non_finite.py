@@ -29,7 +29,7 @@ import torch
 from pg_lightning.cli.train import run
 from pg_lightning.cli.validation import check_evaluate_config, validate
 from pg_lightning.core.baselines import ConstantBaseline
-from pg_lightning.core.errors import ConfigError, NonFiniteError
+from pg_lightning.core.errors import ArgumentError, ConfigError, NonFiniteError
 from pg_lightning.envs.networks import make_policy
 from pg_lightning.lightning.callbacks import ExceptionCheckpoint
 from pg_lightning.lightning.data import RolloutDataModule
@@ -178,14 +178,19 @@ def test_cli_a_non_finite_value_is_one_stderr_line_and_exit_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith(f"Config error: {key} must be "), (override, stderr[-2000:])
 
 
-def test_the_core_refuses_non_finite_initial_values_naming_the_key():
+def test_the_core_refuses_non_finite_initial_values_naming_the_argument():
     box = gym.spaces.Box(-1, 1, (3,))
-    with pytest.raises(ConfigError, match=r"^network\.log_std_init must be a finite number, got nan"):
+    with pytest.raises(ArgumentError, match=r"^log_std_init must be a number in \[-5, 2\], got nan$") as err:
         make_policy(box, gym.spaces.Box(-1, 1, (2,)), log_std_init=math.nan)
-    with pytest.raises(ConfigError, match=r"^network\.output_init_scale must be a finite number or null, got inf"):
+    assert err.value.argument == "log_std_init"
+    with pytest.raises(
+        ArgumentError, match=r"^output_init_scale must be a number in \(0, 100\] or null, got inf$"
+    ) as err:
         make_policy(box, gym.spaces.Discrete(2), output_init_scale=math.inf)
-    with pytest.raises(ConfigError, match=r"^baseline\.value must be a finite number, got nan"):
+    assert err.value.argument == "output_init_scale"
+    with pytest.raises(ArgumentError, match=r"^value must be a number in \[\S+, \S+\], got nan$") as err:
         ConstantBaseline(math.nan)
+    assert err.value.argument == "value"
 
 
 # --- a run: non-finite parameters stop it with one line, and no checkpoint of them is written --------------

@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Categorical, Independent
 
 from pg_lightning.core.distributions import TanhNormal, sample
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.errors import ArgumentError
 from pg_lightning.core.torso import MLP, snapshot
 from pg_lightning.envs.networks import UnsupportedSpaceError, make_policy
 
@@ -30,7 +30,13 @@ def test_box_actions_give_diagonal_gaussian():
 
 
 def test_log_std_is_clamped():
-    policy = make_policy(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-1, 1, (1,)), log_std_init=50.0)
+    box = gym.spaces.Box(-1, 1, (1,))
+    with pytest.raises(ArgumentError, match=r"^log_std_init must be a number in \[-5, 2\], got 50\.0$") as err:
+        make_policy(box, box, log_std_init=50.0)  # outside the clamp's bounds its gradient is zero
+    assert err.value.argument == "log_std_init"
+    policy = make_policy(box, box, log_std_init=2.0)
+    with torch.no_grad():
+        policy.log_std.fill_(50.0)  # trained past the upper bound
     assert torch.isfinite(policy(torch.zeros(2, 1)).log_prob(torch.zeros(2, 1))).all()
     assert policy(torch.zeros(1, 1)).stddev.item() == pytest.approx(math.exp(2.0))
 
@@ -52,8 +58,11 @@ def test_discrete_observations_with_offset_are_one_hot():
 def test_mlp_shape_and_activation():
     net = MLP(4, 2, [32, 16], "relu")
     assert [m.__class__.__name__ for m in net] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
-    with pytest.raises(ValueError, match="network.activation"):
+    with pytest.raises(
+        ArgumentError, match=r"^activation must be tanh \| relu \| elu \| gelu \| silu, got 'swish'$"
+    ) as err:
         MLP(4, 2, [8], "swish")
+    assert err.value.argument == "activation"
 
 
 @pytest.mark.parametrize(
@@ -138,10 +147,12 @@ def test_squashed_gaussian_env_actions_stay_in_bounds_and_log_probs_stay_finite(
     assert torch.isfinite(log_prob).all()
     assert all(torch.isfinite(p.grad).all() for p in policy.parameters())
     assert torch.isfinite(dist.entropy()).all() and dist.mean.shape == (5000, 2)
-    with pytest.raises(ConfigError, match="network.action_bounds=tanh needs finite bounds"):
+    with pytest.raises(ArgumentError, match=r"^action_bounds=tanh needs finite bounds") as err:
         make_policy(gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-np.inf, np.inf, (1,)), action_bounds="tanh")
-    with pytest.raises(ConfigError, match="network.action_bounds must be one of"):
+    assert err.value.argument == "action_bounds"
+    with pytest.raises(ArgumentError, match=r"^action_bounds must be clip \| tanh, got 'squash'$") as err:
         make_policy(gym.spaces.Box(-1, 1, (1,)), action_space, action_bounds="squash")
+    assert err.value.argument == "action_bounds"
 
 
 def test_squashed_gaussian_score_is_unbiased_even_when_saturated():

@@ -90,7 +90,8 @@ def test_a_used_run_directory_is_refused_on_every_rank_whoever_launched_it(make_
 
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "true"])
 def test_a_seed_outside_numpys_range_names_seed(make_cfg, seed):
-    with pytest.raises(ConfigError, match=r"^seed must be an integer in \[0, 2\*\*32 - 1\]"):
+    got = {"true": "True"}.get(seed, seed)  # the value as Python prints it
+    with pytest.raises(ConfigError, match=rf"^seed must be an integer in \[0, 4294967295\], got {got}$"):
         validate(make_cfg(f"seed={seed}"))
     validate(make_cfg("seed=4294967295"))
 
@@ -309,9 +310,9 @@ def test_best_checkpoint_restores_the_state_lightnings_modelcheckpoint_saved(tmp
 def test_a_precision_that_casts_the_weights_names_the_key(make_cfg):
     """The collector feeds float32 observations: 64 or 16-true would fail at the first collection."""
     for value in ("64", "16-true", "bf16-true"):
-        with pytest.raises(ConfigError, match=r"^trainer.precision must be 32 \| 32-true \| 16-mixed \| bf16-mixed"):
-            validate(make_cfg(f"+trainer.precision={value}"))
-    validate(make_cfg("+trainer.precision=bf16-mixed"))
+        with pytest.raises(ConfigError, match=rf"^trainer.precision={value}: Lightning casts the weights to torch"):
+            validate(make_cfg(f"trainer.precision={value}"))
+    validate(make_cfg("trainer.precision=bf16-mixed"))
 
 
 def test_slurm_sigusr1_is_acted_on_at_the_next_epoch_start_not_inside_the_handler():

@@ -141,7 +141,7 @@ def test_a_feedforward_policy_stays_at_chance(make_cfg, tmp_path):
 def test_a_recurrent_run_resumes_bit_for_bit(make_cfg, tmp_path):
     common = ["env=cue_memory", "network=gru", "baseline=value", "+baseline.value_net.core=lstm", "trainer.max_epochs=5",
               "env.return_threshold=null", *QUIET]  # fmt: skip
-    run(make_cfg(*common, "+trainer.max_steps=3", output_dir=tmp_path / "first"))
+    run(make_cfg(*common, "trainer.max_steps=3", output_dir=tmp_path / "first"))
     run(make_cfg(*common, f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}", output_dir=tmp_path / "resumed"))
     run(make_cfg(*common, output_dir=tmp_path / "straight"))
     first, resumed, straight = (rows(tmp_path / name) for name in ("first", "resumed", "straight"))

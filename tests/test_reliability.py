@@ -128,7 +128,7 @@ def test_a_non_finite_gradient_stops_before_the_optimizer_step(make_cfg):
     cfg = make_cfg(*FAST, "trainer.max_epochs=1")
     import hydra
 
-    from pg_lightning.cli.train import make_baseline
+    from pg_lightning.cli.train import make_baseline, make_datamodule
 
     env = gym.make("CartPole-v1")
     policy = hydra.utils.instantiate(cfg.network)(
@@ -140,7 +140,7 @@ def test_a_non_finite_gradient_stops_before_the_optimizer_step(make_cfg):
     before = weight.detach().clone()
     trainer = pl.Trainer(**{k: v for k, v in cfg.trainer.items() if k != "_target_"}, logger=False, callbacks=[])
     with pytest.raises(NonFiniteError, match=r"non-finite gradient at epoch 0 in policy.net.0.weight"):
-        trainer.fit(model, datamodule=hydra.utils.instantiate(cfg.data))
+        trainer.fit(model, datamodule=make_datamodule(cfg))
     assert torch.equal(weight.detach(), before)  # no step was taken
 
 

@@ -4,7 +4,6 @@ import gymnasium as gym
 import pytest
 import torch
 
-import pg_lightning.envs.tabular_envs  # noqa: F401
 from benchmarks.estimator_check import random_softmax_policy
 from pg_lightning.core.monte_carlo import sample_episodes, score_jacobian
 from pg_lightning.core.tabular import (

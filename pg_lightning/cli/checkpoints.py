@@ -19,9 +19,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pg_lightning.cli.build import wrapper_specs
 from pg_lightning.cli.trust import check_resume_code
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.from_config import wrapper_specs
 
 __all__ = [
     "LAST_CHECKPOINTS",

@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import hydra
 import torch
@@ -32,15 +32,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from torch import nn
 
-import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
+from pg_lightning.cli.build import as_wrappers, build_policy, env_factory
 from pg_lightning.cli.checkpoints import load_checkpoint
+from pg_lightning.cli.schema import SEED
 from pg_lightning.cli.trust import TRUSTED_PACKAGES, check_checkpoint_code
 from pg_lightning.cli.validation import check_evaluate_config
 from pg_lightning.conf import CONFIG_PATH
-from pg_lightning.core.errors import ConfigError, config_error_in
-from pg_lightning.envs.evaluation import check_int, episode_stats, make_eval_env, make_video_env, run_episodes
-from pg_lightning.envs.from_config import as_wrappers, env_factory, warn_stateful_wrappers
-from pg_lightning.envs.networks import build_policy
+from pg_lightning.core.arguments import Interval, check_arguments
+from pg_lightning.core.errors import ArgumentError, ConfigError, config_error_in
+from pg_lightning.envs.env_factory import warn_stateful_wrappers
+from pg_lightning.envs.evaluation import episode_stats, make_eval_env, make_video_env, run_episodes
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,12 @@ def _check_weights_fit(policy: nn.Module, weights: dict[str, torch.Tensor], sour
 
 def evaluate(
     ckpt_path: str | os.PathLike | None,
-    episodes: int = 10,
+    episodes: Annotated[int, Interval(ge=1)] = 10,
     greedy: bool = True,
-    seed: int = 0,
+    seed: SEED = 0,
     video: bool = False,
     output_dir: str | os.PathLike | None = None,
-    max_episode_steps: int | None = None,
+    max_episode_steps: Annotated[int, Interval(ge=1)] | None = None,
     trust_checkpoint_code: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the policy of a ``train.py`` checkpoint on its own env; return the summary.
@@ -164,16 +165,12 @@ def evaluate(
         ``length_mean``, ``length_std``, the per-episode ``returns`` and ``lengths``, the settings,
         the checkpoint's ``epoch`` and ``global_step``, ``summary_path`` and ``videos`` (paths or None).
     """
-    episodes = check_int("episodes", episodes, 1)
-    seed = check_int("seed", seed, 0)
-    if max_episode_steps is not None:
-        max_episode_steps = check_int("max_episode_steps", max_episode_steps, 1)
-    if not isinstance(greedy, bool):
-        raise ConfigError(f"greedy must be true or false, got {greedy!r}")
+    try:
+        check_arguments(evaluate, locals())  # its arguments are conf/evaluate.yaml's keys
+    except ArgumentError as err:
+        raise ConfigError(str(err)) from err
     if video and output_dir is None:
         raise ConfigError("video: video=true needs an output_dir for the files")
-    if not isinstance(trust_checkpoint_code, bool):
-        raise ConfigError(f"trust_checkpoint_code must be true or false, got {trust_checkpoint_code!r}")
     if output_dir is not None:
         _check_output_dir(Path(output_dir))
     checkpoint = load_checkpoint(ckpt_path)

@@ -10,6 +10,7 @@ python train.py trainer=ddp_cpu trainer.devices=2   # DDP: 2 processes, one run 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -29,16 +30,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+from pg_lightning.cli.build import build_policy, build_value_network, env_block, probe_env, wrapper_specs
 from pg_lightning.cli.checkpoints import check_fits, load_checkpoint, resolve_ckpt_path
 from pg_lightning.cli.ddp import ddp_ranks_join_this_job, set_environ
-from pg_lightning.cli.instantiation import instantiate
+from pg_lightning.cli.schema import instantiate
 from pg_lightning.cli.validation import validate
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.errors import ConfigError, EnvError, NonFiniteError, config_error_in
 from pg_lightning.envs.env_factory import reward_threshold
-from pg_lightning.envs.from_config import probe_env, wrapper_specs
-from pg_lightning.envs.networks import build_policy, build_value_network
 from pg_lightning.lightning.signals import DeferredSignals, StoppedInCollection, sigterm_received
 
 if TYPE_CHECKING:
@@ -57,7 +56,17 @@ def make_baseline(cfg: DictConfig, observation_space: gym.Space) -> Baseline:
     built: dict[str, nn.Module] = {}
     if value_net is not None:
         built["value_net"] = build_value_network(value_net, observation_space)
-    return instantiate(cfg.baseline, **built)
+    return instantiate(cfg.baseline, "baseline", **built)
+
+
+def make_datamodule(cfg: DictConfig) -> RolloutDataModule:
+    """``cfg.data`` built with the env of ``cfg.env`` passed once, as the policy is passed to the module. A
+    ``data.vector_env`` node is passed as its builder: the datamodule builds a new batched env for each fit."""
+    vector_env = OmegaConf.select(cfg, "data.vector_env")
+    build_vector_env = (
+        None if vector_env is None else functools.partial(instantiate, vector_env, "data.vector_env", _convert_="all")
+    )
+    return instantiate(cfg.data, "data", env=env_block(cfg.env), vector_env=build_vector_env)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -77,7 +86,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # The policy needs the env's spaces: read them from one env built as training builds them.
     observation_space, action_space = probe_env(cfg)
-    datamodule: RolloutDataModule = instantiate(cfg.data)
+    datamodule = make_datamodule(cfg)
     policy = build_policy(cfg.network, observation_space, action_space)  # checked: one line naming network
     baseline = make_baseline(cfg, observation_space)
     model: ReinforceModule = instantiate(cfg.model, policy=policy, baseline=baseline)

@@ -9,7 +9,7 @@ target is resolved here, importing nothing outside the packages of :data:`TRUSTE
 **object** it resolves to must be one of:
 
 - the project's own factories and wrappers that configs name (:data:`PROJECT_TARGETS`, by identity,
-  under whatever path reaches them: the 0.1 module paths of old checkpoints included);
+  under whatever path reaches them);
 - a gymnasium wrapper class (a subclass of :class:`gymnasium.Wrapper` defined under
   ``gymnasium.wrappers``), except those that write files (:data:`FILE_WRITING_WRAPPERS`);
 - a ``torch.optim`` optimizer or a ``torch.optim.lr_scheduler`` scheduler class.

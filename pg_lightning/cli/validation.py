@@ -1,24 +1,25 @@
-"""`validate` (cli layer): checks of a composed config before anything is built; each failure names the key to fix.
+"""`validate` (cli layer): a composed config checked before anything is built; each failure names the key to fix.
 
-The env block, the numbers every run needs, and ``ckpt_path`` are checked here; the other keys by
-`pg_lightning.cli.config_keys.check_keys`, checkpoints by `pg_lightning.cli.checkpoints`.
-``conf/evaluate.yaml``'s keys: `check_evaluate_config`.
+The keys against the signatures they configure (`pg_lightning.cli.schema`), then the checks that need the world:
+the env's id and imports, Lightning's own values, a resume's checkpoint (`pg_lightning.cli.checkpoints`), and a
+run directory already used. ``conf/evaluate.yaml``'s keys: `check_evaluate_config`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs: env=chain, env=bandit)
+from pg_lightning.cli.build import to_plain, wrapper_specs
 from pg_lightning.cli.checkpoints import check_checkpoint, resolve_ckpt_path
-from pg_lightning.cli.config_keys import check_key, check_keys
-from pg_lightning.cli.rules import ARGUMENT_RULES, EVALUATE_RULES, INT, LR, NUMBER, Rule
+from pg_lightning.cli.schema import RunSettings, check_config, check_settings, dry_build
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.envs.env_factory import env_spec
-from pg_lightning.envs.from_config import to_plain, wrapper_specs
 
 __all__ = [
     "check_env_config",
@@ -30,46 +31,45 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# Keys every run needs, checked before check_keys (which passes an absent key): an absent one is refused as null.
-_REQUIRED: dict[str, Rule] = {
-    "data.episodes_per_epoch": INT(1),
-    "data.num_envs": INT(1),
-    "model.optimizer.lr": LR,
-    "model.loss.entropy_coef": NUMBER(minimum=0),
-    "trainer.max_epochs": INT(1, -1, None),
-}
-# Keys that only some configs have (null: not used), whatever the node's _target_.
-_OPTIONAL: dict[str, Rule] = {
-    "baseline.loss_coef": ARGUMENT_RULES["pg_lightning.core.baselines.ValueBaseline"]["loss_coef"],
-    "baseline.lr": ARGUMENT_RULES["pg_lightning.core.baselines.ValueBaseline"]["lr"],
-    "data.max_episode_steps": INT(1),
-}
-
-
 def validate(cfg: DictConfig) -> None:
-    """Fail before training, with a message naming the config key, for values that cannot work.
+    """Fail before training, with one line naming the config key, for values that cannot work.
 
-    Imports ``env.imports`` (and the module of a ``module:EnvId`` id) on the way; builds nothing.
+    The keys against the constructors' signatures (`pg_lightning.cli.schema.check_config`); then what needs the
+    world: the env's id and imports (imported on the way; no env is built), Lightning's own values (the Trainer,
+    loggers and callbacks built once and dropped), the checkpoint of a resume, and a run directory already used.
     """
+    check_config(cfg)
     check_env_config(cfg)
-    gamma = OmegaConf.select(cfg, "model.loss.gamma")
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-        raise ConfigError(f"model.loss.gamma must be in [0, 1], got {gamma!r}")
-    for key, rule in _REQUIRED.items():
-        check_key(cfg, key, rule, required=True)
-    seed = OmegaConf.select(cfg, "seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        # numpy's seeds (the envs') are unsigned 32-bit words; a negative one failed only at the first reset
-        raise ConfigError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
-    for key, rule in _OPTIONAL.items():
-        if OmegaConf.select(cfg, key) is not None:
-            check_key(cfg, key, rule)
-    check_keys(cfg)
     ckpt = resolve_ckpt_path(cfg)
     if ckpt is not None:
         check_checkpoint(cfg, ckpt)
     else:  # on every rank: no checkpoint can exist before all ranks joined, and each fails alike
         _refuse_a_used_run_dir(cfg)
+    trainer = dry_build(cfg.trainer, "trainer", logger=False, callbacks=[])
+    if trainer is not None:
+        _check_weights_stay_float32(trainer, cfg.trainer.get("precision"))
+    optimizer = OmegaConf.select(cfg, "model.optimizer")
+    if isinstance(optimizer, DictConfig):  # the partial called on one parameter, as ReinforceModule calls it on all
+        dry_build(optimizer, "model.optimizer", call=lambda factory: factory([nn.Parameter(torch.zeros(1))]))
+    for key in ("model.loss", "baseline"):
+        node = OmegaConf.select(cfg, key)
+        if isinstance(node, DictConfig):
+            dry_build(node, key)
+    for group in ("logger", "callbacks"):
+        for name, node in (cfg.get(group) or {}).items():
+            if isinstance(node, DictConfig):
+                dry_build(node, f"{group}.{name}")
+
+
+def _check_weights_stay_float32(trainer: Any, precision: Any) -> None:
+    """The collector feeds the policy float32 observations: a precision whose plugin casts the weights (64, 16-true,
+    bf16-true) would fail at the first collection. Asked of Lightning's own plugin, on a one-weight module."""
+    dtype = trainer.precision_plugin.convert_module(nn.Linear(1, 1)).weight.dtype
+    if dtype != torch.float32:
+        raise ConfigError(
+            f"trainer.precision={precision}: Lightning casts the weights to {dtype}, and the collector feeds float32 "
+            "observations; use a precision that keeps float32 weights (32-true, 16-mixed, bf16-mixed)"
+        )
 
 
 def check_env_config(cfg: DictConfig) -> None:
@@ -78,11 +78,6 @@ def check_env_config(cfg: DictConfig) -> None:
     kwargs = OmegaConf.select(cfg, "env.kwargs")
     if kwargs is not None and not isinstance(kwargs, DictConfig):
         raise ConfigError(f"env.kwargs must be a mapping of constructor arguments, got {kwargs!r}")
-    threshold = OmegaConf.select(cfg, "env.return_threshold")
-    if threshold != "spec" and threshold is not None and not NUMBER().ok(threshold):
-        # nan or inf: EarlyStopping would never stop on it (null says so)
-        what = "a finite number" if isinstance(threshold, float) else "a number"
-        raise ConfigError(f"env.return_threshold must be {what}, null or spec, got {threshold!r}")
     wrapper_specs(OmegaConf.select(cfg, "env.wrappers"))
 
 
@@ -104,5 +99,7 @@ def _refuse_a_used_run_dir(cfg: DictConfig) -> None:
 
 def check_evaluate_config(cfg: DictConfig) -> None:
     """The keys of ``conf/evaluate.yaml`` (``python evaluate.py``), before anything is loaded or built."""
-    for key, rule in EVALUATE_RULES.items():
-        check_key(cfg, key, rule)
+    from pg_lightning.cli.evaluation import evaluate  # (it imports this module)
+
+    check_settings(cfg, evaluate)
+    check_settings(cfg, RunSettings)  # torch_num_threads, as train.py's

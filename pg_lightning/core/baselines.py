@@ -32,13 +32,14 @@ task, not as part of it.
 from __future__ import annotations
 
 import math
-from typing import Protocol, cast
+from typing import Annotated, Literal, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
+from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.errors import ArgumentError
 from pg_lightning.core.recurrent import is_recurrent
 from pg_lightning.core.tree import Obs
 
@@ -51,6 +52,10 @@ __all__ = [
     "NoBaseline",
     "ValueBaseline",
 ]
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""float32's largest finite value: the returns, and so a constant baseline, are float32."""
 
 
 class Baseline(nn.Module):
@@ -83,10 +88,9 @@ class NoBaseline(Baseline):
 class ConstantBaseline(Baseline):
     """``b = value``, a fixed number: exactly unbiased, whatever the value (a teaching case)."""
 
-    def __init__(self, value: float) -> None:
+    def __init__(self, value: Annotated[float, Interval(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]) -> None:
         super().__init__()
-        if isinstance(value, bool) or not math.isfinite(float(value)):
-            raise ConfigError(f"baseline.value must be a finite number, got {value!r}")
+        check_arguments(type(self), locals())
         self.value = float(value)
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
@@ -122,10 +126,9 @@ class EMABaseline(Baseline):
     average: Tensor  # buffer (): the moving average of the earlier batches' mean Psi (float64)
     count: Tensor  # buffer (): the number of batches averaged
 
-    def __init__(self, decay: float = 0.9) -> None:
+    def __init__(self, decay: Annotated[float, Interval(ge=0, lt=1)] = 0.9) -> None:
         super().__init__()
-        if not 0.0 <= decay < 1.0:
-            raise ConfigError(f"baseline.decay must be in [0, 1), got {decay}")
+        check_arguments(type(self), locals())
         self.decay = float(decay)
         self.register_buffer("average", torch.zeros((), dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
@@ -154,10 +157,9 @@ class LeaveOneOutBaseline(Baseline):
 
     MODES = ("step", "episode")
 
-    def __init__(self, mode: str = "step") -> None:
+    def __init__(self, mode: Literal["step", "episode"] = "step") -> None:
         super().__init__()
-        if mode not in self.MODES:
-            raise ConfigError(f"baseline.mode must be one of {self.MODES}, got {mode!r}")
+        check_arguments(type(self), locals())
         self.mode = mode
 
     def forward(self, batch: EpisodeBatch, psi: Tensor) -> Tensor:
@@ -213,25 +215,21 @@ class ValueBaseline(Baseline):
     def __init__(
         self,
         value_net: nn.Module,
-        loss_coef: float = 1.0,
-        lr: float | None = None,
+        loss_coef: Annotated[float, Interval(ge=0)] = 1.0,
+        lr: Annotated[float, Interval(gt=0, le=1e3)] | None = None,
         bootstrap_truncated: bool = True,
         normalize_targets: bool = True,
-        stats_decay: float = 0.9,
+        stats_decay: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
     ) -> None:
         super().__init__()
-        if not (math.isfinite(loss_coef) and loss_coef >= 0):
-            raise ConfigError(f"baseline.loss_coef must be a finite number >= 0, got {loss_coef}")
-        if lr is not None and not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"baseline.lr must be a finite number > 0 (or null for the policy's), got {lr}")
+        check_arguments(type(self), locals())
         if normalize_targets and not hasattr(value_net, "rescale_output"):
-            raise ConfigError(
-                f"baseline.normalize_targets=true needs a value_net with rescale_output(scale, shift) (PopArt), which "
+            raise ArgumentError(
+                "normalize_targets",
+                f"normalize_targets=true needs a value_net with rescale_output(scale, shift) (PopArt), which "
                 f"{type(value_net).__name__} has not: give it one (see pg_lightning.envs.networks.ValueNetwork."
-                "rescale_output) or set baseline.normalize_targets=false"
+                "rescale_output) or set normalize_targets=false",
             )
-        if not 0.0 <= stats_decay < 1.0:
-            raise ConfigError(f"baseline.stats_decay must be in [0, 1), got {stats_decay}")
         self.value_net = value_net
         self.loss_coef = float(loss_coef)
         self.lr = None if lr is None else float(lr)

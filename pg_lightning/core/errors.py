@@ -8,6 +8,15 @@ class ConfigError(ValueError):
     """
 
 
+class ArgumentError(ValueError):
+    """An argument outside its valid values; ``argument`` is its name, and the message starts with it
+    (``gamma must be a number in [0, 1], got 1.5``). The CLI adds the config path: ``model.loss.gamma``."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
 class MissingExtraError(ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

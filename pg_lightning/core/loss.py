@@ -28,17 +28,19 @@ Which options are unbiased for ``grad J = grad E[sum_t gamma^t r_t]``:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Annotated, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
 
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.arguments import Interval, check_arguments
+from pg_lightning.core.errors import ArgumentError
 from pg_lightning.core.returns import discounted_returns, step_in_episode, total_returns
 
 __all__ = ["RETURN_TYPES", "LossTerms", "ReinforceLoss"]
 
-RETURN_TYPES = ("reward_to_go", "total")
+ReturnType = Literal["reward_to_go", "total"]
+RETURN_TYPES = get_args(ReturnType)
 
 
 class LossTerms(NamedTuple):
@@ -81,24 +83,20 @@ class ReinforceLoss(nn.Module):
     def __init__(
         self,
         *,
-        gamma: float = 0.99,
-        return_type: str = "reward_to_go",
+        gamma: Annotated[float, Interval(ge=0, le=1)] = 0.99,
+        return_type: ReturnType = "reward_to_go",
         discount_weight: bool = False,
         normalize_advantages: bool = False,
-        entropy_coef: float = 0.0,
+        entropy_coef: Annotated[float, Interval(ge=0)] = 0.0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= gamma <= 1.0:
-            raise ConfigError(f"model.loss.gamma must be in [0, 1], got {gamma}")
-        if return_type not in RETURN_TYPES:
-            raise ConfigError(f"model.loss.return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+        check_arguments(type(self), locals())
         if discount_weight and return_type != "reward_to_go":
-            raise ConfigError(
-                "model.loss.discount_weight=true needs model.loss.return_type=reward_to_go "
-                "(gamma^t multiplies the reward-to-go G_t; R(tau) already starts at t=0)"
+            raise ArgumentError(
+                "discount_weight",
+                "discount_weight=true needs return_type=reward_to_go "
+                "(gamma^t multiplies the reward-to-go G_t; R(tau) already starts at t=0)",
             )
-        if entropy_coef < 0:
-            raise ConfigError(f"model.loss.entropy_coef must be >= 0, got {entropy_coef}")
         self.gamma = float(gamma)
         self.return_type = return_type
         self.discount_weight = bool(discount_weight)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.arguments import Interval, check_arguments
 
 __all__ = ["WindowMean"]
 
@@ -41,10 +41,9 @@ class WindowMean(Metric):
     filled: Tensor  # state (window,) bool: the slots of values that hold one
     count: Tensor  # state (): the number of values seen
 
-    def __init__(self, window: int = 100, **kwargs: Any) -> None:
+    def __init__(self, window: Annotated[int, Interval(ge=1)] = 100, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if window < 1:
-            raise ConfigError(f"model.return_window must be >= 1, got {window}")
+        check_arguments(type(self), {"window": window})
         self.window = window
         self.add_state("values", default=torch.zeros(window), dist_reduce_fx="cat", persistent=True)
         self.add_state("filled", default=torch.zeros(window, dtype=torch.bool), dist_reduce_fx="cat", persistent=True)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
+from pg_lightning.core.arguments import check_arguments
 from pg_lightning.core.distributions import (
     DiscreteCategorical,
     MultiBernoulli,
@@ -34,7 +36,7 @@ from pg_lightning.core.distributions import (
     normal_sample,
     padded_logits,
 )
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.errors import ArgumentError
 from pg_lightning.core.recurrent import RecurrentCore, State, is_recurrent, reset_state
 from pg_lightning.core.torso import Torso, snapshot
 from pg_lightning.core.tree import Obs
@@ -50,7 +52,8 @@ __all__ = [
     "distribution",
 ]
 
-ACTION_BOUNDS = ("clip", "tanh")
+ActionBounds = Literal["clip", "tanh"]
+ACTION_BOUNDS = get_args(ActionBounds)
 LOG_STD_BOUNDS = (-5.0, 2.0)
 """`GaussianPolicy`'s default clamp of the log-std: a standard deviation in ``[e^-5, e^2]``."""
 
@@ -259,35 +262,33 @@ class GaussianPolicy(Policy):
         log_std_init: float = 0.0,
         log_std_bounds: tuple[float, float] = LOG_STD_BOUNDS,
         state_dependent_std: bool = False,
-        action_bounds: str = "clip",
+        action_bounds: ActionBounds = "clip",
         low: Sequence[float] | Tensor | None = None,
         high: Sequence[float] | Tensor | None = None,
         action_shape: Sequence[int] | None = None,
         core: RecurrentCore | None = None,
     ) -> None:
         super().__init__(encoder, net, core)
-        if action_bounds not in ACTION_BOUNDS:
-            raise ConfigError(f"network.action_bounds must be one of {ACTION_BOUNDS}, got {action_bounds!r}")
+        # (a NaN log-std makes every sampled action NaN: the env's next observations would look like its fault)
+        check_arguments(type(self), {"log_std_init": log_std_init, "action_bounds": action_bounds})
         self.action_dim = int(action_dim)
         self.action_shape = (self.action_dim,) if action_shape is None else tuple(int(n) for n in action_shape)
         if math.prod(self.action_shape) != self.action_dim:
             raise ValueError(f"action_shape {self.action_shape} does not hold action_dim={action_dim} components")
         self.state_dependent_std = bool(state_dependent_std)
-        if not math.isfinite(float(log_std_init)):
-            # a NaN log-std makes every sampled action NaN: the env's next observations would look like its fault
-            raise ConfigError(f"network.log_std_init must be a finite number, got {log_std_init!r}")
         self.log_std_init = float(log_std_init)
         self.log_std = None if state_dependent_std else nn.Parameter(torch.full((action_dim,), float(log_std_init)))
         self.log_std_bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))
         self.action_bounds = action_bounds
         if action_bounds == "tanh":
             if low is None or high is None:
-                raise ConfigError("network.action_bounds=tanh needs the Box's low and high")
+                raise ArgumentError("action_bounds", "action_bounds=tanh needs the Box's low and high")
             low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
             if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
-                raise ConfigError(
-                    f"network.action_bounds=tanh needs finite bounds with high > low, got low={low.tolist()}, "
-                    f"high={high.tolist()}; use network.action_bounds=clip"
+                raise ArgumentError(
+                    "action_bounds",
+                    f"action_bounds=tanh needs finite bounds with high > low, got low={low.tolist()}, "
+                    f"high={high.tolist()}; use action_bounds=clip",
                 )
             self.register_buffer("low", low.expand(self.action_shape).clone())
             self.register_buffer("high", high.expand(self.action_shape).clone())

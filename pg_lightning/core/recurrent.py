@@ -11,20 +11,21 @@ Plain torch: no Lightning, no gymnasium.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeAlias, cast
+from typing import Annotated, Literal, Protocol, TypeAlias, cast, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.returns import episode_index, step_in_episode
 from pg_lightning.core.tree import Obs
 
 __all__ = ["CORES", "RecurrentCore", "RecurrentPolicy", "State", "is_recurrent", "reset_state"]
 
-CORES = ("gru", "lstm")
+Core = Literal["gru", "lstm"]
+CORES = get_args(Core)
 
 State: TypeAlias = Tensor | tuple[Tensor, Tensor]
 """A core's state, batch first: ``(N, H)`` for a GRU, ``(h, c)`` each ``(N, H)`` for an LSTM."""
@@ -76,15 +77,11 @@ class RecurrentCore(nn.Module):
         kind: ``"gru"`` or ``"lstm"``.
         input_size: width of the encoder's features.
         hidden_size: width of the state (and of the output).
-        key: the config group that errors name (``network``, ``baseline.value_net``).
     """
 
-    def __init__(self, kind: str, input_size: int, hidden_size: int = 64, key: str = "network") -> None:
+    def __init__(self, kind: Core, input_size: int, hidden_size: Annotated[int, Interval(ge=1)] = 64) -> None:
         super().__init__()
-        if kind not in CORES:
-            raise ConfigError(f"{key}.core must be one of {', '.join(CORES)} (or null: feedforward), got {kind!r}")
-        if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
-            raise ConfigError(f"{key}.core_size must be a positive integer, got {hidden_size!r}")
+        check_arguments(type(self), {"kind": kind, "hidden_size": hidden_size})
         self.kind = kind
         self.hidden_size = hidden_size
         self.rnn = (nn.GRU if kind == "gru" else nn.LSTM)(input_size, hidden_size, batch_first=True)

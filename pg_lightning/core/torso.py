@@ -8,20 +8,21 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
+from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.encoders import FlattenFloat
-from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.recurrent import RecurrentCore
 from pg_lightning.core.tree import Obs
 
-__all__ = ["ACTIVATIONS", "MLP", "Torso", "snapshot"]
+__all__ = ["ACTIVATIONS", "MLP", "Activation", "Torso", "snapshot"]
 
+Activation = Literal["tanh", "relu", "elu", "gelu", "silu"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -41,13 +42,14 @@ class MLP(nn.Sequential):
         activation: one of ``tanh, relu, elu, gelu, silu``, applied after each hidden layer.
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str) -> None:
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"network.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if not _positive_ints(hidden_sizes):
-            raise ConfigError(
-                f"network.hidden_sizes must be a list of positive integers (layer widths), got {_plain_list(hidden_sizes)!r}"
-            )
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_sizes: Sequence[Annotated[int, Interval(ge=1)]],
+        activation: Activation,
+    ) -> None:
+        check_arguments(type(self), {"hidden_sizes": hidden_sizes, "activation": activation})
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden_sizes:
@@ -55,21 +57,6 @@ class MLP(nn.Sequential):
             width = int(size)
         layers.append(nn.Linear(width, out_features))
         super().__init__(*layers)
-
-
-def _positive_ints(sizes: object) -> bool:
-    """``sizes`` is a sequence (not a string) of integers >= 1 (bools are not widths)."""
-    return (
-        isinstance(sizes, Sequence)
-        and not isinstance(sizes, (str, bytes))
-        and all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 1 for n in sizes)
-    )
-
-
-def _plain_list(hidden_sizes: object) -> object:
-    return (
-        list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else hidden_sizes
-    )
 
 
 class Torso(nn.Module):

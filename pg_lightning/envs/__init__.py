@@ -1,7 +1,8 @@
-"""Gymnasium side: envs from config, spaces to encoders, vector envs, the collector, policies from spaces.
+"""Gymnasium side: env factories, spaces to encoders, vector envs, the collector, policies from spaces.
 
-Importing this package registers pg_lightning's own envs (``pg_lightning/Chain-v0``,
-``pg_lightning/TwoArmedBandit-v0``, ``pg_lightning/CueMemory-v0``), here and in every async worker.
+Importing this package (so any module of it) registers pg_lightning's own envs (``pg_lightning/Chain-v0``,
+``pg_lightning/TwoArmedBandit-v0``, ``pg_lightning/CueMemory-v0``), here and in every async worker: the one
+place they are registered.
 Imports gymnasium and torch, never Lightning (an import-linter contract checks it).
 """
 

@@ -20,7 +20,6 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
 
-import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs, here and in async workers)
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.core.recurrent import is_recurrent

@@ -35,13 +35,12 @@ import inspect
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeGuard
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.envs.registration import EnvSpec
+from gymnasium.envs.registration import EnvSpec, load_env_creator
 
 from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.envs.spaces import DropText, text_paths
@@ -49,6 +48,7 @@ from pg_lightning.envs.spaces import DropText, text_paths
 __all__ = [
     "ENV_PACKAGES",
     "EPISODE_CAP",
+    "STATEFUL_ATTRIBUTES",
     "EnvContract",
     "EnvFactory",
     "env_package",
@@ -61,10 +61,14 @@ __all__ = [
     "seed_spaces",
     "step_fault",
     "vector_spaces",
+    "warn_stateful_wrappers",
 ]
 
 EPISODE_CAP = 100_000
 """Steps after which episodes of an env registered without a time limit are truncated."""
+
+STATEFUL_ATTRIBUTES = ("obs_rms", "return_rms")
+"""Attributes of gymnasium wrappers that hold running statistics (NormalizeObservation, NormalizeReward)."""
 
 # Optional extras for the envs that gymnasium ships behind one: the first match in the entry point.
 _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
@@ -143,30 +147,47 @@ def import_modules(modules: Sequence[str] | None, key: str = "env.imports") -> N
             raise ConfigError(f"{key}[{i}]: cannot import {name!r}: {type(err).__name__}: {err}") from err
 
 
-def env_spec(env_id: str, imports: Sequence[str] | None = ()) -> EnvSpec:
+def unknown_arguments(entry_point: Any, kwargs: Mapping[str, Any]) -> list[str]:
+    """The keys of ``kwargs`` that the env constructor ``entry_point`` (a callable or gymnasium's ``module:Class``
+    string) does not take, read from its signature; none when it takes ``**kwargs`` or has no readable signature."""
+    try:
+        creator = entry_point if callable(entry_point) else load_env_creator(entry_point)
+        params = inspect.signature(creator).parameters
+    except Exception:  # noqa: BLE001  (no readable signature: the constructor itself judges its arguments)
+        return []
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return []
+    return [name for name in kwargs if name not in params]
+
+
+def env_spec(
+    env_id: str, imports: Sequence[str] | None = (), keys: tuple[str, str] = ("env.id", "env.imports")
+) -> EnvSpec:
     """The registered :class:`EnvSpec` of ``env_id``, after importing ``imports`` (and ``module`` of ``module:EnvId``).
 
     Raises:
-        ConfigError: naming ``env.imports[i]`` or ``env.id`` (with close matches of an unknown id, and, for an id of
-            an env package that was not imported, the package, how to install it and how to load it).
+        ConfigError: naming ``env.imports[i]`` or ``env.id`` (``keys``: the names of the two for the caller), with
+            close matches of an unknown id, and, for an id of an env package that was not imported, the package, how
+            to install it and how to load it.
     """
-    import_modules(imports)
+    id_key, imports_key = keys
+    import_modules(imports, imports_key)
     if not isinstance(env_id, str) or not env_id:
-        raise ConfigError(f"env.id must be a gymnasium id such as CartPole-v1 or module:EnvId, got {env_id!r}")
+        raise ConfigError(f"{id_key} must be a gymnasium id such as CartPole-v1 or module:EnvId, got {env_id!r}")
     module, _, name = env_id.rpartition(":")
     if module:
         try:
             _import(module)
         except Exception as err:
             raise ConfigError(
-                f"env.id: cannot import the module {module!r} of {env_id!r}: {type(err).__name__}: {err}"
+                f"{id_key}: cannot import the module {module!r} of {env_id!r}: {type(err).__name__}: {err}"
             ) from err
     spec = gym.registry.get(name)
     if spec is None:
         close = difflib.get_close_matches(name, list(gym.registry), n=3)
         hint = f"; did you mean {', '.join((module + ':' if module else '') + c for c in close)}?" if close else ""
         where = f" (importing {module!r} registered no such id)" if module else ""
-        raise ConfigError(f"env.id: unknown gymnasium environment {env_id!r}{where}{_package_hint(name)}{hint}")
+        raise ConfigError(f"{id_key}: unknown gymnasium environment {env_id!r}{where}{_package_hint(name)}{hint}")
     return spec
 
 
@@ -381,7 +402,6 @@ def _null_callable(wrap: Wrapper) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
 class EnvFactory:
     """A picklable ``() -> gym.Env``: one env of the run, as training and evaluation both see it.
 
@@ -405,20 +425,42 @@ class EnvFactory:
         wrappers: ``env -> env`` callables, applied in order (``env.wrappers[0]`` innermost).
         max_episode_steps: the time limit (gymnasium's ``TimeLimit``); None keeps the registered one.
         render_mode: passed to the constructor when set (``rgb_array`` for videos).
+
+    (A plain class, not a dataclass: Hydra reads a dataclass passed to ``instantiate`` as a config, and the
+    datamodule is built as ``instantiate(cfg.data, env=factory)``.)
     """
 
-    env_id: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    imports: tuple[str, ...] = ()
-    wrappers: tuple[Wrapper, ...] = ()
-    max_episode_steps: int | None = None
-    render_mode: str | None = None
+    def __init__(
+        self,
+        env_id: str,
+        kwargs: Mapping[str, Any] | None = None,
+        imports: Sequence[str] = (),
+        wrappers: Sequence[Wrapper] = (),
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.env_id = env_id
+        self.kwargs = dict(kwargs or {})
+        self.imports = tuple(imports)
+        self.wrappers = tuple(wrappers)
+        self.max_episode_steps = max_episode_steps
+        self.render_mode = render_mode
+
+    def __repr__(self) -> str:
+        return f"EnvFactory({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EnvFactory) and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]  # (kwargs is mutable: no hash)
 
     def __call__(self) -> gym.Env:
         kwargs = dict(self.kwargs)
         if self.render_mode is not None:
             kwargs["render_mode"] = self.render_mode
-        env_spec(self.env_id, self.imports)  # ConfigErrors for env.imports and env.id
+        spec = env_spec(self.env_id, self.imports)  # ConfigErrors for env.imports and env.id
+        for name in unknown_arguments(spec.entry_point, self.kwargs):
+            raise ConfigError(f"env.kwargs.{name}: {self.env_id}'s constructor takes no argument {name!r}")
         try:
             env = gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
         except gym.error.DependencyNotInstalled as err:
@@ -426,12 +468,6 @@ class EnvFactory:
                 f"env.id: {self.env_id} needs a package that is not installed ({err})"
                 f"{_extra_hint(self.env_id, self.imports)}"
             ) from err
-        except TypeError as err:
-            unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
-            if unexpected and unexpected.group(1) in kwargs:
-                key = unexpected.group(1)
-                raise ConfigError(f"env.kwargs.{key}: {self.env_id}'s constructor takes no argument {key!r}") from err
-            raise ConfigError(f"env.kwargs: {self.env_id}'s constructor raised TypeError: {err}") from err
         except Exception as err:
             raise ConfigError(f"env.kwargs: {self.env_id}'s constructor raised {type(err).__name__}: {err}") from err
         env = contract = EnvContract(env)  # seeds the spaces at each seeded reset; checks the steps
@@ -459,3 +495,18 @@ class EnvFactory:
             env = DropText(env)
         contract.outer = env
         return env
+
+
+def warn_stateful_wrappers(env: gym.Env, env_id: str) -> None:
+    """Log a warning for each wrapper of ``env`` that keeps running statistics (gymnasium's Normalize*)."""
+    while isinstance(env, gym.Wrapper):
+        stats = [name for name in STATEFUL_ATTRIBUTES if name in vars(env)]
+        if stats:
+            log.warning(
+                "%s: the wrapper %s keeps running statistics (%s) in each env copy; they are not saved in "
+                "checkpoints: a resumed run, evaluate.py and EvalCallback start them afresh",
+                env_id,
+                type(env).__name__,
+                ", ".join(stats),
+            )
+        env = env.env

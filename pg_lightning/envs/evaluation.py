@@ -30,14 +30,7 @@ from pg_lightning.core.tree import StructureError, map_tree, reorder
 from pg_lightning.envs.env_factory import EnvFactory, episode_limit, step_fault
 from pg_lightning.envs.spaces import obs_spec
 
-__all__ = ["check_int", "episode_stats", "greedy_action", "make_eval_env", "make_video_env", "run_episodes"]
-
-
-def check_int(key: str, value: Any, minimum: int) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``, else a ConfigError naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+__all__ = ["episode_stats", "greedy_action", "make_eval_env", "make_video_env", "run_episodes"]
 
 
 def greedy_action(dist: Distribution) -> Tensor:

@@ -1,43 +1,41 @@
-"""From gymnasium spaces to networks: the default policy and value network, and any network from its config.
+"""From gymnasium spaces to networks: the default policy and value network.
 
 ``make_policy`` and ``make_value_network`` build pg_lightning's own networks for an env's spaces (the ``network=mlp``
-and ``baseline=value`` factories); ``build_policy`` and ``build_value_network`` build any network from its config
-and check it (``pg_lightning.envs.checks``). Layer: envs (gymnasium and torch; no Lightning).
+and ``baseline=value`` factories); any network from its config is `pg_lightning.cli.build`'s ``build_policy`` and
+``build_value_network``. Layer: envs (gymnasium and torch; no Lightning, no Hydra).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.encoders import OBS_LIMIT, FlattenFloat  # noqa: F401  (0.1: pg_lightning.factory had them)
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.policies import (
+    LOG_STD_BOUNDS,
+    ActionBounds,
     BernoulliPolicy,
     CategoricalPolicy,
     GaussianPolicy,
     MultiCategoricalPolicy,
     Policy,
 )
-from pg_lightning.core.recurrent import RecurrentCore
-from pg_lightning.core.torso import MLP, Torso
+from pg_lightning.core.recurrent import Core, RecurrentCore
+from pg_lightning.core.torso import MLP, Activation, Torso
 from pg_lightning.core.tree import Obs
-from pg_lightning.envs.checks import check_policy, check_value_network
-from pg_lightning.envs.network_config import instantiate_network
-from pg_lightning.envs.spaces import UnsupportedSpaceError, make_encoder
+from pg_lightning.envs.spaces import EncoderName, UnsupportedSpaceError, make_encoder
 
 __all__ = [
     "UnsupportedSpaceError",
     "ValueNetwork",
-    "build_policy",
-    "build_value_network",
     "make_policy",
     "make_value_network",
 ]
@@ -46,15 +44,15 @@ __all__ = [
 def make_policy(
     observation_space: gym.Space,
     action_space: gym.Space,
-    hidden_sizes: Sequence[int] = (64, 64),
-    activation: str = "tanh",
-    log_std_init: float = 0.0,
+    hidden_sizes: Sequence[Annotated[int, Interval(ge=1)]] = (64, 64),
+    activation: Activation = "tanh",
+    log_std_init: Annotated[float, Interval(ge=LOG_STD_BOUNDS[0], le=LOG_STD_BOUNDS[1])] = 0.0,
     state_dependent_std: bool = False,
-    action_bounds: str = "clip",
-    output_init_scale: float | None = None,
-    encoder: str | Mapping[str, str] = "auto",
-    core: str | None = None,
-    core_size: int = 64,
+    action_bounds: ActionBounds = "clip",
+    output_init_scale: Annotated[float, Interval(gt=0, le=100)] | None = None,
+    encoder: EncoderName | Mapping[str, EncoderName] = "auto",
+    core: Core | None = None,
+    core_size: Annotated[int, Interval(ge=1)] = 64,
 ) -> Policy:
     """Build the policy for an environment's (single-env) spaces: ``encoder -> [core] -> MLP -> distribution``.
 
@@ -93,9 +91,10 @@ def make_policy(
     Raises:
         UnsupportedSpaceError: for any other space, naming it.
     """
+    check_arguments(make_policy, locals())
     encoder_module = make_encoder(observation_space, encoder)
     width = int(encoder_module.out_features)
-    core_module = None if core is None else RecurrentCore(str(core), width, core_size)
+    core_module = None if core is None else RecurrentCore(core, width, core_size)
     if core_module is not None:
         width = core_module.hidden_size
 
@@ -185,68 +184,21 @@ class ValueNetwork(Torso):
 
 def make_value_network(
     observation_space: gym.Space,
-    hidden_sizes: Sequence[int] = (64, 64),
-    activation: str = "tanh",
-    encoder: str | Mapping[str, str] = "auto",
-    core: str | None = None,
-    core_size: int = 64,
+    hidden_sizes: Sequence[Annotated[int, Interval(ge=1)]] = (64, 64),
+    activation: Activation = "tanh",
+    encoder: EncoderName | Mapping[str, EncoderName] = "auto",
+    core: Core | None = None,
+    core_size: Annotated[int, Interval(ge=1)] = 64,
 ) -> ValueNetwork:
     """The state-value network of ``baseline=value``, for an env's (single-env) observation space.
 
     Observations are encoded as for the policy (:func:`make_policy`); ``core`` (``gru``,
     ``lstm``) makes it recurrent, as the policy's.
     """
+    check_arguments(make_value_network, locals())
     encoder_module = make_encoder(observation_space, encoder, key="baseline.value_net.encoder")
     width = int(encoder_module.out_features)
-    core_module = None if core is None else RecurrentCore(str(core), width, core_size, key="baseline.value_net")
+    core_module = None if core is None else RecurrentCore(core, width, core_size)
     if core_module is not None:
         width = core_module.hidden_size
     return ValueNetwork(encoder_module, MLP(width, 1, hidden_sizes, activation), core_module)
-
-
-def _parameters(func: Any) -> list[str]:
-    """The keyword arguments of ``func`` (a function or class), or ``[]`` where they cannot be read."""
-    try:
-        return [
-            p.name
-            for p in inspect.signature(func).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
-    except (TypeError, ValueError):
-        return []
-
-
-# the keys network=mlp (and baseline=value's value_net) give their factories, besides the spaces
-_MLP_KEYS = frozenset(_parameters(make_policy)) - {"observation_space", "action_space"}
-_VALUE_KEYS = frozenset(_parameters(make_value_network)) - {"observation_space"}
-
-
-def build_policy(network: Any, observation_space: gym.Space, action_space: gym.Space) -> nn.Module:
-    """The policy of a ``network`` config (``cfg.network``: a ``_target_`` with ``_partial_: true``),
-    called with the env's spaces and checked by `pg_lightning.envs.checks.check_policy`.
-
-    Every failure is one :class:`ConfigError` line naming ``network``; in particular a
-    ``network._target_=...`` override on top of the default ``network=mlp`` (whose
-    ``hidden_sizes``, ``activation``, ... the new target does not take) points to
-    ``network=custom network._target_=...``, which replaces the whole group.
-    """
-    fix = (
-        "replace the whole group with network=custom network._target_={target} (its own arguments: +network.<name>=...)"
-    )
-    policy = instantiate_network(
-        "network", network, {"observation_space": observation_space, "action_space": action_space}, _MLP_KEYS, fix
-    )
-    check_policy(policy, observation_space, action_space)
-    return policy
-
-
-def build_value_network(value_net: Any, observation_space: gym.Space) -> nn.Module:
-    """The value network of a ``baseline.value_net`` config (a partial), called with the observation space
-    and checked by `pg_lightning.envs.checks.check_value_network`; every failure is one :class:`ConfigError` line naming
-    ``baseline.value_net``."""
-    fix = "drop them with {drop} (your factory's own arguments: +baseline.value_net.<name>=...)"
-    value_net = instantiate_network(
-        "baseline.value_net", value_net, {"observation_space": observation_space}, _VALUE_KEYS, fix
-    )
-    check_value_network(value_net, observation_space)
-    return value_net

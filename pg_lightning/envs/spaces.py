@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -43,7 +43,8 @@ __all__ = [
     "text_paths",
 ]
 
-ENCODERS = ("auto", "flatten", "onehot", "cnn")
+EncoderName = Literal["auto", "flatten", "onehot", "cnn"]
+ENCODERS = get_args(EncoderName)
 """``auto``: images (3-D uint8 ``Box``) through a CNN, the rest as below. ``flatten``: no CNN; ``Box`` and
 ``MultiBinary`` leaves flattened to floats, ``Discrete``/``MultiDiscrete`` leaves still one-hot.
 ``onehot``: only for ``Discrete``/``MultiDiscrete`` leaves. ``cnn``: only for 3-D ``Box`` leaves (of any dtype;

@@ -13,7 +13,6 @@ Gymnasium only; no Lightning.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit
+from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit, unknown_arguments
 
 __all__ = [
     "AUTORESET_MODES",
@@ -148,21 +147,20 @@ def _batched(
             f"env.wrappers: single-env wrappers cannot wrap {env_id}'s batched implementation "
             "(data.vectorization_mode=vector_entry_point); use data.vectorization_mode=sync or async"
         )
+    limit = {} if steps is None else {"max_episode_steps": steps}
+    unknown = unknown_arguments(spec.vector_entry_point, {**limit, **env_kwargs})
+    if "max_episode_steps" in unknown:
+        raise ConfigError(
+            f"data.vectorization_mode=vector_entry_point: {env_id}'s vector entry point takes no max_episode_steps, "
+            "so its episodes could not be capped; use data.vectorization_mode=sync or async"
+        )
+    for name in unknown:
+        raise ConfigError(f"env.kwargs.{name}: {env_id}'s vector entry point takes no such argument")
     try:
         return gym.make_vec(
             spec, num_envs, vectorization_mode="vector_entry_point", max_episode_steps=steps, **env_kwargs
         )
     except TypeError as err:
-        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
-        if unexpected and unexpected.group(1) == "max_episode_steps":
-            raise ConfigError(
-                f"data.vectorization_mode=vector_entry_point: {env_id}'s vector entry point takes no max_episode_steps, "
-                "so its episodes could not be capped; use data.vectorization_mode=sync or async"
-            ) from err
-        if unexpected:
-            raise ConfigError(
-                f"env.kwargs.{unexpected.group(1)}: {env_id}'s vector entry point takes no such argument"
-            ) from err
         raise ConfigError(f"env.kwargs: {env_id}'s vector entry point raised TypeError: {err}") from err
 
 

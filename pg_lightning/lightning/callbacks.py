@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from functools import partial
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import gymnasium as gym
 import pytorch_lightning as pl
@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint, 
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 
-import pg_lightning.envs.tabular_envs  # noqa: F401  (registers the tabular envs)
+from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradient_stats, per_episode_gradients
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.loss import ReinforceLoss
@@ -100,9 +100,8 @@ class GradientDiagnostics(pl.Callback):
         every_n_epochs: measure in epochs ``n-1, 2n-1, ...`` (0-based, as ``metrics.csv`` counts).
     """
 
-    def __init__(self, every_n_epochs: int = 10) -> None:
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ConfigError(f"callbacks.diagnostics.every_n_epochs must be an integer >= 1, got {every_n_epochs!r}")
+    def __init__(self, every_n_epochs: Annotated[int, Interval(ge=1)] = 10) -> None:
+        check_arguments(type(self), locals())
         self.every_n_epochs = every_n_epochs
 
     def should_measure(self, epoch: int) -> bool:
@@ -264,13 +263,15 @@ class PipeAwareProgressBar(TQDMProgressBar):
     """
 
     def __init__(
-        self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False, piped_every_n_epochs: int = 10
+        self,
+        refresh_rate: Annotated[int, Interval(ge=0)] = 1,
+        process_position: int = 0,
+        leave: bool = False,
+        piped_every_n_epochs: Annotated[int, Interval(ge=0)] = 10,
     ) -> None:
-        n = piped_every_n_epochs
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"callbacks.progress_bar.piped_every_n_epochs must be an integer >= 0, got {n!r}")
+        check_arguments(type(self), locals())
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
-        self.piped_every_n_epochs = n
+        self.piped_every_n_epochs = piped_every_n_epochs
         self._piped = False
         self._started = time.monotonic()
 

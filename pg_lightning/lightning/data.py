@@ -6,21 +6,19 @@ the epoch's batch, collected when the training loop asks for it.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from math import inf
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, cast
 
 import gymnasium as gym
 import pytorch_lightning as pl
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
+from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.batch import EpisodeBatch
-from pg_lightning.core.errors import ConfigError
+from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.envs.env_factory import EPISODE_CAP, import_modules
-from pg_lightning.envs.from_config import as_wrappers, to_plain
+from pg_lightning.envs.env_factory import EPISODE_CAP, EnvFactory, import_modules
 from pg_lightning.envs.vector_envs import check_vector_env
 from pg_lightning.envs.watchdog import StepWatchdog
 from pg_lightning.envs.worker_faults import stop_busy_workers
@@ -74,67 +72,63 @@ class RolloutDataModule(pl.LightningDataModule):
     seeded from ``(seed, global_rank)``; ``episodes_per_epoch`` is per rank.
 
     Args:
-        env_id: registered gymnasium id.
+        env: the env, built once per copy: an :class:`~pg_lightning.envs.env_factory.EnvFactory` (its id, kwargs,
+            imports and ``env -> env`` wrappers; ``pg_lightning.cli.build.env_block`` makes one of a config's
+            ``env`` block), or a gymnasium id (``"CartPole-v1"``, ``"module:EnvId"``).
         episodes_per_epoch: complete episodes collected per epoch (per rank); one gradient step each.
         num_envs: parallel env copies.
         vectorization_mode: ``"sync"``, ``"async"`` or ``"vector_entry_point"`` (the env's own batched
             implementation, e.g. CartPole-v1's ``CartPoleVectorEnv``; see :func:`make_vector_env`).
-        env_kwargs: keyword arguments of the env constructor.
         seed: the run's seed.
-        max_episode_steps: truncate episodes after this many steps; ``None``: the env's registered
-            time limit, or a cap for envs without one (see :func:`make_vector_env`).
-        env_imports: modules imported before any env is built, in every process (``env.imports``).
-        env_wrappers: ``env -> env`` callables applied in order to every env copy, or ``env.wrappers``
-            config entries (``{_target_: ..., args}``), built here: ``conf/train.yaml`` passes them
-            as they are (``data._recursive_: false``), so composing and instantiating ``cfg.data``
-            works without :func:`pg_lightning.cli.train.run`.
-        vector_env: your own ``gymnasium.vector.VectorEnv`` instead of one built from ``env_id``: an
-            instance, a ``() -> VectorEnv`` callable, or a config entry (``{_target_: ..., args}``), built
-            on each process. Its single spaces must be ``env_id``'s (checked); ``num_envs`` is its own. It ends
-            its own episodes: ``max_episode_steps`` cannot truncate them (one copy of a batched env cannot be
-            reset alone), so setting both is refused, and an episode that runs past the cap of
-            :data:`~pg_lightning.envs.env_factory.EPISODE_CAP` steps stops the run with an error.
+        max_episode_steps: truncate episodes after this many steps, applied to ``env`` (it must agree with the
+            env's own ``max_episode_steps`` or ``kwargs["max_episode_steps"]`` where it sets one); ``None``: the
+            env's, else its registered time limit, or a cap for envs without one (see :func:`make_vector_env`).
+        vector_env: your own ``gymnasium.vector.VectorEnv`` instead of one built from ``env``: an instance, or a
+            ``() -> VectorEnv`` callable (a Hydra node with ``_partial_: true``; ``pg_lightning.cli.train.run``
+            passes a builder of ``data.vector_env``), built on each process and for each fit. Its single spaces must
+            be ``env``'s (checked); ``num_envs`` is its own. It ends its own episodes: ``max_episode_steps`` cannot
+            truncate them (one copy of a batched env cannot be reset alone), so setting both is refused, and an
+            episode that runs past the cap of :data:`~pg_lightning.envs.env_factory.EPISODE_CAP` steps stops the
+            run with an error.
         step_timeout: seconds an env call (``step``, ``reset``) may take before the run stops with one line
             naming the env copy (`pg_lightning.envs.watchdog.StepWatchdog`); ``None``: no limit. Costs nothing
-            per step (a thread samples the main thread's stack).
+            per step (a thread samples the main thread's stack). At most 1e6 s: a longer wait overflows
+            ``threading.TIMEOUT_MAX`` on some platforms.
     """
 
     def __init__(
         self,
-        env_id: str,
-        episodes_per_epoch: int = 16,
-        num_envs: int = 8,
-        vectorization_mode: str = "sync",
-        env_kwargs: dict[str, Any] | None = None,
-        seed: int = 0,
-        max_episode_steps: int | None = None,
-        env_imports: Sequence[str] = (),
-        env_wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
+        env: EnvFactory | str,
+        episodes_per_epoch: Annotated[int, Interval(ge=1)] = 16,
+        num_envs: Annotated[int, Interval(ge=1)] = 8,
+        vectorization_mode: Literal["sync", "async", "vector_entry_point"] = "sync",
+        seed: Annotated[int, Interval(ge=0, le=2**32 - 1)] = 0,
+        max_episode_steps: Annotated[int, Interval(ge=1)] | None = None,
         vector_env: Any = None,
-        step_timeout: float | None = None,
+        step_timeout: Annotated[float, Interval(gt=0, le=1e6)] | None = None,
     ) -> None:
         super().__init__()
-        if episodes_per_epoch < 1:
-            raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {episodes_per_epoch}")
-        if step_timeout is not None and (
-            isinstance(step_timeout, bool) or not isinstance(step_timeout, (int, float)) or not 0 < step_timeout < inf
-        ):
-            raise ConfigError(f"data.step_timeout must be a number of seconds > 0, or null, got {step_timeout!r}")
-        if vector_env is not None and (max_episode_steps is not None or "max_episode_steps" in (env_kwargs or {})):
+        check_arguments(type(self), locals())
+        self.env = EnvFactory(env) if isinstance(env, str) else env
+        own = self.env.max_episode_steps
+        if max_episode_steps is not None and own is not None and own != max_episode_steps:
+            raise ArgumentError(
+                "max_episode_steps",
+                f"max_episode_steps={max_episode_steps} and the env's max_episode_steps={own} disagree; set one",
+            )
+        if max_episode_steps is None:
+            max_episode_steps = own
+        if vector_env is not None and (max_episode_steps is not None or "max_episode_steps" in self.env.kwargs):
             key = "data.max_episode_steps" if max_episode_steps is not None else "env.kwargs.max_episode_steps"
             raise ConfigError(
                 f"{key}: cannot truncate the episodes of data.vector_env (one copy of a batched env cannot be reset "
                 "alone); give the time limit to the batched env itself and drop this key"
             )
-        self.env_id = env_id
         self.episodes_per_epoch = episodes_per_epoch
         self.num_envs = num_envs
         self.vectorization_mode = vectorization_mode
-        self.env_kwargs = dict(to_plain(env_kwargs) or {})
         self.seed = seed
         self.max_episode_steps = max_episode_steps
-        self.env_imports = tuple(to_plain(env_imports) or ())
-        self.env_wrappers = as_wrappers(env_wrappers)
         self.vector_env = vector_env
         self.step_timeout = None if step_timeout is None else float(step_timeout)
         self._envs: gym.vector.VectorEnv | None = None
@@ -165,29 +159,31 @@ class RolloutDataModule(pl.LightningDataModule):
     def _make_envs(self) -> gym.vector.VectorEnv:
         if self.vector_env is not None:
             return self._user_vector_env()
+        env = self.env
         return make_vector_env(
-            self.env_id,
+            env.env_id,
             self.num_envs,
             self.vectorization_mode,
-            self.env_kwargs,
+            env.kwargs,
             self.max_episode_steps,
-            imports=self.env_imports,
-            wrappers=self.env_wrappers,
+            imports=env.imports,
+            wrappers=env.wrappers,
         )
 
     def _user_vector_env(self) -> gym.vector.VectorEnv:
         """``data.vector_env``, built and checked against ``env.id`` (a ConfigError naming ``data.vector_env``)."""
-        if self.env_wrappers:
+        env = self.env
+        if env.wrappers:
             raise ConfigError(
                 "env.wrappers: single-env wrappers cannot wrap data.vector_env (training would run without them, "
                 "evaluation with them); wrap your vector env itself (gymnasium.wrappers.vector) and drop env.wrappers"
             )
-        import_modules(self.env_imports)
+        import_modules(env.imports)
         spec = self.vector_env
         if isinstance(spec, gym.vector.VectorEnv) and getattr(spec, "closed", False):
             raise ConfigError(
                 "data.vector_env: the VectorEnv instance given was closed (a datamodule closes its envs at the end of "
-                "fit); give a config or a callable that builds a new one for each fit"
+                "fit); give a callable that builds a new one for each fit (in config: _partial_: true)"
             )
         try:
             if isinstance(spec, gym.vector.VectorEnv):
@@ -195,28 +191,28 @@ class RolloutDataModule(pl.LightningDataModule):
             elif callable(spec):
                 envs = spec()
             else:
-                from hydra.utils import instantiate
-
-                envs = instantiate(spec, _convert_="all")
+                raise ConfigError(
+                    f"data.vector_env: expected a gymnasium.vector.VectorEnv or a callable that builds one, got a "
+                    f"{type(spec).__name__} (a config entry is built by pg_lightning.cli.train.run, or by Hydra's "
+                    "instantiate of the data node)"
+                )
         except ConfigError:
             raise
         except Exception as err:
             raise ConfigError(f"data.vector_env: building it raised {type(err).__name__}: {err}") from err
-        check_vector_env(envs, self.env_id, self.env_kwargs, self.env_imports)
+        check_vector_env(envs, env.env_id, env.kwargs, env.imports)
         if isinstance(envs.single_action_space, gym.spaces.Box):
             envs = gym.wrappers.vector.ClipAction(envs)
         return envs
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> EpisodeDataset:
+        """The epoch's one batch, as an iterable that Lightning loops over as it is: no ``DataLoader`` around it, since
+        collection must run on the live policy in this process (no workers, no sampler, no collation), so Lightning's
+        hints about workers and about ``__len__`` with multi-process loading, which it gives for a ``DataLoader``, do
+        not arise (and no warning filter is needed)."""
         assert self.collector is not None and self.trainer is not None, "setup() builds the collector"
         policy = cast(nn.Module, self.trainer.lightning_module.policy)  # ReinforceModule's
-        dataset = EpisodeDataset(self.collector, policy, self.episodes_per_epoch, self.step_timeout)
-        # batch_size=None: the dataset yields whole batches. No workers: collection must run on the
-        # live policy in this process, so Lightning's hints on workers and on __len__ with
-        # multi-process loading do not apply.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
-        return DataLoader(dataset, batch_size=None, num_workers=0)
+        return EpisodeDataset(self.collector, policy, self.episodes_per_epoch, self.step_timeout)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the collector's epoch, which fixes its seeds (see EpisodeCollector).

@@ -9,19 +9,17 @@ Layer: lightning (may import core and envs).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 from torch import nn
 
-from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.env_factory import env_spec
-from pg_lightning.envs.evaluation import check_int, episode_stats, make_eval_env, run_episodes
-from pg_lightning.envs.from_config import as_wrappers, to_plain
+from pg_lightning.core.arguments import Interval, check_arguments
+from pg_lightning.core.errors import ArgumentError, ConfigError
+from pg_lightning.envs.env_factory import EnvFactory, env_spec
+from pg_lightning.envs.evaluation import episode_stats, make_eval_env, run_episodes
 
 __all__ = ["EvalCallback"]
 
@@ -47,8 +45,9 @@ class EvalCallback(pl.Callback):
     them all the same).
 
     Args:
-        env_id: the env to evaluate on (usually the training env, ``${env.id}``).
-        env_kwargs: its keyword arguments (``${env.kwargs}``).
+        env: the env to evaluate on: an `EnvFactory` or a gymnasium id; ``None`` (the default, and what
+            ``conf/callbacks/eval.yaml`` gives): the training env, the datamodule's (`RolloutDataModule.env`),
+            with its kwargs, imports and wrappers.
         episodes: complete episodes per evaluation.
         every_n_epochs: evaluate after every n-th epoch.
         greedy: deterministic actions (argmax / the Gaussian's mean), else sampled.
@@ -61,54 +60,53 @@ class EvalCallback(pl.Callback):
             every ``TensorBoardLogger`` of the trainer (tag ``eval/video``, the Images tab), on
             rank 0. Needs an env that renders ``rgb_array`` frames (``pygame`` for CartPole) and
             Pillow; frames are halved until at most 320 pixels wide.
-        imports: modules to import before the env is built (``${env.imports}``).
-        wrappers: ``env -> env`` callables applied in order, or ``env.wrappers`` config entries
-            (``${env.wrappers}``: the node is not instantiated recursively), so evaluation sees the
-            env as training does.
     """
 
     def __init__(
         self,
-        env_id: str,
-        env_kwargs: dict[str, Any] | None = None,
-        episodes: int = 10,
-        every_n_epochs: int = 1,
+        env: EnvFactory | str | None = None,
+        episodes: Annotated[int, Interval(ge=1)] = 10,
+        every_n_epochs: Annotated[int, Interval(ge=1)] = 1,
         greedy: bool = True,
-        seed: int = 0,
-        max_episode_steps: int | None = None,
+        seed: Annotated[int, Interval(ge=0, le=2**32 - 1)] = 0,
+        max_episode_steps: Annotated[int, Interval(ge=1)] | None = None,
         tensorboard_video: bool = False,
-        imports: Sequence[str] = (),
-        wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
     ) -> None:
-        key = "callbacks.evaluation"
-        try:
-            env_spec(env_id, imports)
-        except ConfigError as err:  # env.id / env.imports[i]: this callback's env_id / imports[i]
-            message = re.sub(r"^env\.id", "env_id", re.sub(r"^env\.imports", "imports", str(err)))
-            raise ConfigError(f"{key}.{message}") from err
-        self.env_id = env_id
-        self.imports = tuple(imports or ())
-        self.wrappers = as_wrappers(wrappers, f"{key}.wrappers")
-        self.env_kwargs = dict(to_plain(env_kwargs) or {})
-        self.episodes = check_int(f"{key}.episodes", episodes, 1)
-        self.every_n_epochs = check_int(f"{key}.every_n_epochs", every_n_epochs, 1)
-        self.greedy = bool(greedy)
-        self.seed = check_int(f"{key}.seed", seed, 0)
-        self.max_episode_steps = (
-            None if max_episode_steps is None else check_int(f"{key}.max_episode_steps", max_episode_steps, 1)
-        )
+        check_arguments(type(self), locals())
+        self.factory = EnvFactory(env) if isinstance(env, str) else env
+        if self.factory is not None:
+            try:  # an unknown id or import now, not at the first evaluation
+                env_spec(self.factory.env_id, self.factory.imports, keys=("env", "env.imports"))
+            except ConfigError as err:
+                raise ArgumentError("env", str(err)) from err
+        self.episodes = episodes
+        self.every_n_epochs = every_n_epochs
+        self.greedy = greedy
+        self.seed = seed
+        self.max_episode_steps = max_episode_steps
         self.tensorboard_video = bool(tensorboard_video)
         self.env: gym.Env | None = None
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Without an env of its own, the training env: the datamodule's (`RolloutDataModule.env`)."""
+        if self.factory is None:
+            self.factory = getattr(getattr(trainer, "datamodule", None), "env", None)
+            if not isinstance(self.factory, EnvFactory):
+                raise ConfigError(
+                    "EvalCallback: no env given, and the datamodule has none to share (a RolloutDataModule's env): "
+                    "pass EvalCallback(env=...)"
+                )
+
     def _env(self) -> gym.Env:
         if self.env is None:
+            assert self.factory is not None, "setup() sets the env"
             self.env = make_eval_env(
-                self.env_id,
-                self.env_kwargs,
+                self.factory.env_id,
+                self.factory.kwargs,
                 render_mode="rgb_array" if self.tensorboard_video else None,
                 max_episode_steps=self.max_episode_steps,
-                imports=self.imports,
-                wrappers=self.wrappers,
+                imports=self.factory.imports,
+                wrappers=self.factory.wrappers,
             )
         return self.env
 

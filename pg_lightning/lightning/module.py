@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 from torch import Tensor, nn
 from torchmetrics import SumMetric
 
+from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.baselines import Baseline, NoBaseline
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import NonFiniteError
@@ -94,10 +95,11 @@ class ReinforceModule(pl.LightningModule):
         loss: ReinforceLoss | None = None,
         baseline: Baseline | None = None,
         optimizer: OptimizerFactory = DEFAULT_OPTIMIZER,
-        return_window: int = 100,
+        return_window: Annotated[int, Interval(ge=1)] = 100,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
+        check_arguments(type(self), {"return_window": return_window})
         self.policy = policy
         self.loss_fn = loss if loss is not None else ReinforceLoss()
         self.baseline = baseline if baseline is not None else NoBaseline()
