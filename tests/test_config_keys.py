@@ -179,6 +179,7 @@ BAD: list[tuple[str, str]] = [
     ("trainer.precision=bogus", "trainer.precision"),
     ("trainer.deterministic=maybe", "trainer.deterministic"),
     ("+model.loss.gama=0.9", "model.loss.gama"),
+    ("model.loss.advantage_clip=0", "model.loss.advantage_clip"),
 ]
 
 EVALUATE_BAD: list[tuple[str, str]] = [
@@ -268,6 +269,16 @@ def test_every_trainer_argument_is_set_without_plus(override, tmp_path):
     assert isinstance(instantiate(cfg.trainer, "trainer", logger=False, callbacks=[]), pl.Trainer)
     key, value = override.removeprefix("trainer.").split("=")
     assert str(cfg.trainer[key]) == value
+
+
+def test_a_new_option_is_its_constructor_argument_and_one_yaml_line(tmp_path):
+    """model.loss.advantage_clip was added by annotating ReinforceLoss's argument and one line of conf/train.yaml:
+    the value reaches the object, a bad one is refused with the key (BAD), and the docs table has its row."""
+    from pg_lightning.cli.schema import instantiate, markdown
+
+    cfg = _compose("train", ["model.loss.advantage_clip=2.5"], str(tmp_path))
+    assert instantiate(cfg.model.loss, "model.loss").advantage_clip == 2.5
+    assert "| `model.loss.advantage_clip` | a number > 0 or null | `null` |" in markdown()
 
 
 def test_the_trainer_node_is_the_trainers_signature(tmp_path):

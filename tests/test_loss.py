@@ -132,3 +132,17 @@ def test_bad_options_name_the_argument(kwargs, argument):
     with pytest.raises(ArgumentError, match=rf"^{argument}[ =]") as err:
         ReinforceLoss(**kwargs)
     assert err.value.argument == argument and "\n" not in str(err.value)
+
+
+def test_advantage_clip_bounds_each_weight_and_none_leaves_them():
+    """A_t clipped to [-c, c] after normalisation: the weights of log pi are bounded by c (1 episode, so the
+    per-episode mean is the sum); without a clip they are the normalised advantages themselves."""
+    psi = torch.tensor([100.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    dones = torch.tensor([False, False, False, False, False, True])
+    log_probs = torch.zeros(6, requires_grad=True)
+    free = ReinforceLoss(gamma=1.0, normalize_advantages=True)(log_probs, psi, dones).weights
+    clipped = ReinforceLoss(gamma=1.0, normalize_advantages=True, advantage_clip=1.0)(log_probs, psi, dones).weights
+    assert free.abs().max() > 2  # the outlier's normalised advantage: (100 - 16.7) / 40.8
+    torch.testing.assert_close(clipped, free.clamp(-1.0, 1.0))
+    with pytest.raises(ArgumentError, match=r"^advantage_clip must be a number > 0 or null, got 0$"):
+        ReinforceLoss(advantage_clip=0)

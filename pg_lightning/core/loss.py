@@ -66,6 +66,8 @@ class ReinforceLoss(nn.Module):
             (``gamma^t R(tau)`` is not an estimator of anything).
         normalize_advantages: standardise ``A_t = Psi_t - b_t`` over the batch.
         entropy_coef: weight ``c_H >= 0`` of the entropy bonus (0 disables it).
+        advantage_clip: clip ``A_t`` (after normalisation) to ``[-c, c]``: bounds the weight of rare extreme
+            returns, at the price of a bias; ``None``: no clipping.
 
     Examples:
         >>> loss_fn = ReinforceLoss(gamma=1.0)
@@ -88,6 +90,7 @@ class ReinforceLoss(nn.Module):
         discount_weight: bool = False,
         normalize_advantages: bool = False,
         entropy_coef: Annotated[float, Interval(ge=0)] = 0.0,
+        advantage_clip: Annotated[float, Interval(gt=0)] | None = None,
     ) -> None:
         super().__init__()
         check_arguments(type(self), locals())
@@ -102,6 +105,7 @@ class ReinforceLoss(nn.Module):
         self.discount_weight = bool(discount_weight)
         self.normalize_advantages = bool(normalize_advantages)
         self.entropy_coef = float(entropy_coef)
+        self.advantage_clip = advantage_clip
 
     def returns(
         self,
@@ -157,6 +161,8 @@ class ReinforceLoss(nn.Module):
         advantages = psi if baseline is None else psi - baseline
         if self.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if self.advantage_clip is not None:
+            advantages = advantages.clamp(-self.advantage_clip, self.advantage_clip)
         if self.discount_weight:
             advantages = advantages * self.gamma ** step_in_episode(dones).to(advantages.dtype)
         weights = advantages.detach()
