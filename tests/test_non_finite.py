@@ -271,7 +271,7 @@ def test_a_non_finite_loss_says_what_is_true_of_the_parameters():
 
 
 def test_all_finite_is_one_check_of_every_entry():
-    from pg_lightning.lightning.steps import all_finite
+    from pg_lightning.lightning.module import all_finite
 
     big = torch.full((4,), 3e38)  # finite, though its 2-norm overflows
     assert all_finite([big, torch.zeros(0), torch.ones(2, dtype=torch.float64), torch.arange(3)])

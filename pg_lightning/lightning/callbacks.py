@@ -26,7 +26,7 @@ from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradien
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.loss import ReinforceLoss
 from pg_lightning.core.tabular import optimal_values, policy_table, solve
-from pg_lightning.lightning.steps import StepRecord, non_finite_state, saved_checkpoints
+from pg_lightning.lightning.module import StepRecord, non_finite_state, saved_checkpoints
 
 __all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics", "PipeAwareProgressBar"]
 
