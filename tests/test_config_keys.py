@@ -295,6 +295,12 @@ def test_an_error_a_constructor_raises_is_named_by_its_argument_not_its_message(
     assert message.startswith("trainer.accelerator: Trainer refuses accelerator='tpu'"), message
 
 
+def test_a_target_with_a_typo_gets_a_did_you_mean():
+    message = error_line("model.optimizer._target_=torch.optim.Adamm")
+    assert message.startswith("model.optimizer._target_: cannot import 'torch.optim.Adamm' (did you mean"), message
+    assert "torch.optim.Adam," in message or "torch.optim.Adam?" in message or "torch.optim.Adam)" in message, message
+
+
 def test_a_config_error_leaves_nothing_built(tmp_path):
     """The checks run before the datamodule, the policy or the Trainer that fits are built."""
     from pg_lightning.cli import train

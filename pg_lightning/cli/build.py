@@ -10,14 +10,9 @@ Hydra nor OmegaConf.
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import importlib
 import inspect
 import logging
-import pkgutil
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -25,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from pg_lightning.cli.schema import check_node
+from pg_lightning.cli.schema import check_node, close_paths, quiet
 from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.checks import _HINT_TRACEBACK, _name, _one_line, check_policy, check_value_network
 from pg_lightning.envs.env_factory import EnvFactory, episode_limit, warn_stateful_wrappers
@@ -35,7 +30,6 @@ __all__ = [
     "as_wrappers",
     "build_policy",
     "build_value_network",
-    "close_paths",
     "env_block",
     "env_factory",
     "instantiate_network",
@@ -72,7 +66,7 @@ def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, An
                 f"{key}[{i}] must be a mapping with a _target_ (a wrapper class or function), got {spec!r}"
             )
         try:
-            with _quiet_hydra_lookup():  # Hydra logs its own multi-line error first: the ConfigError says it all
+            with quiet("hydra.utils"):  # Hydra logs its own multi-line error first: the ConfigError says it all
                 hydra.utils.get_object(spec["_target_"])  # what instantiate will look up: fail before building
         except Exception as err:
             close = close_paths(spec["_target_"])
@@ -84,84 +78,6 @@ def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, An
             raise ConfigError(f"{key}[{i}]._target_: cannot find {spec['_target_']!r} ({reason})") from err
         specs.append({**spec, "_partial_": True})
     return specs
-
-
-@contextlib.contextmanager
-def _quiet_hydra_lookup() -> Iterator[None]:
-    """Drop the ERROR record ``hydra.utils.get_object`` logs (``Error getting object at ...``, three lines) before
-    it raises: the ConfigError that follows names the key, the path and the close matches in one line."""
-    logger = logging.getLogger("hydra.utils")
-
-    def drop(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Error getting object at ")
-
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
-
-
-def close_paths(path: str, n: int = 3) -> list[str]:
-    """Close matches of a dotted path that does not resolve (a ``_target_`` with a typo): the names beside the part
-    that fails, e.g. ``gymnasium.wrappers.FlattenObservation`` for ``gymnasium.wrappers.FlattenObservaton``, or
-    ``gymnasium.wrappers.TimeLimit`` for ``gymnasium.wraper.TimeLimit``.
-
-    Imports only what the path itself names (its longest importable prefix, as Hydra's lookup did); the candidates
-    are the public attributes of the last object that resolves, and the submodules a package lists without
-    importing them (top-level modules, when not even the first name imports). A path of one name that
-    ``gymnasium.wrappers`` holds suggests its full path. Empty when nothing is close.
-    """
-    parts = path.split(".")
-    if not all(parts):
-        return []
-    if len(parts) == 1:  # a bare class name: the full path, when gymnasium.wrappers (imported with gymnasium) has it
-        wrappers = sys.modules.get("gymnasium.wrappers")
-        return [f"gymnasium.wrappers.{path}"] if wrappers is not None and hasattr(wrappers, path) else []
-    obj: Any = None
-    depth = 0  # parts[:depth] resolve to obj
-    for k in range(len(parts), 0, -1):  # the longest prefix that imports as a module
-        try:
-            obj = importlib.import_module(".".join(parts[:k]))
-        except Exception:  # noqa: BLE001, S112  (not a module, or one that fails: Hydra's lookup said why)
-            continue
-        depth = k
-        break
-    while depth < len(parts) and hasattr(obj, parts[depth]):  # then attributes, as far as they go
-        obj = getattr(obj, parts[depth])
-        depth += 1
-    if depth == len(parts):  # it resolves after all (Hydra failed for another reason): nothing to suggest
-        return []
-    wrong = parts[depth]
-    if depth == 0:
-        names = {m.name for m in pkgutil.iter_modules()}
-    else:
-        names = {name for name in dir(obj) if not name.startswith("_")}
-        if inspect.ismodule(obj) and hasattr(obj, "__path__"):  # a package: its submodules, listed, not imported
-            names |= {m.name for m in pkgutil.iter_modules(obj.__path__)}
-    same_but_case = sorted(name for name in names if name.lower() == wrong.lower())
-    close = same_but_case + [c for c in difflib.get_close_matches(wrong, sorted(names), n=n) if c not in same_but_case]
-    prefix, rest = parts[:depth], parts[depth + 1 :]
-    known = {c: _resolves(obj, c, rest) for c in close}  # drop those whose remaining parts are known not to resolve
-    ranked = [c for c in close if known[c]] + [c for c in close if known[c] is None]
-    return [".".join([*prefix, c, *rest]) for c in ranked[:n]]
-
-
-def _resolves(obj: Any, name: str, rest: list[str]) -> bool | None:
-    """Whether ``obj.name.<rest>`` resolves, by attributes of what is loaded already; None when that would take an
-    import (a submodule or top-level module not imported yet)."""
-    if obj is None or not hasattr(obj, name):
-        loaded = sys.modules.get(name if obj is None else f"{obj.__name__}.{name}")
-        if loaded is None:
-            return None
-        target: Any = loaded
-    else:
-        target = getattr(obj, name)
-    for part in rest:
-        if not hasattr(target, part):
-            return None if inspect.ismodule(target) and hasattr(target, "__path__") else False
-        target = getattr(target, part)
-    return True
 
 
 def instantiate_wrappers(specs: list[dict[str, Any]], key: str = "env.wrappers") -> tuple[Callable, ...]:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import inspect
 import logging
 import math
 import os
+import pkgutil
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import UnionType
@@ -43,8 +46,10 @@ __all__ = [
     "check_config",
     "check_finite",
     "check_settings",
+    "close_paths",
     "dry_build",
     "instantiate",
+    "quiet",
     "signature_of",
 ]
 
@@ -158,7 +163,8 @@ class Signature:
 
 
 @contextlib.contextmanager
-def _quiet(*names: str) -> Iterator[None]:
+def quiet(*names: str) -> Iterator[None]:
+    """The loggers ``names`` silenced for the block (Hydra's lookup error, Lightning's info lines of a dry build)."""
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -174,11 +180,73 @@ def locate(path: Any) -> Any:
     """The object a ``_target_`` names, or None (instantiate names a target it cannot find)."""
     if not isinstance(path, str):
         return None
-    with _quiet("hydra.utils"):
+    with quiet("hydra.utils"):
         try:
             return hydra.utils.get_object(path)
         except Exception:  # noqa: BLE001  (any failure to find or import it: instantiate reports it, naming the key)
             return None
+
+
+def close_paths(path: str, n: int = 3) -> list[str]:
+    """Close matches of a dotted path that does not resolve (a ``_target_`` with a typo): the names beside the part
+    that fails, e.g. ``gymnasium.wrappers.FlattenObservation`` for ``gymnasium.wrappers.FlattenObservaton``, or
+    ``gymnasium.wrappers.TimeLimit`` for ``gymnasium.wraper.TimeLimit``.
+
+    Imports only what the path itself names (its longest importable prefix, as Hydra's lookup did); the candidates
+    are the public attributes of the last object that resolves, and the submodules a package lists without
+    importing them (top-level modules, when not even the first name imports). A path of one name that
+    ``gymnasium.wrappers`` holds suggests its full path. Empty when nothing is close.
+    """
+    parts = path.split(".")
+    if not all(parts):
+        return []
+    if len(parts) == 1:  # a bare class name: the full path, when gymnasium.wrappers (imported with gymnasium) has it
+        wrappers = sys.modules.get("gymnasium.wrappers")
+        return [f"gymnasium.wrappers.{path}"] if wrappers is not None and hasattr(wrappers, path) else []
+    obj: Any = None
+    depth = 0  # parts[:depth] resolve to obj
+    for k in range(len(parts), 0, -1):  # the longest prefix that imports as a module
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except Exception:  # noqa: BLE001, S112  (not a module, or one that fails: Hydra's lookup said why)
+            continue
+        depth = k
+        break
+    while depth < len(parts) and hasattr(obj, parts[depth]):  # then attributes, as far as they go
+        obj = getattr(obj, parts[depth])
+        depth += 1
+    if depth == len(parts):  # it resolves after all (Hydra failed for another reason): nothing to suggest
+        return []
+    wrong = parts[depth]
+    if depth == 0:
+        names = {m.name for m in pkgutil.iter_modules()}
+    else:
+        names = {name for name in dir(obj) if not name.startswith("_")}
+        if inspect.ismodule(obj) and hasattr(obj, "__path__"):  # a package: its submodules, listed, not imported
+            names |= {m.name for m in pkgutil.iter_modules(obj.__path__)}
+    same_but_case = sorted(name for name in names if name.lower() == wrong.lower())
+    close = same_but_case + [c for c in difflib.get_close_matches(wrong, sorted(names), n=n) if c not in same_but_case]
+    prefix, rest = parts[:depth], parts[depth + 1 :]
+    known = {c: _resolves(obj, c, rest) for c in close}  # drop those whose remaining parts are known not to resolve
+    ranked = [c for c in close if known[c]] + [c for c in close if known[c] is None]
+    return [".".join([*prefix, c, *rest]) for c in ranked[:n]]
+
+
+def _resolves(obj: Any, name: str, rest: list[str]) -> bool | None:
+    """Whether ``obj.name.<rest>`` resolves, by attributes of what is loaded already; None when that would take an
+    import (a submodule or top-level module not imported yet)."""
+    if obj is None or not hasattr(obj, name):
+        loaded = sys.modules.get(name if obj is None else f"{obj.__name__}.{name}")
+        if loaded is None:
+            return None
+        target: Any = loaded
+    else:
+        target = getattr(obj, name)
+    for part in rest:
+        if not hasattr(target, part):
+            return None if inspect.ismodule(target) and hasattr(target, "__path__") else False
+        target = getattr(target, part)
+    return True
 
 
 def _path(obj: Any) -> str:
@@ -259,7 +327,9 @@ def check_node(node: DictConfig, key: str) -> None:
     path = None if OmegaConf.is_missing(node, "_target_") else node.get("_target_")
     target = locate(path)
     if target is None and isinstance(path, str):
-        raise ConfigError(f"{key}._target_: cannot import {path!r} (a typo, or a module that is not installed?)")
+        close = close_paths(path)
+        hint = f"did you mean {', '.join(close)}?" if close else "a typo, or a module that is not installed?"
+        raise ConfigError(f"{key}._target_: cannot import {path!r} ({hint})")
     sig = signature_of(target) if target is not None else None
     if sig is not None and not sig.open:
         _refuse_unknown(node, key, path, sig)
@@ -393,7 +463,7 @@ def dry_build(node: DictConfig, key: str, call: Callable[[Any], Any] | None = No
         return None
     if any(_is_node(node._get_node(k)) and node[k].get("_partial_", False) for k in node if isinstance(k, str)):
         return None  # an argument built at run time from the env (a value net): the run builds it
-    with _quiet(*_LIGHTNING_LOGS):
+    with quiet(*_LIGHTNING_LOGS):
         built = instantiate(node, key, **kwargs)
         if call is None:
             return built
@@ -485,7 +555,7 @@ def _culprit(node: DictConfig, call: Callable[[Any], Any] | None = None) -> str 
             continue
         trial = {k: v for k, v in plain.items() if k != name}
         try:
-            with _quiet(*_LIGHTNING_LOGS):
+            with quiet(*_LIGHTNING_LOGS):
                 partial = node.get("_partial_", False)
                 built = hydra.utils.instantiate({"_target_": node._target_, "_partial_": partial, **trial})
                 if call is not None:

@@ -35,8 +35,10 @@ def validate(cfg: DictConfig) -> None:
     """Fail before training, with one line naming the config key, for values that cannot work.
 
     The keys against the constructors' signatures (`pg_lightning.cli.schema.check_config`); then what needs the
-    world: the env's id and imports (imported on the way; no env is built), Lightning's own values (the Trainer,
-    loggers and callbacks built once and dropped), the checkpoint of a resume, and a run directory already used.
+    world: the env's id and imports (imported on the way; no env copy is built), the checkpoint of a resume, a run
+    directory already used, and the values that Lightning's and torch's constructors judge (the Trainer, the
+    optimizer on one parameter, the loss, the baseline, the loggers and callbacks of Lightning and pg_lightning,
+    each built once and dropped: `pg_lightning.cli.schema.dry_build`).
     """
     check_config(cfg)
     check_env_config(cfg)
@@ -73,11 +75,8 @@ def _check_weights_stay_float32(trainer: Any, precision: Any) -> None:
 
 
 def check_env_config(cfg: DictConfig) -> None:
-    """The ``env`` block: imports importable, the id registered, kwargs a mapping, wrappers ``_target_`` entries."""
+    """The ``env`` block against the world: imports importable, the id registered, wrappers ``_target_`` entries."""
     env_spec(OmegaConf.select(cfg, "env.id"), to_plain(OmegaConf.select(cfg, "env.imports")))
-    kwargs = OmegaConf.select(cfg, "env.kwargs")
-    if kwargs is not None and not isinstance(kwargs, DictConfig):
-        raise ConfigError(f"env.kwargs must be a mapping of constructor arguments, got {kwargs!r}")
     wrapper_specs(OmegaConf.select(cfg, "env.wrappers"))
 
 
