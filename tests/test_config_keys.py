@@ -295,6 +295,13 @@ def test_an_error_a_constructor_raises_is_named_by_its_argument_not_its_message(
     assert message.startswith("trainer.accelerator: Trainer refuses accelerator='tpu'"), message
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")
+def test_two_arguments_that_fail_together_name_the_one_the_error_is_about():
+    """trainer=multi_gpu on a CPU: without accelerator=gpu the Trainer still fails (devices=-1 on the CPU), but
+    otherwise; without devices it fails the same. The error is about the accelerator."""
+    assert error_line("trainer=multi_gpu").startswith("trainer.accelerator: Trainer refuses accelerator='gpu'")
+
+
 def test_a_target_with_a_typo_gets_a_did_you_mean():
     message = error_line("model.optimizer._target_=torch.optim.Adamm")
     assert message.startswith("model.optimizer._target_: cannot import 'torch.optim.Adamm' (did you mean"), message

@@ -470,7 +470,7 @@ def dry_build(node: DictConfig, key: str, call: Callable[[Any], Any] | None = No
         try:
             return call(built)
         except Exception as err:
-            culprit = _culprit(node, call)
+            culprit = _culprit(node, err, call)
             name = str(node._target_).rsplit(".", 1)[-1]
             if culprit is None:
                 raise ConfigError(f"{key}: {name} raised {_reason(err)}") from err
@@ -519,7 +519,7 @@ def _message(root: DictConfig, key: str | None, err: InstantiationException) -> 
     if isinstance(cause, ArgumentError):
         return f"{where}.{cause}"
     name = str(node.get("_target_", "the target")).rsplit(".", 1)[-1] if isinstance(node, DictConfig) else "it"
-    culprit = _culprit(node) if isinstance(node, DictConfig) else None
+    culprit = _culprit(node, cause) if isinstance(node, DictConfig) else None
     if culprit is not None:
         where = _source(node, culprit) or f"{where}.{culprit}"
         return f"{where}: {name} refuses {culprit}={_plain(node[culprit])!r}: {_reason(cause)}"
@@ -542,14 +542,17 @@ def _source(node: DictConfig, name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _culprit(node: DictConfig, call: Callable[[Any], Any] | None = None) -> str | None:
-    """The argument of ``node`` without which its (cheap) constructor succeeds: each one the config sets away
-    from its default is put back to the default in turn. None when no single one is to blame."""
+def _culprit(node: DictConfig, error: BaseException, call: Callable[[Any], Any] | None = None) -> str | None:
+    """The argument of ``node`` that ``error`` is about: each one the config sets away from its default is put back
+    to the default in turn, and the first without which the (cheap) constructor succeeds is it; else the first
+    without which it fails otherwise (``trainer=multi_gpu`` on a CPU: without ``accelerator=gpu``, ``devices=-1``
+    fails in its turn). None when the error stays whatever is put back."""
     target = locate(node.get("_target_"))
     sig = signature_of(target) if target is not None else None
     if sig is None or not _cheap(target):
         return None
     plain = {k: v for k, v in _plain(node).items() if not k.startswith("_")}
+    changed: str | None = None
     for name, value in plain.items():
         if name not in sig.defaults or value == sig.defaults[name]:
             continue
@@ -560,10 +563,12 @@ def _culprit(node: DictConfig, call: Callable[[Any], Any] | None = None) -> str 
                 built = hydra.utils.instantiate({"_target_": node._target_, "_partial_": partial, **trial})
                 if call is not None:
                     call(built)
-        except Exception:  # noqa: BLE001, S112  (still refused without it: not this one)
+        except Exception as other:  # noqa: BLE001  (still refused without it: the same error, or another one)
+            if changed is None and (type(other), str(other)) != (type(error), str(error)):
+                changed = name
             continue
         return name
-    return None
+    return changed
 
 
 # --------------------------------------------------------------------------------------------- the key table
