@@ -546,7 +546,8 @@ def _culprit(node: DictConfig, error: BaseException, call: Callable[[Any], Any] 
     """The argument of ``node`` that ``error`` is about: each one the config sets away from its default is put back
     to the default in turn, and the first without which the (cheap) constructor succeeds is it; else the first
     without which it fails otherwise (``trainer=multi_gpu`` on a CPU: without ``accelerator=gpu``, ``devices=-1``
-    fails in its turn). None when the error stays whatever is put back."""
+    fails in its turn), when every argument set could be put back (a required one cannot: it may be the one). None
+    when the error stays whatever is put back."""
     target = locate(node.get("_target_"))
     sig = signature_of(target) if target is not None else None
     if sig is None or not _cheap(target):
@@ -568,7 +569,7 @@ def _culprit(node: DictConfig, error: BaseException, call: Callable[[Any], Any] 
                 changed = name
             continue
         return name
-    return changed
+    return changed if all(name in sig.defaults for name in plain) else None
 
 
 # --------------------------------------------------------------------------------------------- the key table
