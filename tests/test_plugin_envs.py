@@ -71,7 +71,7 @@ def test_a_module_env_id_trains_and_takes_its_registered_threshold(make_cfg, tmp
         ),
         ("env.id=no_such_module_xyz:Corridor-v0", r"env.id: cannot import the module 'no_such_module_xyz'.*PYTHONPATH"),
         ("env.imports=[no_such_module_xyz]", r"env.imports\[0\]: cannot import 'no_such_module_xyz'"),
-        ("env.imports=tests.user_envs", r"env.imports must be a list of \(a string\), got 'tests.user_envs'$"),
+        ("env.imports=tests.user_envs", r"env.imports must be a list of strings, got 'tests.user_envs'$"),
         ("env.id=CartPol-v1", r"env.id: unknown gymnasium environment 'CartPol-v1'; did you mean CartPole-v1"),
         ("env.wrappers=[{_target_:gymnasium.wrappers.NoSuchWrapper}]", r"env.wrappers\[0\]._target_: cannot find"),
         ("env.wrappers=[{flatten:true}]", r"env.wrappers\[0\] must be a mapping with a _target_"),

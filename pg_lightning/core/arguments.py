@@ -168,7 +168,7 @@ def describe(annotation: Any) -> str:
     if origin in _SEQUENCES or annotation in _SEQUENCES:
         items = [a for a in get_args(annotation) if a is not Ellipsis]
         if len(items) == 1 and items[0] is not Any:
-            return f"a list of ({describe(items[0])})"
+            return f"a list of {_plural(describe(items[0]))}"
         return "a list"
     if origin in _MAPPINGS or annotation in _MAPPINGS:
         args = get_args(annotation)
@@ -176,6 +176,17 @@ def describe(annotation: Any) -> str:
     if isinstance(annotation, type):
         return f"an instance of {annotation.__name__}"
     return "any value"
+
+
+_PLURALS = {"an integer": "integers", "a number": "numbers", "a finite number": "finite numbers", "a string": "strings"}
+
+
+def _plural(words: str) -> str:
+    """``an integer >= 1`` -> ``integers >= 1``; what has no plural here stays in parentheses."""
+    for one, many in _PLURALS.items():
+        if words == one or words.startswith(one + " "):
+            return many + words[len(one) :]
+    return f"({words})"
 
 
 def _literal(c: Any) -> str:
