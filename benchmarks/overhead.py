@@ -74,7 +74,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
 from benchmarks.common import machine, markdown_capture
-from pg_lightning.cli.train import make_baseline, run
+from pg_lightning.cli.train import make_baseline, make_datamodule, run
 from pg_lightning.envs.collector import EpisodeCollector
 from pg_lightning.lightning.module import ReinforceModule
 
@@ -89,7 +89,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_ckpt": NO_EARLY_STOP + NO_CKPT,
     "last_every_10": NO_EARLY_STOP + ["callbacks.last_checkpoint.every_n_epochs=10"],
     "csv_flush_100": NO_EARLY_STOP + ["logger.csv.flush_logs_every_n_steps=100"],
-    "async_ckpt": NO_EARLY_STOP + ["+trainer.plugins=[{_target_: pytorch_lightning.plugins.io.AsyncCheckpointIO}]"],
+    "async_ckpt": NO_EARLY_STOP + ["trainer.plugins=[{_target_: pytorch_lightning.plugins.io.AsyncCheckpointIO}]"],
     "lean": NO_EARLY_STOP + NO_BAR + NO_CKPT,
     "bare": ["~callbacks", "~logger", "progress_bar=none"],
     "bare_nolog": ["~callbacks", "~logger", "progress_bar=none"],
@@ -191,7 +191,7 @@ def plain_run(cfg: DictConfig, epochs: int) -> dict:
     module.train()
     # make_vector_env + EpisodeCollector(seed, rank 0) with the config's arguments, built by the
     # datamodule's own setup (no Trainer attached) so that both sides get the very same env
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = make_datamodule(cfg)  # the env passed once, as run() builds it
     datamodule.setup("fit")
     collector: EpisodeCollector = datamodule.collector
     opt = module.configure_optimizers()

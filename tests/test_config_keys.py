@@ -195,6 +195,7 @@ EVALUATE_BAD: list[tuple[str, str]] = [
 ]
 
 GOOD = [  # Trainer arguments that needed + before the trainer node came from the signature
+    "trainer.plugins=[{_target_:pytorch_lightning.plugins.io.AsyncCheckpointIO}]",  # a list of _target_ nodes
     "trainer.precision=bf16-mixed",
     "trainer.gradient_clip_val=0.5",
     "trainer.profiler=simple",
@@ -266,9 +267,14 @@ def test_every_trainer_argument_is_set_without_plus(override, tmp_path):
 
     cfg = _compose("train", [override], str(tmp_path))
     validate(cfg)
-    assert isinstance(instantiate(cfg.trainer, "trainer", logger=False, callbacks=[]), pl.Trainer)
+    trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[])
     key, value = override.removeprefix("trainer.").split("=")
-    assert str(cfg.trainer[key]) == value
+    if key == "plugins":
+        from pytorch_lightning.plugins.io import AsyncCheckpointIO
+
+        assert isinstance(trainer.strategy.checkpoint_io, AsyncCheckpointIO)
+    else:
+        assert str(cfg.trainer[key]) == value
 
 
 def test_a_new_option_is_its_constructor_argument_and_one_yaml_line(tmp_path):

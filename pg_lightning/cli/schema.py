@@ -353,6 +353,11 @@ def check_node(node: DictConfig, key: str) -> None:
         if _is_node(value):
             check_node(value, full)
             continue
+        if isinstance(value, ListConfig) and any(_is_node(v) for v in value):  # a list of objects (trainer.plugins)
+            for i, item in enumerate(value):
+                if _is_node(item):
+                    check_node(item, f"{full}[{i}]")
+            continue
         if sig is None or name not in sig.hints:
             continue
         plain = _plain(value)
