@@ -348,6 +348,8 @@ CASES = [
     (float, float("inf"), False),
     (Annotated[float, Interval(gt=0, lt=1)], 0.0, False),
     (Annotated[float, Interval(gt=0, lt=1)], 1.0, False),
+    (dict[str, Literal["a", "b"]], {"x": "a"}, True),
+    (dict[str, Literal["a", "b"]], {"x": "c"}, False),
 ]
 
 

@@ -124,7 +124,10 @@ def conforms(value: Any, annotation: Any) -> bool:
         args = [a for a in get_args(annotation) if a is not Ellipsis]
         return not args or all(conforms(v, args[0] if len(args) == 1 else Any) for v in value)
     if origin in _MAPPINGS or annotation in _MAPPINGS:
-        return isinstance(value, Mapping)
+        if not isinstance(value, Mapping):
+            return False
+        kv = get_args(annotation)
+        return len(kv) != 2 or all(conforms(v, kv[1]) for v in value.values())
     if origin is not None or annotation in (Callable, collections.abc.Callable):
         return True  # Callable[...], type[...] and other generics: their constructor judges
     if isinstance(annotation, type):
