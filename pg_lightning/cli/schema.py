@@ -53,8 +53,6 @@ __all__ = [
     "signature_of",
 ]
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Threads:

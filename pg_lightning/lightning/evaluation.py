@@ -54,8 +54,8 @@ class EvalCallback(pl.Callback):
         seed: first episode's env seed; also seeds the action sampler.
         max_episode_steps: cap on episode length (``None``: the env's own time limit, as in
             :func:`~pg_lightning.envs.evaluation.make_eval_env`; use the training run's
-            ``data.max_episode_steps`` if it sets one). A value replaces an ``env_kwargs``
-            ``max_episode_steps``, as in :func:`~pg_lightning.envs.evaluation.make_eval_env`.
+            ``data.max_episode_steps`` if it sets one). A value replaces a
+            ``max_episode_steps`` of the env's kwargs, as in :func:`~pg_lightning.envs.evaluation.make_eval_env`.
         tensorboard_video: also log the first episode of each evaluation as an animated GIF to
             every ``TensorBoardLogger`` of the trainer (tag ``eval/video``, the Images tab), on
             rank 0. Needs an env that renders ``rgb_array`` frames (``pygame`` for CartPole) and
