@@ -10,17 +10,17 @@ anything after ``--``), with early stopping's threshold off so that both run exa
 - Lightning: ``pg_lightning.cli.train.run(cfg)``, the real training path (its callbacks, CSV logger and
   Trainer), in several configurations (``--variants``):
 
-  - ``default``: the default config: last.ckpt and best.ckpt every epoch, EarlyStopping, the
-    TQDM progress bar, the CSV logger;
+  - ``default``: the default config: last.ckpt and best.ckpt by time (after the first epoch, then at
+    most every 30 s, and after the last), EarlyStopping, the TQDM progress bar, the CSV logger;
   - ``no_bar``: without the progress bar; ``no_ckpt``: without last.ckpt and best.ckpt (an
     ``OnExceptionCheckpoint``, which writes only when a run dies, stays);
-  - ``last_every_10``: last.ckpt every 10 epochs instead of every epoch (best.ckpt unchanged);
+  - ``ckpt_every_epoch``: last.ckpt and best.ckpt at every epoch's end (``every_n_seconds=0``);
   - ``csv_flush_100``: the CSV logger writes its file every 100 epochs (Lightning's default)
     instead of every epoch;
   - ``lean``: no progress bar and no checkpoints (CSV logger and EarlyStopping kept);
   - ``bare``: no callbacks and no logger at all;
   - ``bare_nolog``: ``bare`` with ``ReinforceModule``'s own logging patched out (``_log_epoch``,
-    the grad-norm hook), for this benchmark only: Lightning's loop alone, no config gives that.
+    the grad-norm hook, the row's write), for this benchmark only: Lightning's loop alone, no config gives that.
 
 - plain: ``torch.manual_seed(seed)``, the same policy, baseline and ``ReinforceModule`` built from
   the same config, the same ``make_vector_env`` + ``EpisodeCollector`` with the same seed (built by
@@ -87,7 +87,8 @@ VARIANTS: dict[str, list[str]] = {
     "default": NO_EARLY_STOP,
     "no_bar": NO_EARLY_STOP + NO_BAR,
     "no_ckpt": NO_EARLY_STOP + NO_CKPT,
-    "last_every_10": NO_EARLY_STOP + ["callbacks.last_checkpoint.every_n_epochs=10"],
+    "ckpt_every_epoch": NO_EARLY_STOP
+    + ["callbacks.last_checkpoint.every_n_seconds=0", "callbacks.best_checkpoint.every_n_seconds=0"],
     "csv_flush_100": NO_EARLY_STOP + ["logger.csv.flush_logs_every_n_steps=100"],
     "async_ckpt": NO_EARLY_STOP + ["trainer.plugins=[{_target_: pytorch_lightning.plugins.io.AsyncCheckpointIO}]"],
     "lean": NO_EARLY_STOP + NO_BAR + NO_CKPT,
@@ -163,6 +164,7 @@ def lightning_run(cfg: DictConfig, show_bar: bool, no_module_logging: bool = Fal
         if no_module_logging:
             stack.enter_context(mock.patch.object(ReinforceModule, "_log_epoch", _no_op))
             stack.enter_context(mock.patch.object(ReinforceModule, "on_before_optimizer_step", _no_op))
+            stack.enter_context(mock.patch.object(ReinforceModule, "on_train_epoch_end", _no_op))
         metrics = run(cfg)
     (timer,) = EpochTimer.instances
     return {
@@ -235,12 +237,17 @@ def param_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 # Entries with one name at several lines (a method and its override) count once: the largest.
 CATEGORIES: list[tuple[str, list[tuple[str, str]], bool]] = [
     ("collection (EpisodeCollector.collect)", [("pg_lightning/envs/collector.py", "collect")], True),
-    ("loss: training_step without its self.log calls", [("pg_lightning/lightning/module.py", "training_step")], True),
+    ("loss: training_step without its logging", [("pg_lightning/lightning/module.py", "training_step")], True),
     ("backward", [("torch/_tensor.py", "backward")], True),
     ("Adam step (without the closure)", [("torch/optim/adam.py", "step")], True),
     (
-        "module logging: self.log in training_step (_log_epoch)",
+        "module logging: training_step's scalars (_log_epoch)",
         [("pg_lightning/lightning/module.py", "_log_epoch")],
+        False,
+    ),
+    (
+        "module logging: the epoch's row to the loggers (on_train_epoch_end)",
+        [("pg_lightning/lightning/module.py", "on_train_epoch_end")],
         False,
     ),
     (
@@ -322,9 +329,7 @@ def profile_breakdown(
     lit_total = _cumtime(lit, [("pytorch_lightning/loops/fit_loop.py", "run")])  # the training loop
     rows = {label: _cumtime(lit, funcs) for label, funcs, _ in CATEGORIES}
     # the loss's own time: training_step minus the logging it does; Adam minus the Lightning closure
-    rows["loss: training_step without its self.log calls"] -= rows[
-        "module logging: self.log in training_step (_log_epoch)"
-    ]
+    rows["loss: training_step without its logging"] -= rows["module logging: training_step's scalars (_log_epoch)"]
     rows["Adam step (without the closure)"] -= _cumtime(lit, [("plugins/precision/precision.py", "_wrap_closure")])
     counted = sum(v for (label, _, _), v in zip(CATEGORIES, rows.values(), strict=True) if not label.startswith("  "))
     rest = lit_total - counted

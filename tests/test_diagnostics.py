@@ -236,13 +236,14 @@ def test_estimator_weights_by_hand():
 
 
 def _capture(module: ReinforceModule) -> dict[str, list[float]]:
-    """Replace ``module.log`` by a recorder: ``{name: [value, ...]}``."""
+    """Replace ``module.log_scalars`` by a recorder: ``{name: [value, ...]}``."""
     logged: dict[str, list[float]] = {}
 
-    def log(name, value, **kwargs):
-        logged.setdefault(name, []).append(float(value))
+    def log_scalars(values, **kwargs):
+        for name, value in values.items():
+            logged.setdefault(name, []).append(float(value))
 
-    module.log = log  # type: ignore[method-assign]
+    module.log_scalars = log_scalars  # type: ignore[method-assign]
     return logged
 
 

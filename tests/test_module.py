@@ -4,6 +4,7 @@ import itertools
 import subprocess
 import sys
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -130,3 +131,128 @@ def test_math_modules_import_neither_lightning_nor_gymnasium():
         "assert not bad, bad; print(pg_lightning.discounted_returns)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+# --- Lightning's verbs on a train.py checkpoint: load_from_checkpoint
+
+
+def _trained(make_cfg, tmp_path, *overrides):
+    from pg_lightning.cli.train import run
+
+    run(make_cfg(*FAST_RUN, *overrides, output_dir=tmp_path))
+    return tmp_path / "checkpoints" / "last.ckpt"
+
+
+FAST_RUN = ["data.episodes_per_epoch=4", "data.num_envs=2", "trainer.max_epochs=3", "env.return_threshold=null"]
+
+
+def test_load_from_checkpoint_rebuilds_a_train_py_module_from_its_saved_config(make_cfg, tmp_path):
+    """ReinforceModule.load_from_checkpoint(path) alone: the module of the run, every weight and metric."""
+    ckpt = _trained(make_cfg, tmp_path, "baseline=value", "model.loss.gamma=0.9", "model.optimizer.lr=0.003")
+    module = ReinforceModule.load_from_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=True)
+    assert module.state_dict().keys() == saved["state_dict"].keys()
+    for key, value in saved["state_dict"].items():
+        torch.testing.assert_close(module.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert module.loss_fn.gamma == 0.9 and type(module.baseline).__name__ == "ValueBaseline"
+    assert module.optimizer_factory.keywords["lr"] == 0.003
+    assert module.hparams["config"] == saved["hyper_parameters"]["config"]  # saved again as train.py saved it
+    assert float(module.episodes.compute()) == 12.0  # the running totals too (3 epochs of 4 episodes)
+    # and it trains on in a Trainer of one's own
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(module, datamodule=RolloutDataModule("CartPole-v1", episodes_per_epoch=2, num_envs=2))
+    assert float(module.episodes.compute()) == 14.0
+
+
+def test_load_from_checkpoint_keeps_evaluates_trust_rule(make_cfg, tmp_path):
+    """A saved config that names code outside the allowlist is refused before it is called, unless trusted."""
+    from pg_lightning.core.errors import ConfigError
+
+    custom = ["network=custom", "network._target_=tests.user_networks.TinyCategorical", "+network.width=8"]
+    ckpt = _trained(make_cfg, tmp_path, *custom)
+    with pytest.raises(ConfigError, match=r"network._target_=tests.user_networks.TinyCategorical .*trust_checkpoint"):
+        ReinforceModule.load_from_checkpoint(ckpt)
+    module = ReinforceModule.load_from_checkpoint(ckpt, trust_checkpoint_code=True)
+    assert type(module.policy).__name__ == "TinyCategorical"
+
+
+def test_load_from_checkpoint_of_a_module_built_by_hand_says_what_to_pass(tmp_path):
+    """No train.py config in the checkpoint: Lightning's own load with policy=..., or a message naming it."""
+    module, data = small_module_and_data(episodes=2)
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+    )
+    trainer.fit(module, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "own.ckpt")
+    with pytest.raises(TypeError, match=r"holds no train.py config .*pass what the module was built with: .*policy="):
+        ReinforceModule.load_from_checkpoint(tmp_path / "own.ckpt")
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    policy = make_policy(env.observation_space, env.action_space, hidden_sizes=[16])
+    loaded = ReinforceModule.load_from_checkpoint(tmp_path / "own.ckpt", policy=policy)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)
+
+
+# --- Lightning's verbs: trainer.validate and trainer.test run greedy evaluation episodes
+
+
+def test_trainer_validate_and_test_run_greedy_episodes_and_log_eval_metrics():
+    """The same episodes as evaluate's: run_episodes on an env as training builds it, greedy, seeds seed + i."""
+    import gymnasium as gym
+
+    from pg_lightning.envs.evaluation import episode_stats, make_eval_env, run_episodes
+
+    module, _ = small_module_and_data()
+    data = RolloutDataModule("CartPole-v1", episodes_per_epoch=2, num_envs=2, seed=3, eval_episodes=4)
+    trainer = quiet_trainer(max_epochs=1)
+    (validated,) = trainer.validate(module, datamodule=data, verbose=False)
+    (tested,) = trainer.test(module, datamodule=data, verbose=False)
+    env = make_eval_env("CartPole-v1")
+    expected = episode_stats(*run_episodes(module.policy, env, 4, greedy=True, seed=3))
+    env.close()
+    for metrics in (validated, tested):
+        assert set(metrics) == {"eval/return_mean", "eval/return_std", "eval/length_mean"}
+        for name in ("return_mean", "return_std", "length_mean"):
+            assert metrics[f"eval/{name}"] == pytest.approx(expected[name]), name
+    assert data.collector is None and data._eval_env is None  # no vector env built; the eval env closed
+    assert isinstance(gym.make("CartPole-v1"), gym.Env)
+
+
+class _Validations(pl.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.epochs.append(trainer.current_epoch)
+
+
+@pytest.mark.parametrize(
+    ("trainer_args", "epochs"),
+    [
+        ({"check_val_every_n_epoch": 2, "num_sanity_val_steps": 0}, [1, 3]),  # Lightning's knob
+        ({"limit_val_batches": 0}, []),  # conf/trainer/cpu.yaml: run() does not validate
+    ],
+)
+def test_fit_validates_as_lightning_does(trainer_args, epochs):
+    """In a Trainer's fit, the same greedy episodes every check_val_every_n_epoch epochs; none with
+    limit_val_batches=0 (run()'s default: EvalCallback evaluates during training there)."""
+    module, data = small_module_and_data(episodes=2)
+    spy = _Validations()
+    trainer = quiet_trainer(max_epochs=4, callbacks=[spy], **trainer_args)
+    trainer.fit(module, datamodule=data)
+    assert spy.epochs == epochs
+    assert any(k.startswith("eval/") for k in trainer.callback_metrics) == bool(epochs)
+
+
+def test_run_does_not_validate(make_cfg, tmp_path):
+    """The default config's fit: no eval/* in its metrics.csv or its final metrics."""
+    import csv
+
+    from pg_lightning.cli.train import run
+
+    metrics = run(make_cfg(*FAST_RUN))
+    assert not any(k.startswith("eval/") for k in metrics)
+    header = next(csv.reader(open(tmp_path / "csv" / "metrics.csv")))
+    assert "rollout/return_mean_100" in header and not any(k.startswith("eval/") for k in header)

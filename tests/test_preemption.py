@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from pg_lightning.cli.checkpoints import resolve_ckpt_path
@@ -182,7 +183,7 @@ def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one_loadable(t
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-c", KILL_MID_WRITE, *FAST, "env.return_threshold=null", "trainer.max_epochs=10",
-         "~callbacks.best_checkpoint", f"hydra.run.dir={tmp_path}"],
+         "~callbacks.best_checkpoint", "callbacks.last_checkpoint.every_n_seconds=0", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -207,11 +208,13 @@ def test_best_ckpt_after_a_resume_is_the_best_of_the_whole_run(make_cfg, tmp_pat
 
     from pg_lightning.lightning.callbacks import BestCheckpoint
 
-    run(make_cfg(*FAST, "env.return_threshold=null", "trainer.max_epochs=6", output_dir=tmp_path / "a"))
+    every_epoch = ["callbacks.last_checkpoint.every_n_seconds=0", "callbacks.best_checkpoint.every_n_seconds=0"]
+    run(make_cfg(*FAST, *every_epoch, "env.return_threshold=null", "trainer.max_epochs=6", output_dir=tmp_path / "a"))
     # the resumed part with a step size that wrecks the policy: its epochs do worse than the earlier best
     run(
         make_cfg(
             *FAST,
+            *every_epoch,
             "env.return_threshold=null",
             "trainer.max_epochs=9",
             "model.optimizer.lr=1.0",
@@ -341,3 +344,101 @@ def test_slurm_sigusr1_is_acted_on_at_the_next_epoch_start_not_inside_the_handle
             signals.uninstall()
         signal.signal(signal.SIGUSR1, previous)
         signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+class _Clock:
+    """``time.monotonic`` of the checkpoint callbacks: 10 s per epoch (`_EpochClock` moves it)."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _EpochClock(pl.Callback):
+    """Each epoch takes 10 s on ``clock``; records which epochs' ends wrote last.ckpt (checkpoint callbacks run
+    after this one: their write of epoch e is seen at the start of epoch e + 1, or at the end of the fit)."""
+
+    def __init__(self, clock: _Clock, checkpoint) -> None:
+        self.clock, self.checkpoint, self.written, self.seen = clock, checkpoint, [], 0  # 0: nothing saved yet
+
+    def _record(self, trainer) -> None:
+        if self.checkpoint._last_global_step_saved != self.seen:
+            self.seen = self.checkpoint._last_global_step_saved
+            self.written.append(self.seen - 1)  # one update per epoch: the step saved is epoch + 1
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._record(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.clock.now += 10.0
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._record(trainer)
+
+
+@pytest.mark.parametrize(
+    ("every_n_seconds", "max_epochs", "early_stop_at", "written"),
+    [
+        (25.0, 11, None, [0, 3, 6, 9, 10]),  # the first, then the first epoch end >= 25 s after a write, the last
+        (0.0, 4, None, [0, 1, 2, 3]),  # 0: every epoch
+        (1000.0, 6, None, [0, 5]),  # the first and the last
+        (25.0, 11, 4, [0, 3, 4]),  # a stop (EarlyStopping, a signal) writes the epoch it stops after
+    ],
+)
+def test_timed_checkpoint_writes_the_first_epoch_then_by_time_and_the_last(
+    tmp_path, monkeypatch, every_n_seconds, max_epochs, early_stop_at, written
+):
+    """Epochs of 10 s (a fake clock): which epochs' ends write last.ckpt. So a kill -9 loses at most
+    every_n_seconds plus one epoch (the write of epoch 3 above comes 30 s after that of epoch 0)."""
+    from pg_lightning.lightning import callbacks
+    from pg_lightning.lightning.callbacks import TimedCheckpoint
+    from tests.test_module import small_module_and_data
+
+    clock = _Clock()
+    monkeypatch.setattr(callbacks.time, "monotonic", clock)
+    checkpoint = TimedCheckpoint(dirpath=tmp_path, filename="last", every_n_seconds=every_n_seconds)
+    spy = _EpochClock(clock, checkpoint)
+
+    class StopAt(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == early_stop_at:
+                trainer.should_stop = True
+
+    module, data = small_module_and_data(episodes=2)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[spy, StopAt(), checkpoint],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    assert spy.written == written
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == written[-1]
+
+
+@pytest.mark.subprocess
+def test_kill_9_loses_at_most_every_n_seconds_plus_an_epoch(tmp_path):
+    """The guarantee, on a real run killed with SIGKILL: last.ckpt is never older than every_n_seconds plus one
+    epoch (here 1 s and epochs of a few ms; 1 s of slack for a loaded machine's scheduling)."""
+    every = 1.0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *FAST, "env.return_threshold=null", "trainer.max_epochs=100000",
+         f"callbacks.last_checkpoint.every_n_seconds={every}", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert last.exists(), "no last.ckpt after the first epoch"
+        first = last.stat().st_mtime
+        time.sleep(3.3)  # several intervals: a later write must have replaced the first one
+        proc.kill()
+        killed_at = time.time()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    age = killed_at - last.stat().st_mtime
+    assert last.stat().st_mtime > first, "last.ckpt was not written again after the first epoch"
+    assert age <= every + 1.0, f"last.ckpt was {age:.2f} s old when the run was killed"

@@ -1,4 +1,5 @@
-"""Config nodes to objects (cli layer): the env block to an `EnvFactory` and its wrappers, network nodes to networks.
+"""Config nodes to objects (cli layer): the env block to an `EnvFactory` and its wrappers, network nodes to networks,
+the baseline node to a baseline.
 
 What Hydra and OmegaConf are needed for, in one place: ``env.wrappers`` entries checked and built (``_target_``
 with ``_partial_``), the ``env`` block (or a checkpoint's copy of it) as an
@@ -20,7 +21,8 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from pg_lightning.cli.schema import check_node, close_paths, quiet
+from pg_lightning.cli.schema import check_node, close_paths, instantiate, quiet
+from pg_lightning.core.baselines import Baseline
 from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.checks import _HINT_TRACEBACK, _name, _one_line, check_policy, check_value_network
 from pg_lightning.envs.env_factory import EnvFactory, episode_limit, warn_stateful_wrappers
@@ -236,3 +238,12 @@ def build_value_network(value_net: Any, observation_space: gym.Space) -> nn.Modu
     value_net = instantiate_network("baseline.value_net", value_net, {"observation_space": observation_space})
     check_value_network(value_net, observation_space)
     return value_net
+
+
+def make_baseline(cfg: DictConfig, observation_space: gym.Space) -> Baseline:
+    """Instantiate ``cfg.baseline``; a learned one's ``value_net`` (a partial) gets the space."""
+    value_net = OmegaConf.select(cfg, "baseline.value_net")
+    built: dict[str, nn.Module] = {}
+    if value_net is not None:
+        built["value_net"] = build_value_network(value_net, observation_space)
+    return instantiate(cfg.baseline, "baseline", **built)

@@ -11,24 +11,31 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+import gymnasium as gym
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pg_lightning.cli.build import wrapper_specs
-from pg_lightning.cli.trust import check_resume_code
+from pg_lightning.cli.build import build_policy, env_factory, make_baseline, wrapper_specs
+from pg_lightning.cli.schema import instantiate
+from pg_lightning.cli.trust import check_checkpoint_code, check_resume_code
 from pg_lightning.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pg_lightning.lightning.module import ReinforceModule
 
 __all__ = [
     "LAST_CHECKPOINTS",
     "WEIGHT_PREFIXES",
     "check_checkpoint",
     "check_fits",
+    "env_spaces",
     "load_checkpoint",
+    "load_module",
     "resolve_ckpt_path",
 ]
 
@@ -170,14 +177,15 @@ def check_checkpoint(cfg: DictConfig, ckpt: str) -> None:
     check_resume_code(config, ours, ckpt)  # the network block: nothing above looked a target up
 
 
-def check_fits(model: nn.Module, ckpt: str) -> None:
+def check_fits(model: nn.Module, ckpt: str, checkpoint: dict[str, Any] | None = None) -> None:
     """The checkpoint's weights fit ``model``: the same keys and shapes, or a ConfigError naming them.
 
     (Instead of Lightning's strict-load ``RuntimeError``.) Compares what the state dicts hold,
     so any option that changes the model (network widths, ``network.action_bounds``, the
     baseline) is covered, and options that do not (e.g. ``log_std_init``) may change on resume.
+    ``checkpoint``: ``ckpt`` already loaded (:func:`load_checkpoint`).
     """
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = load_checkpoint(ckpt) if checkpoint is None else checkpoint
     theirs, ours = checkpoint["state_dict"], model.state_dict()
     missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
     reshaped = sorted(k for k in ours.keys() & theirs.keys() if ours[k].shape != theirs[k].shape)
@@ -192,6 +200,43 @@ def check_fits(model: nn.Module, ckpt: str) -> None:
             f"ckpt_path: {ckpt!r} does not fit this run's model ({'; '.join(problems)}); it was trained with "
             f"network={config.get('network')!r}, baseline={config.get('baseline')!r}: resume with the same settings"
         )
+
+
+def env_spaces(config: dict[str, Any]) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of a saved config's env, built as training built it."""
+    env = env_factory(config["env"], (config.get("data") or {}).get("max_episode_steps"))()
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def load_module(ckpt_path: str | os.PathLike, trust_checkpoint_code: bool = False) -> ReinforceModule:
+    """The `ReinforceModule` of a checkpoint that ``train.py`` wrote, rebuilt from the config saved in it
+    (``hyper_parameters.config``), with every weight and running metric of the checkpoint; what
+    ``ReinforceModule.load_from_checkpoint(path)`` returns for such a checkpoint.
+
+    The same trust rule as ``evaluate.py`` (`pg_lightning.cli.evaluation.load_policy`): the file is read with
+    ``torch.load(weights_only=True)``, and without ``trust_checkpoint_code=True`` every ``_target_`` of its
+    ``network``, ``env.wrappers``, ``model`` and ``baseline`` must resolve to an object of the allowlist of
+    `pg_lightning.cli.trust` before anything is called. The module is on the CPU, in training mode, as
+    Lightning's ``load_from_checkpoint`` leaves it; its optimizer is configured by a Trainer, as usual.
+    """
+    checkpoint = load_checkpoint(ckpt_path)
+    config = checkpoint["hyper_parameters"]["config"]
+    source = str(ckpt_path)
+    if not trust_checkpoint_code:  # before anything looks a target up
+        check_checkpoint_code(config, source, module=True)
+    cfg = OmegaConf.create(config)
+    if OmegaConf.select(cfg, "model._target_") is None:
+        raise ConfigError(f"ckpt_path: {source!r} has no model block in its config (hyper_parameters.config.model)")
+    observation_space, action_space = env_spaces(config)
+    policy = build_policy(cfg.network, observation_space, action_space)
+    model = instantiate(cfg.model, "model", policy=policy, baseline=make_baseline(cfg, observation_space))
+    model.save_hyperparameters({"config": config})  # saved again, as train.py saved it
+    check_fits(model, source, checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return cast("ReinforceModule", model)
 
 
 def _as_entries(wrappers: Any) -> Any:

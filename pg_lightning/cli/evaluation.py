@@ -32,8 +32,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from torch import nn
 
-from pg_lightning.cli.build import as_wrappers, build_policy, env_factory
-from pg_lightning.cli.checkpoints import load_checkpoint
+from pg_lightning.cli.build import as_wrappers, build_policy
+from pg_lightning.cli.checkpoints import env_spaces, load_checkpoint
 from pg_lightning.cli.schema import SEED
 from pg_lightning.cli.trust import TRUSTED_PACKAGES, check_checkpoint_code
 from pg_lightning.cli.validation import check_evaluate_config
@@ -85,15 +85,10 @@ def load_policy(
     source = str(ckpt_path) if ckpt_path is not None else "the checkpoint"
     if not trust_checkpoint_code:  # before wrapper_specs or anything else looks a target up
         check_checkpoint_code(config, source)
-    env_cfg = config["env"]
     network = dict(config["network"])
     network.setdefault("_target_", POLICY_FACTORY)
     network["_partial_"] = True
-    env = env_factory(env_cfg, (config.get("data") or {}).get("max_episode_steps"))()  # as train.py's probe
-    try:  # the spaces as train.py saw them
-        policy = build_policy(network, env.observation_space, env.action_space)
-    finally:
-        env.close()
+    policy = build_policy(network, *env_spaces(config))  # the spaces as train.py saw them
     weights = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
     _check_weights_fit(policy, weights, source)
     try:

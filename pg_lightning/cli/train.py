@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import gymnasium as gym
 import hydra
 import pytorch_lightning as pl
 import torch
@@ -28,9 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torch import nn
 
-from pg_lightning.cli.build import build_policy, build_value_network, env_block, probe_env, wrapper_specs
+from pg_lightning.cli.build import build_policy, env_block, make_baseline, probe_env, wrapper_specs
 from pg_lightning.cli.checkpoints import check_fits, load_checkpoint, resolve_ckpt_path
 from pg_lightning.cli.ddp import ddp_ranks_join_this_job, set_environ
 from pg_lightning.cli.schema import instantiate
@@ -41,22 +39,12 @@ from pg_lightning.envs.env_factory import reward_threshold
 from pg_lightning.lightning.signals import DeferredSignals, StoppedInCollection, sigterm_received
 
 if TYPE_CHECKING:
-    from pg_lightning.core.baselines import Baseline
     from pg_lightning.lightning.data import RolloutDataModule
     from pg_lightning.lightning.module import ReinforceModule
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ConfigError", "main", "make_baseline", "run", "validate"]  # ConfigError re-exported for convenience
-
-
-def make_baseline(cfg: DictConfig, observation_space: gym.Space) -> Baseline:
-    """Instantiate ``cfg.baseline``; a learned one's ``value_net`` (a partial) gets the space."""
-    value_net = OmegaConf.select(cfg, "baseline.value_net")
-    built: dict[str, nn.Module] = {}
-    if value_net is not None:
-        built["value_net"] = build_value_network(value_net, observation_space)
-    return instantiate(cfg.baseline, "baseline", **built)
 
 
 def make_datamodule(cfg: DictConfig) -> RolloutDataModule:

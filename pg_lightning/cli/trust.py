@@ -46,6 +46,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from pg_lightning.core import baselines
 from pg_lightning.core.errors import ConfigError
 
 __all__ = [
@@ -67,15 +68,20 @@ PROJECT_TARGETS = (
     "pg_lightning.envs.networks.make_policy",  # conf/network/*.yaml
     "pg_lightning.envs.networks.make_value_network",  # conf/baseline/value.yaml's value_net
     "pg_lightning.envs.spaces.DropText",  # the project's own wrapper (text observations)
+    "pg_lightning.lightning.module.ReinforceModule",  # model (ReinforceModule.load_from_checkpoint)
+    "pg_lightning.core.loss.ReinforceLoss",  # model.loss
+    *(f"pg_lightning.core.baselines.{name}" for name in baselines.__all__),  # conf/baseline/*.yaml
 )
-"""The project's own callables that a checkpoint's ``network`` block or ``env.wrappers`` may name."""
+"""The project's own callables that a checkpoint's config may name: in ``network`` and ``env.wrappers``
+(evaluation), and in ``model`` and ``baseline`` (`pg_lightning.cli.checkpoints.load_module`)."""
 
 FILE_WRITING_WRAPPERS = ("gymnasium.wrappers.RecordVideo",)
 """gymnasium wrappers that write files (to a folder their arguments name): not called from a checkpoint
 without trust (``evaluate.py video=true`` records videos itself)."""
 
 _ALLOWED = (
-    "pg_lightning's network factories and wrappers, gymnasium's wrappers, torch.optim's optimizers and lr schedulers"
+    "pg_lightning's module, loss, baselines, network factories and wrappers, gymnasium's wrappers, torch.optim's "
+    "optimizers and lr schedulers"
 )
 
 
@@ -163,8 +169,9 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__} value"
 
 
-def checkpoint_code(config: Mapping[Any, Any]) -> dict[str, Any]:
-    """The parts of a saved config that evaluation instantiates, by key: ``network`` and ``env.wrappers``.
+def checkpoint_code(config: Mapping[Any, Any], module: bool = False) -> dict[str, Any]:
+    """The parts of a saved config that evaluation instantiates, by key: ``network`` and ``env.wrappers``;
+    with ``module``, also ``model`` and ``baseline``, which rebuilding the `ReinforceModule` instantiates.
 
     A wrapper given as a bare class path is the entry ``{_target_: path}``, as ``wrapper_specs`` reads it.
     """
@@ -172,7 +179,8 @@ def checkpoint_code(config: Mapping[Any, Any]) -> dict[str, Any]:
     wrappers = env.get("wrappers") if isinstance(env, Mapping) else None
     if isinstance(wrappers, list):
         wrappers = [{"_target_": w} if isinstance(w, str) else w for w in wrappers]
-    return {"network": config.get("network"), "env.wrappers": wrappers}
+    parts = {"network": config.get("network"), "env.wrappers": wrappers}
+    return parts | ({"model": config.get("model"), "baseline": config.get("baseline")} if module else {})
 
 
 def _code_leaves(tree: Any, where: str) -> Iterator[tuple[str, Any]]:
@@ -220,20 +228,22 @@ def refusals(tree: Any, where: str, own: Mapping[str, Any] | None = None) -> Ite
             yield f"{path}={shown} resolves to {_describe(obj)}"
 
 
-def _first(config: Mapping[str, Any], own: Mapping[str, Any] | None = None) -> str | None:
-    for key, tree in checkpoint_code(config).items():
+def _first(config: Mapping[str, Any], own: Mapping[str, Any] | None = None, module: bool = False) -> str | None:
+    for key, tree in checkpoint_code(config, module).items():
         for refusal in refusals(tree, key, own):
             return refusal
     return None
 
 
-def check_checkpoint_code(config: Mapping[str, Any], ckpt: str) -> None:
-    """Refuse (ConfigError, one line) a saved config whose ``network`` or ``env.wrappers`` names code
-    outside the allowlist; nothing is called or imported (beyond :data:`TRUSTED_PACKAGES`) on the way.
+def check_checkpoint_code(config: Mapping[str, Any], ckpt: str, module: bool = False) -> None:
+    """Refuse (ConfigError, one line) a saved config whose ``network`` or ``env.wrappers`` (with ``module``, also
+    ``model`` or ``baseline``) names code outside the allowlist; nothing is called or imported (beyond
+    :data:`TRUSTED_PACKAGES`) on the way.
 
-    ``evaluate.py`` calls it unless ``trust_checkpoint_code=true``; ``ckpt`` names the file in the message.
+    ``evaluate.py`` and ``ReinforceModule.load_from_checkpoint`` call it unless ``trust_checkpoint_code=true``;
+    ``ckpt`` names the file in the message.
     """
-    refusal = _first(config)
+    refusal = _first(config, module=module)
     if refusal is not None:
         raise ConfigError(
             f"trust_checkpoint_code: {ckpt!r}: {refusal}, which pg_lightning does not run from a checkpoint without "

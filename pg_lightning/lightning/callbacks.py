@@ -1,17 +1,18 @@
 """Lightning callbacks of pg_lightning (layer: lightning).
 
 `ExactReturn` (the exact objective of tabular envs), `GradientDiagnostics` (the estimator's variance,
-live), the checkpoint callbacks `ExceptionCheckpoint` (safe under DDP) and `BestCheckpoint` (the
-best of the whole run, across resumes), and `PipeAwareProgressBar` (a bar on a terminal, lines elsewhere).
+live), the checkpoint callbacks `TimedCheckpoint` (by time, not by epoch), `ExceptionCheckpoint` (safe under
+DDP) and `BestCheckpoint` (the best of the whole run, across resumes), and `PipeAwareProgressBar` (a bar on a
+terminal, lines elsewhere).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import warnings
-from functools import partial
 from typing import Annotated, Any, cast
 
 import gymnasium as gym
@@ -26,9 +27,16 @@ from pg_lightning.core.diagnostics import ESTIMATORS, estimator_weights, gradien
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.loss import ReinforceLoss
 from pg_lightning.core.tabular import optimal_values, policy_table, solve
-from pg_lightning.lightning.module import StepRecord, non_finite_state, saved_checkpoints
+from pg_lightning.lightning.module import StepRecord, non_finite_state, reinforce_module, saved_checkpoints
 
-__all__ = ["BestCheckpoint", "ExactReturn", "ExceptionCheckpoint", "GradientDiagnostics", "PipeAwareProgressBar"]
+__all__ = [
+    "BestCheckpoint",
+    "ExactReturn",
+    "ExceptionCheckpoint",
+    "GradientDiagnostics",
+    "PipeAwareProgressBar",
+    "TimedCheckpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +75,10 @@ class ExactReturn(pl.Callback):
         policy.eval()
         J = float(solve(self.mdp, policy_table(policy, self.mdp).detach()).J)
         policy.train(was_training)
-        log = partial(pl_module.log, on_step=False, on_epoch=True, batch_size=1)
-        log("exact/return", J)
-        log("exact/return_optimal", self.optimal)
-        # relative to |J*|; where J* = 0 the absolute shortfall
-        log("exact/gap", (self.optimal - J) / (abs(self.optimal) or 1.0))
+        gap = (self.optimal - J) / (abs(self.optimal) or 1.0)  # relative to |J*|; where J* = 0 the absolute shortfall
+        reinforce_module(pl_module).log_scalars(
+            {"exact/return": J, "exact/return_optimal": self.optimal, "exact/gap": gap}
+        )
 
 
 class GradientDiagnostics(pl.Callback):
@@ -130,12 +137,13 @@ class GradientDiagnostics(pl.Callback):
                 cast(nn.Module, pl_module.policy), batch.obs, batch.actions, batch.dones, weights
             )
         stats = gradient_stats(per_episode)
-        log = partial(pl_module.log, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
-        log("diag/grad_var", stats.var[0])
-        log("diag/grad_snr", stats.snr[0])
-        log("diag/grad_norm_mean", stats.mean_norm[0])
-        for i, name in enumerate(ESTIMATORS, start=1):
-            log(f"diag/var/{name}", stats.var[i])
+        values = {
+            "diag/grad_var": stats.var[0],
+            "diag/grad_snr": stats.snr[0],
+            "diag/grad_norm_mean": stats.mean_norm[0],
+        }
+        values |= {f"diag/var/{name}": stats.var[i] for i, name in enumerate(ESTIMATORS, start=1)}
+        reinforce_module(pl_module).log_scalars(values, mean=True)
 
 
 class ExceptionCheckpoint(OnExceptionCheckpoint):
@@ -192,8 +200,54 @@ def _one_line(exception: BaseException) -> str:
     return f"{type(exception).__name__}: {text[0]}" if text else type(exception).__name__
 
 
-class BestCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose best (``best.ckpt``) is the best so far of the whole run, across resumes.
+class TimedCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes by time, not by epoch: after the first epoch of a fit, then at the end of
+    the first epoch that ends ``every_n_seconds`` or more after the previous write, and after the last epoch
+    (EarlyStopping's or a callback's stop, ``max_epochs``, ``max_steps``). An exception, Ctrl-C or SIGTERM writes
+    ``on_exception.ckpt`` (`ExceptionCheckpoint`). So a ``kill -9`` loses at most ``every_n_seconds`` plus one
+    epoch of training.
+
+    Why not Lightning's ``train_time_interval``: it decides at the end of a batch, before the epoch's metrics
+    exist (a monitored checkpoint then waits for a validation loop that RL training does not have) and
+    before the epoch's loop state is complete; this one decides where ``every_n_epochs`` does, at the epoch's end.
+
+    Takes ``ModelCheckpoint``'s arguments (leave ``every_n_epochs`` at its default: time decides), and
+
+    Args:
+        every_n_seconds: the least time between two writes (0: every epoch, as ``every_n_epochs=1``).
+    """
+
+    def __init__(self, *args: Any, every_n_seconds: Annotated[float, Interval(ge=0)] = 30.0, **kwargs: Any) -> None:
+        check_arguments(TimedCheckpoint, {"every_n_seconds": every_n_seconds})
+        kwargs.setdefault("save_on_train_epoch_end", True)  # at the epoch's end, even where a val loop runs
+        super().__init__(*args, **kwargs)
+        self.every_n_seconds = every_n_seconds
+        self._written_at: float | None = None  # monotonic time of the last write of this fit; None: none yet
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._written_at = None  # a fit (a resume too) writes after its first epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.due(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+            self._written_at = time.monotonic()
+
+    def due(self, trainer: pl.Trainer) -> bool:
+        """Whether this epoch's end writes: the first of the fit, the last, or ``every_n_seconds`` since the
+        last write (rank 0's clock decides for every rank under DDP: a write is a collective)."""
+        last = (
+            trainer.should_stop  # EarlyStopping, signals, Timer: checkpoint callbacks run after the others
+            or 0 <= (trainer.max_epochs or -1) <= trainer.current_epoch + 1
+            or 0 <= trainer.max_steps <= trainer.global_step
+        )
+        elapsed = math.inf if self._written_at is None else time.monotonic() - self._written_at
+        return bool(trainer.strategy.broadcast(last or elapsed >= self.every_n_seconds))
+
+
+class BestCheckpoint(TimedCheckpoint):
+    """`TimedCheckpoint` whose best (``best.ckpt``) is the best so far of the whole run, across resumes: the best
+    of the epochs its timing writes at (``every_n_seconds=0``: of every epoch).
 
     A resume starts in a new run directory, and Lightning's ``ModelCheckpoint`` then restores only
     ``best_model_path`` (it warns that the dirpath changed): the score to beat is lost, so the first
@@ -201,7 +255,7 @@ class BestCheckpoint(ModelCheckpoint):
     This one restores the score as well: a checkpoint is written in the new directory only when an
     epoch beats the best of the runs before, and until then ``best_model_path`` (saved in every
     checkpoint, printed at resume) names the earlier run's file. Nothing of the earlier run is deleted.
-    Arguments: those of ``ModelCheckpoint``.
+    Arguments: those of `TimedCheckpoint`.
     """
 
     _score_to_beat: Tensor | None = None

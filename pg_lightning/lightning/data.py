@@ -1,12 +1,13 @@
 """Lightning data side (layer: lightning): one fresh batch of on-policy episodes per epoch.
 
 `RolloutDataModule` builds the vector env and the collector of each process; `EpisodeDataset` yields
-the epoch's batch, collected when the training loop asks for it.
+the epoch's batch, collected when the training loop asks for it. For ``trainer.validate`` and ``trainer.test``,
+its val and test dataloaders yield one `EvalEpisodes` request: greedy episodes that `ReinforceModule` runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, cast
 
 import gymnasium as gym
@@ -19,11 +20,12 @@ from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
 from pg_lightning.envs.env_factory import EPISODE_CAP, EnvFactory, import_modules
+from pg_lightning.envs.evaluation import make_eval_env
 from pg_lightning.envs.vector_envs import check_vector_env
 from pg_lightning.envs.watchdog import StepWatchdog
 from pg_lightning.envs.worker_faults import stop_busy_workers
 
-__all__ = ["EpisodeDataset", "RolloutDataModule"]
+__all__ = ["EpisodeDataset", "EvalEpisodes", "RolloutDataModule"]
 
 
 class EpisodeDataset(IterableDataset):
@@ -64,6 +66,34 @@ class EpisodeDataset(IterableDataset):
         return 1  # one batch per epoch; lets the progress bar show 1/1
 
 
+class EvalEpisodes:
+    """The one batch of ``trainer.validate`` and ``trainer.test``: run ``episodes`` greedy episodes on ``env``,
+    episode ``i`` from ``env.reset(seed=seed + i)`` (`pg_lightning.envs.evaluation.run_episodes`).
+
+    A plain class, not a dataclass: Lightning moves a batch to the device with ``apply_to_collection``, which
+    deep-copies a dataclass (and so the env); this one it passes as it is.
+    """
+
+    def __init__(self, env: gym.Env, episodes: int, seed: int) -> None:
+        self.env, self.episodes, self.seed = env, episodes, seed
+
+    def __repr__(self) -> str:
+        return f"EvalEpisodes({self.env}, episodes={self.episodes}, seed={self.seed})"
+
+
+class _Once:
+    """A dataloader of one batch (a list would be read by Lightning as a list of dataloaders)."""
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.batch
+
+    def __len__(self) -> int:
+        return 1
+
+
 class RolloutDataModule(pl.LightningDataModule):
     """Builds the vector env and collector on each process and serves one batch per epoch.
 
@@ -94,6 +124,8 @@ class RolloutDataModule(pl.LightningDataModule):
             naming the env copy (`pg_lightning.envs.watchdog.StepWatchdog`); ``None``: no limit. Costs nothing
             per step (a thread samples the main thread's stack). At most 1e6 s: a longer wait overflows
             ``threading.TIMEOUT_MAX`` on some platforms.
+        eval_episodes: the greedy episodes of a validation or test (`val_dataloader`), on an env as training
+            builds each copy, episode ``i`` from ``reset(seed=seed + i)``.
     """
 
     def __init__(
@@ -106,6 +138,7 @@ class RolloutDataModule(pl.LightningDataModule):
         max_episode_steps: Annotated[int, Interval(ge=1)] | None = None,
         vector_env: Any = None,
         step_timeout: Annotated[float, Interval(gt=0, le=1e6)] | None = None,
+        eval_episodes: Annotated[int, Interval(ge=1)] = 10,
     ) -> None:
         super().__init__()
         check_arguments(type(self), locals())
@@ -131,6 +164,8 @@ class RolloutDataModule(pl.LightningDataModule):
         self.max_episode_steps = max_episode_steps
         self.vector_env = vector_env
         self.step_timeout = None if step_timeout is None else float(step_timeout)
+        self.eval_episodes = eval_episodes
+        self._eval_env: gym.Env | None = None
         self._envs: gym.vector.VectorEnv | None = None
         self.collector: EpisodeCollector | None = None
         self._restored: dict[str, Any] = {}
@@ -143,7 +178,7 @@ class RolloutDataModule(pl.LightningDataModule):
         return self._envs
 
     def setup(self, stage: str) -> None:
-        if self.collector is None:
+        if stage == "fit" and self.collector is None:
             envs, self._envs = (self._envs if self._envs is not None else self._make_envs()), None
             self.collector = EpisodeCollector(
                 envs,
@@ -214,6 +249,24 @@ class RolloutDataModule(pl.LightningDataModule):
         policy = cast(nn.Module, self.trainer.lightning_module.policy)  # ReinforceModule's
         return EpisodeDataset(self.collector, policy, self.episodes_per_epoch, self.step_timeout)
 
+    def val_dataloader(self) -> Iterable[EvalEpisodes]:
+        """``trainer.validate`` (and ``fit``, as Lightning validates: every ``check_val_every_n_epoch`` epochs,
+        after a sanity check, unless ``limit_val_batches=0`` as ``conf/train.yaml`` sets): one `EvalEpisodes` of
+        ``eval_episodes`` greedy episodes, logged as ``eval/*`` by `ReinforceModule.validation_step`."""
+        return self._eval_batches()
+
+    def test_dataloader(self) -> Iterable[EvalEpisodes]:
+        """``trainer.test``: as `val_dataloader`."""
+        return self._eval_batches()
+
+    def _eval_batches(self) -> Iterable[EvalEpisodes]:
+        if self._eval_env is None:
+            env = self.env
+            self._eval_env = make_eval_env(
+                env.env_id, env.kwargs, None, self.max_episode_steps, env.imports, env.wrappers
+            )
+        return _Once(EvalEpisodes(self._eval_env, self.eval_episodes, self.seed))
+
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the collector's epoch, which fixes its seeds (see EpisodeCollector).
 
@@ -234,3 +287,6 @@ class RolloutDataModule(pl.LightningDataModule):
             self._restored = self.collector.state_dict()
             self.collector.close()
             self.collector = None
+        if self._eval_env is not None:
+            self._eval_env.close()
+            self._eval_env = None

@@ -20,6 +20,7 @@ from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.env_factory import EnvFactory, env_spec
 from pg_lightning.envs.evaluation import episode_stats, make_eval_env, run_episodes
+from pg_lightning.lightning.module import reinforce_module
 
 __all__ = ["EvalCallback"]
 
@@ -29,7 +30,7 @@ class EvalCallback(pl.Callback):
 
     - ``eval/return_mean``, ``eval/return_std`` (population std), ``eval/length_mean``
 
-    with ``pl_module.log(on_epoch=True)``, after the epoch's optimizer step, in epochs
+    in the epoch's row (`ReinforceModule.log_scalars`), after the epoch's optimizer step, in epochs
     ``every_n_epochs - 1, 2 * every_n_epochs - 1, ...`` (0-based, as ``metrics.csv`` counts).
     Lightning runs this hook before those of EarlyStopping and ModelCheckpoint whatever the order
     of the callbacks, so both can monitor ``eval/return_mean``. With ``every_n_epochs > 1`` the
@@ -125,16 +126,8 @@ class EvalCallback(pl.Callback):
         policy = cast(nn.Module, pl_module.policy)  # a ReinforceModule's policy network
         returns, lengths = run_episodes(policy, self._env(), self.episodes, self.greedy, self.seed, frames)
         stats = episode_stats(returns, lengths)
-        for name, prog_bar in (("return_mean", True), ("return_std", False), ("length_mean", False)):
-            pl_module.log(
-                f"eval/{name}",
-                stats[name],
-                prog_bar=prog_bar,
-                on_step=False,
-                on_epoch=True,
-                batch_size=1,
-                sync_dist=True,
-            )
+        scalars = {f"eval/{name}": stats[name] for name in ("return_mean", "return_std", "length_mean")}
+        reinforce_module(pl_module).log_scalars(scalars, prog_bar=["eval/return_mean"], mean=True)
         if frames:
             gif, height, width = _gif(frames, fps=self._env().metadata.get("render_fps") or 30)
             for logger in tensorboards:

@@ -9,11 +9,12 @@ signal handler: `pg_lightning.run` adds the `pg_lightning.lightning.signals.Defe
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, NamedTuple, cast
 
 import pytorch_lightning as pl
@@ -32,6 +33,8 @@ from pg_lightning.core.loss import LossTerms, ReinforceLoss
 from pg_lightning.core.metrics import WindowMean
 from pg_lightning.core.policies import distribution
 from pg_lightning.core.tree import Obs, leaves
+from pg_lightning.envs.evaluation import episode_stats, run_episodes
+from pg_lightning.lightning.data import EvalEpisodes
 from pg_lightning.lightning.optim import (
     DEFAULT_OPTIMIZER,
     OptimizerFactory,
@@ -50,6 +53,7 @@ __all__ = [
     "describe_non_finite_update",
     "non_finite_parameters",
     "non_finite_state",
+    "reinforce_module",
     "saved_checkpoints",
     "snapshot_state",
 ]
@@ -123,6 +127,49 @@ class ReinforceModule(pl.LightningModule):
         self._epoch_start = time.perf_counter()
         self.last_step: StepRecord | None = None
         self._baseline_before: dict[str, Tensor] | None = None  # see training_step
+        self._row: dict[str, Tensor] = {}  # this epoch's logged scalars (log_scalars), written at its end
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]  # adds trust_checkpoint_code
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        trust_checkpoint_code: bool = False,
+        **kwargs: Any,
+    ) -> ReinforceModule:
+        """Lightning's ``load_from_checkpoint``; for a checkpoint that ``train.py`` wrote, the module rebuilt
+        from the config saved in it.
+
+        - ``ReinforceModule.load_from_checkpoint(path)``, ``path`` written by ``train.py`` (its config is in
+          ``hyper_parameters.config``): the policy, baseline, loss and optimizer settings are rebuilt from that
+          config and get the checkpoint's weights (`pg_lightning.cli.checkpoints.load_module`). The trust rule of
+          ``evaluate.py``: without ``trust_checkpoint_code=True``, a config naming code outside pg_lightning's
+          allowlist (your own network, wrapper or baseline) is refused before anything is called.
+        - With ``policy=...`` (and ``loss``, ``baseline``, ... as the module was built): Lightning's own, for a
+          checkpoint of a module you built yourself.
+        - Neither: a TypeError that says what to pass.
+
+        ``map_location``: where the module goes (a device or its name); the checkpoint is read on the CPU.
+        """
+        if "policy" in kwargs:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        hparams = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+        if not isinstance(hparams.get("config"), dict):
+            raise TypeError(
+                f"ReinforceModule.load_from_checkpoint({str(checkpoint_path)!r}): the checkpoint holds no train.py "
+                "config (hyper_parameters.config) to rebuild the module from; pass what the module was built with: "
+                "load_from_checkpoint(path, policy=..., loss=..., baseline=...)"
+            )
+        # The one call up the layers, by name: rebuilding from a Hydra config is the cli layer's job (it imports
+        # Hydra; this layer does not), and only this classmethod, called on a train.py checkpoint, needs it.
+        load_module = importlib.import_module("pg_lightning.cli.checkpoints").load_module
+        module = load_module(checkpoint_path, trust_checkpoint_code=trust_checkpoint_code)
+        return module if map_location is None else module.to(map_location)
 
     def forward(self, obs: Obs, dones: Tensor | None = None) -> torch.distributions.Distribution:
         """The policy's distribution: ``policy(obs)``, or ``policy(obs, dones)`` for a recurrent policy."""
@@ -166,6 +213,20 @@ class ReinforceModule(pl.LightningModule):
             diagnostics = self.baseline.metrics(batch, psi, baseline)
             self._log_epoch(batch, terms, baseline_terms | moments | diagnostics, loss)
         return loss
+
+    def validation_step(self, batch: EvalEpisodes, batch_idx: int) -> None:
+        """``trainer.validate(module, datamodule=...)``: the batch's greedy episodes (`RolloutDataModule`'s
+        `val_dataloader`), logged as ``eval/return_mean`` (progress bar), ``eval/return_std``, ``eval/length_mean``:
+        the names of ``EvalCallback``, whose episodes these are (the same env, seeds and greedy actions)."""
+        returns, lengths = run_episodes(self.policy, batch.env, batch.episodes, greedy=True, seed=batch.seed)
+        stats = episode_stats(returns, lengths)
+        for name in ("return_mean", "return_std", "length_mean"):
+            value = torch.tensor(stats[name], dtype=torch.float64)
+            self.log(f"eval/{name}", value, prog_bar=name == "return_mean", batch_size=1, sync_dist=True)
+
+    def test_step(self, batch: EvalEpisodes, batch_idx: int) -> None:
+        """``trainer.test(module, datamodule=...)``: as `validation_step`."""
+        self.validation_step(batch, batch_idx)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
@@ -216,15 +277,8 @@ class ReinforceModule(pl.LightningModule):
                 f"non-finite gradient at epoch {self.current_epoch} {where} "
                 f"(the loss was finite); lower model.optimizer.lr or check the env's rewards"
             )
-        if norms:
-            self.log(
-                "train/grad_norm",
-                norms["grad_2.0_norm_total"],
-                on_step=False,
-                on_epoch=True,
-                batch_size=1,
-                sync_dist=True,
-            )
+        if total is not None:
+            self.log_scalars({"train/grad_norm": total}, mean=True)
 
     def optimizer_step(
         self,
@@ -269,17 +323,13 @@ class ReinforceModule(pl.LightningModule):
         self.return_window.update(all_returns.to(returns.dtype))
         self.env_steps.update(all_lengths.sum())
         self.episodes.update(torch.tensor(float(all_lengths.numel()), dtype=torch.float64, device=returns.device))
-        # The same value on every rank, logged without sync_dist (an all_reduce per key at epoch end under
-        # DDP, for nothing). Plain tensors, not torchmetrics objects: Lightning moves a logged Metric to the
-        # device at every self.log call (nn.Module.to over its states), 10x the cost of a tensor.
-        log = partial(self.log, on_step=False, on_epoch=True, batch_size=batch.num_episodes)
-        log("rollout/return_mean_100", self.return_window.compute(), prog_bar=True)
-        log("rollout/return_mean", all_returns.mean(), prog_bar=True)
-        log("rollout/length_mean", all_lengths.mean())
-        log("rollout/env_steps", self.env_steps.compute())
-        log("rollout/episodes", self.episodes.compute())
-        log = partial(log, sync_dist=True)  # per-rank values: their mean over the ranks
-        log("time/collect_fps", batch.num_steps / max(collect_seconds, 1e-9))
+        same = {  # the same value on every rank
+            "rollout/return_mean_100": self.return_window.compute(),
+            "rollout/return_mean": all_returns.mean(),
+            "rollout/length_mean": all_lengths.mean(),
+            "rollout/env_steps": self.env_steps.compute(),
+            "rollout/episodes": self.episodes.compute(),
+        }
         if batch.stepped is not None:
             # idle copies of a vector env stepped as a whole (async, batched), and NEXT_STEP resets, cost steps too.
             # Over all ranks, and logged only where some copy-steps were wasted (sync copies are stepped only while
@@ -289,21 +339,59 @@ class ReinforceModule(pl.LightningModule):
             )
             kept = cast(Tensor, self.all_gather(kept)).reshape(-1, 2).sum(0)
             if kept[0] != kept[1]:
-                self.log("rollout/kept_fraction", kept[0] / kept[1], on_step=False, on_epoch=True, batch_size=1)
+                same["rollout/kept_fraction"] = kept[0] / kept[1]
         # the lr of this update: the scheduler steps after it. (Logged here, in the epoch's row of
         # metrics.csv; Lightning's LearningRateMonitor would write rows of its own, without an epoch.)
-        # float64 and reduced by max (the same value on every rank): logged exactly as the optimizer has it
         groups = self.trainer.optimizers[0].param_groups
         names = ["train/lr", "train/lr_baseline"][: len(groups)]  # the baseline's own group (configure_optimizers)
-        for name, group in zip(names, groups):
-            lr = torch.tensor(float(group["lr"]), dtype=torch.float64, device=returns.device)
-            self.log(name, lr, on_step=False, on_epoch=True, batch_size=1, sync_dist=True, reduce_fx="max")
-        log("train/loss", loss.detach())
-        log("train/policy_loss", terms.policy_loss.detach())
-        log("train/entropy_loss", terms.entropy_loss.detach())
-        log("train/entropy", terms.entropy)
-        for name, value in extra_terms.items():
-            log(f"train/{name}", value.detach())
+        same |= {name: torch.tensor(float(group["lr"]), dtype=torch.float64) for name, group in zip(names, groups)}
+        self.log_scalars(same, prog_bar=("rollout/return_mean_100", "rollout/return_mean"))
+        per_rank = {  # their mean over the ranks
+            "time/collect_fps": torch.tensor(batch.num_steps / max(collect_seconds, 1e-9)),
+            "train/loss": loss,
+            "train/policy_loss": terms.policy_loss,
+            "train/entropy_loss": terms.entropy_loss,
+            "train/entropy": terms.entropy,
+        }
+        self.log_scalars(per_rank | {f"train/{name}": value for name, value in extra_terms.items()}, mean=True)
+
+    def log_scalars(
+        self, values: Mapping[str, Tensor | float], prog_bar: Iterable[str] = (), mean: bool = False
+    ) -> None:
+        """Log scalars in this epoch's row of the loggers (``metrics.csv``), at once in ``trainer.callback_metrics``
+        (what EarlyStopping and checkpoints monitor) and, those named in ``prog_bar``, on the progress bar.
+        ``mean``: the values are this rank's, logged as their mean over the ranks (one all_reduce; every rank must
+        call it); otherwise they are the same on every rank. Not in a Trainer: nothing.
+
+        What ``self.log(name, value, on_epoch=True)`` does for one-batch epochs, at a fraction of its cost:
+        Lightning's ``self.log`` costs about 0.3 ms per key and epoch (it moves its result object to the value's
+        device at every call; ``benchmarks/log_cost.py``), 10% of a CartPole epoch for this module's 16 keys. The
+        row is written once, at the module's ``on_train_epoch_end``, after the other callbacks' (whose values,
+        such as ``EvalCallback``'s, join it) and before EarlyStopping's and the checkpoints'. What is logged with
+        ``self.log`` (by other callbacks) keeps Lightning's path and rows of its own.
+        """
+        if self._trainer is None or not values:
+            return
+        row = {name: torch.as_tensor(value).detach().reshape(()) for name, value in values.items()}
+        if mean and self.trainer.world_size > 1:
+            stacked = torch.stack([value.to(self.device, torch.float64) for value in row.values()])
+            means = cast(Tensor, self.trainer.strategy.reduce(stacked, reduce_op="mean"))
+            row = {name: mean.to(value) for (name, value), mean in zip(row.items(), means)}
+        self._row.update(row)
+        self.trainer.callback_metrics.update(row)
+        self.trainer.progress_bar_metrics.update({k: float(row[k]) for k in prog_bar if k in row})
+
+    def on_train_epoch_end(self) -> None:
+        """Write this epoch's row (`log_scalars`) to every logger, as Lightning writes ``self.log``'s: one row,
+        with ``epoch`` and the step of the epoch's last update."""
+        if not self._row:
+            return
+        self.trainer.logged_metrics.update(self._row)
+        row = {k: float(v) + 0.0 for k, v in self._row.items()}  # + 0.0: -0.0 written as 0.0, as Lightning's mean does
+        self._row = {}
+        for logger in self.loggers:
+            logger.log_metrics(row | {"epoch": self.current_epoch}, step=self.trainer.global_step - 1)
+            logger.save()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the global torch RNG draws the tanh policy's entropy sample: saved so a resume replays it
@@ -336,6 +424,14 @@ class ReinforceModule(pl.LightningModule):
         scheduler = make_scheduler(self.scheduler_factory, optimizer)
         schedule: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "step", "frequency": 1}  # one per update
         return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+
+def reinforce_module(pl_module: pl.LightningModule) -> ReinforceModule:
+    """``pl_module`` as the `ReinforceModule` that pg_lightning's callbacks need (its policy, its `log_scalars`), or
+    a TypeError that says so."""
+    if not isinstance(pl_module, ReinforceModule):
+        raise TypeError(f"this callback needs a pg_lightning ReinforceModule, not a {type(pl_module).__name__}")
+    return pl_module
 
 
 # --- what a step leaves behind, and the checks of a step that meets a non-finite number
