@@ -154,7 +154,7 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
     one rank, or a non-finite return in that rank's batch. The failing rank would then wait in the
     checkpoint's barrier while the others wait in another collective (DDP's gradient all-reduce),
     every rank until the 30-minute collective timeout. So with more than one process this callback
-    writes nothing and logs why (``last.ckpt`` holds the last completed epoch); the failing rank
+    writes nothing and logs why (``last.ckpt`` holds the last epoch written); the failing rank
     exits at once with its message, and the others fail fast: gloo and NCCL raise in the pending
     collective when the peer's connection closes, and Lightning's launcher stops the other ranks
     when one of its child processes exits with an error.
@@ -190,7 +190,7 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
         log.warning(
             "[rank %d] %s not written: this rank stopped with %s under DDP (%d processes), and the other ranks may "
             "be waiting in a collective, where writing a checkpoint would wait for them forever; resume from "
-            "last.ckpt (the last completed epoch)",
+            "last.ckpt (the last epoch written)",
             trainer.global_rank, self.ckpt_path, _one_line(exception), trainer.world_size,
         )  # fmt: skip
 
