@@ -2,7 +2,8 @@
 training from Python and the CLI, resume, EvalCallback, DDP and evaluation of a user network.
 
 The user networks live outside the package, in tests/user_networks.py (importable in-process from the
-repository root; the subprocesses get the root on PYTHONPATH).
+repository root; the DDP run's processes get the root on PYTHONPATH). The command lines run in this process
+(``tests.helpers.run_main``) but for the DDP run.
 """
 
 import csv
@@ -17,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.distributions import Categorical
 
+from pg_lightning.cli import train
 from pg_lightning.cli.build import build_policy, build_value_network
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run
@@ -25,6 +27,7 @@ from pg_lightning.envs.checks import PROBE_BATCH, check_policy, check_value_netw
 from pg_lightning.envs.networks import make_policy, make_value_network
 from tests import user_networks as user
 from tests.conftest import CONF, ROOT
+from tests.helpers import run_main
 
 NET = "tests.user_networks"
 CUSTOM = ["network=custom", f"network._target_={NET}.TinyCategorical", "+network.width=8"]
@@ -293,6 +296,7 @@ def test_eval_callback_evaluates_a_user_network(tmp_path):
 
 
 def train_cli(*args, cwd, timeout=240):
+    """``python train.py *args hydra.run.dir=run`` in a new interpreter, in ``cwd`` (the DDP run)."""
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     for key in ("HYDRA_FULL_ERROR", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "NODE_RANK"):
@@ -301,15 +305,14 @@ def train_cli(*args, cwd, timeout=240):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
-@pytest.mark.subprocess
-def test_cli_trains_a_user_network(tmp_path):
-    proc = train_cli(*CUSTOM, *FAST, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "CartPole-v1: 2 epochs" in proc.stdout + proc.stderr
+def test_cli_trains_a_user_network(tmp_path, capsys):
+    code = run_main(train.main, *CUSTOM, *FAST, "hydra.run.dir=run", cwd=tmp_path)
+    out = capsys.readouterr()
+    assert code == 0, out.out[-2000:] + out.err[-3000:]
+    assert "CartPole-v1: 2 epochs" in out.out + out.err
     assert policy_weights(tmp_path / "run" / "checkpoints" / "last.ckpt")["policy.torso.layer.weight"].shape == (8, 4)
 
 
-@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -320,11 +323,12 @@ def test_cli_trains_a_user_network(tmp_path):
     ],
     ids=["tensor", "normal-without-independent", "without-network-custom"],
 )  # fmt: skip
-def test_cli_broken_network_exits_2_with_one_line_naming_network(tmp_path, overrides, message):
-    proc = train_cli(*overrides, *FAST, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Config error: network"), proc.stderr
-    assert message in proc.stderr
+def test_cli_broken_network_exits_2_with_one_line_naming_network(tmp_path, overrides, message, capsys):
+    code = run_main(train.main, *overrides, *FAST, "hydra.run.dir=run", cwd=tmp_path)
+    out = capsys.readouterr()
+    assert code == 2, out.out[-2000:] + out.err[-3000:]
+    assert out.err.count("\n") == 1 and out.err.startswith("Config error: network"), out.err
+    assert message in out.err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -3,8 +3,6 @@
 import csv
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +20,8 @@ from pg_lightning.envs.collector import EPISODE_CAP
 from pg_lightning.envs.evaluation import greedy_action, make_eval_env, run_episodes
 from pg_lightning.envs.networks import make_policy
 from pg_lightning.lightning.evaluation import EvalCallback
-from tests.conftest import CONF, ROOT
+from tests.conftest import CONF
+from tests.helpers import run_main
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -190,18 +189,12 @@ def test_bad_settings_name_the_key(cartpole_ckpt):
         evaluate(cartpole_ckpt, video=True)
 
 
-def cli(script, *args, cwd=ROOT):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False
-    )
-
-
-def test_cli_prints_the_summary_and_writes_the_json(cartpole_ckpt, tmp_path):
-    proc = cli("evaluate.py", f"ckpt_path={cartpole_ckpt}", "episodes=3", "seed=1", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
+def test_cli_prints_the_summary_and_writes_the_json(cartpole_ckpt, tmp_path, capsys):
+    """``evaluate.py ckpt_path=... episodes=3 seed=1``, in this process (``main`` with its command line)."""
+    code = run_main(main, f"ckpt_path={cartpole_ckpt}", "episodes=3", "seed=1", f"hydra.run.dir={tmp_path}")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    out = captured.out + captured.err
     expected = evaluate(cartpole_ckpt, episodes=3, seed=1)
     assert "CartPole-v1, checkpoint epoch 1" in out and "3 greedy episodes from seed 1" in out
     assert f"return {expected['return_mean']:.2f} ± {expected['return_std']:.2f}" in out
@@ -331,3 +324,36 @@ def test_make_eval_env_clips_box_actions_only():
     assert make_eval_env("pg_lightning/Chain-v0").spec.max_episode_steps == EPISODE_CAP  # no limit of its own
     # the env's own max_episode_steps kwarg, as in training (make_vector_env)
     assert make_eval_env("pg_lightning/Chain-v0", {"max_episode_steps": 10}).spec.max_episode_steps == 10
+
+
+# --- the time limit: max_episode_steps against the checkpoint's env.kwargs.max_episode_steps ------------------
+
+
+@pytest.fixture(scope="module")
+def kwargs_limit_ckpt(tmp_path_factory):
+    """A CartPole checkpoint trained with env.kwargs.max_episode_steps=20 (gymnasium's own make() argument)."""
+    out = tmp_path_factory.mktemp("kwargs_limit")
+    quick = ["data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
+    run(compose_cfg(out, *quick, "trainer.max_epochs=1", "+env.kwargs.max_episode_steps=20"))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_evaluate_max_episode_steps_overrides_the_checkpoints_env_kwargs(kwargs_limit_ckpt):
+    default = evaluate(kwargs_limit_ckpt, episodes=3)
+    assert default["max_episode_steps"] == 20  # the training run's limit
+    assert default["env_kwargs"] == {"max_episode_steps": 20}
+    # was: ConfigError "env.kwargs.max_episode_steps=20 and data.max_episode_steps=5 disagree"
+    summary = evaluate(kwargs_limit_ckpt, episodes=3, max_episode_steps=5)
+    assert summary["max_episode_steps"] == 5
+    assert max(summary["lengths"]) <= 5
+    longer = evaluate(kwargs_limit_ckpt, episodes=3, max_episode_steps=50)
+    assert longer["max_episode_steps"] == 50
+    with pytest.raises(ConfigError, match=r"^max_episode_steps must be an integer >= 1"):
+        evaluate(kwargs_limit_ckpt, episodes=1, max_episode_steps=0)
+
+
+def test_make_eval_env_max_episode_steps_replaces_the_kwarg():
+    kwargs = {"max_episode_steps": 10}
+    assert make_eval_env("pg_lightning/Chain-v0", kwargs, max_episode_steps=3).spec.max_episode_steps == 3
+    assert make_eval_env("pg_lightning/Chain-v0", kwargs).spec.max_episode_steps == 10
+    assert kwargs == {"max_episode_steps": 10}  # the caller's dict is left alone

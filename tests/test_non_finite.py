@@ -7,7 +7,10 @@
   parameters is written (``on_exception.ckpt`` included): every ``.ckpt`` left on disk is finite;
 - non-finite parameters before the first update (a NaN initial value) stop the run before it collects
   anything, naming the parameters rather than blaming the env;
-- the message of a non-finite loss says what is true of the parameters and the checkpoints.
+- the message of a non-finite loss says what is true of the parameters and the checkpoints;
+- a non-finite loss or gradient stops the run with a diagnosis, before any update, keeping the last good
+  checkpoint; the failing step leaves the baseline as it was (the EMA average, PopArt's statistics and the
+  value net's rescaled output layer: it used to have moved them).
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ import torch
 
 from pg_lightning.cli.train import run
 from pg_lightning.cli.validation import check_evaluate_config, validate
-from pg_lightning.core.baselines import ConstantBaseline
+from pg_lightning.core.baselines import ConstantBaseline, EMABaseline, ValueBaseline
 from pg_lightning.core.errors import ArgumentError, ConfigError, NonFiniteError
-from pg_lightning.envs.networks import make_policy
+from pg_lightning.envs.networks import make_policy, make_value_network
 from pg_lightning.lightning.callbacks import ExceptionCheckpoint
 from pg_lightning.lightning.data import RolloutDataModule
 from pg_lightning.lightning.module import ReinforceModule
 from tests.conftest import CONF, ROOT
-from tests.helpers import make_batch
+from tests.helpers import make_batch, quiet_trainer
 
 FAST = [
     "data.episodes_per_epoch=4",
@@ -43,6 +46,9 @@ FAST = [
     "callbacks.progress_bar.refresh_rate=0",
     "env.return_threshold=null",
 ]
+# last.ckpt and best.ckpt at the end of every epoch (TimedCheckpoint's every_n_seconds=0): "the last good checkpoint"
+# is then the previous epoch's
+EVERY_EPOCH = ["callbacks.last_checkpoint.every_n_seconds=0", "callbacks.best_checkpoint.every_n_seconds=0"]
 
 
 class OverflowAdam(torch.optim.Adam):
@@ -200,7 +206,7 @@ def test_an_update_that_overflows_the_weights_stops_the_run_and_keeps_the_last_g
     make_cfg, tmp_path, caplog
 ):
     cfg = make_cfg(
-        *FAST, "trainer.max_epochs=6",
+        *FAST, *EVERY_EPOCH, "trainer.max_epochs=6",
         "model.optimizer._target_=tests.test_non_finite.OverflowAdam", "+model.optimizer.at=2",
     )  # fmt: skip
     with caplog.at_level(logging.WARNING), pytest.raises(NonFiniteError) as info:
@@ -278,3 +284,108 @@ def test_all_finite_is_one_check_of_every_entry():
     assert not all_finite([torch.ones(3), torch.tensor([1.0, math.nan])])
     assert not all_finite([torch.tensor([-math.inf]), torch.ones(2, dtype=torch.float64)])
     assert all_finite([])
+
+
+# --- a non-finite loss or gradient: the run stops before any update, and the baseline is left as it was ---------
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_diagnosis_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
+    # Faulty-v0 turns to rewards of 3e38 after 60 steps of a copy: their returns overflow float32
+    import tests.envs  # noqa: F401  (registers Faulty-v0)
+
+    cfg = make_cfg(
+        *FAST, *EVERY_EPOCH, "env.id=Faulty-v0", "+env.kwargs.fault=huge_reward", "+env.kwargs.fault_after=60",
+        "trainer.max_epochs=20", "model.loss.gamma=1.0",
+    )  # fmt: skip
+    with pytest.raises(NonFiniteError) as info:
+        run(cfg)
+    message = str(info.value)
+    assert "non-finite loss at epoch" in message and "the returns Psi is not finite" in message
+    assert "rewards:" in message and "3e+38" in message and "returns Psi: " in message
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] >= 1 and f"epoch {saved['epoch'] + 1}" in message  # the failing epoch was not saved
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+    # the exception checkpoint (Lightning's OnExceptionCheckpoint) holds the same, finite parameters
+    on_exception = torch.load(tmp_path / "checkpoints" / "on_exception.ckpt", weights_only=True)
+    assert on_exception["state_dict"].keys() == saved["state_dict"].keys()
+    for k, v in saved["state_dict"].items():  # the value baseline's statistics included
+        assert torch.isfinite(on_exception["state_dict"][k]).all(), k
+        assert torch.equal(on_exception["state_dict"][k], v), k  # the same, last good state
+
+
+def test_a_non_finite_gradient_stops_before_the_optimizer_step(make_cfg):
+    import hydra
+
+    from pg_lightning.cli.train import make_baseline, make_datamodule
+
+    cfg = make_cfg(*FAST, "trainer.max_epochs=1")
+    env = gym.make("CartPole-v1")
+    policy = hydra.utils.instantiate(cfg.network)(
+        observation_space=env.observation_space, action_space=env.action_space
+    )
+    model = hydra.utils.instantiate(cfg.model, policy=policy, baseline=make_baseline(cfg, env.observation_space))
+    weight = policy.net[0].weight
+    weight.register_hook(lambda grad: grad * float("inf"))
+    before = weight.detach().clone()
+    trainer = pl.Trainer(**{k: v for k, v in cfg.trainer.items() if k != "_target_"}, logger=False, callbacks=[])
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient at epoch 0 in policy.net.0.weight"):
+        trainer.fit(model, datamodule=make_datamodule(cfg))
+    assert torch.equal(weight.detach(), before)  # no step was taken
+
+
+def module_with(baseline: str) -> ReinforceModule:
+    env = gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    if baseline == "ema":
+        b = EMABaseline(decay=0.9)
+    else:
+        b = ValueBaseline(make_value_network(env.observation_space), normalize_targets=True)
+    return ReinforceModule(make_policy(env.observation_space, env.action_space), baseline=b)
+
+
+def baseline_state(model: ReinforceModule) -> dict[str, torch.Tensor]:
+    """The baseline's buffers and parameters (EMA average and count; PopArt statistics and the value net)."""
+    return {k: v.detach().clone() for k, v in model.baseline.state_dict().items()}
+
+
+def assert_unchanged(model: ReinforceModule, before: dict[str, torch.Tensor]) -> None:
+    after = model.baseline.state_dict()
+    assert after.keys() == before.keys()
+    moved = [k for k, v in after.items() if not torch.equal(v, before[k])]
+    assert not moved, f"the failing step moved {moved}"
+
+
+@pytest.mark.parametrize("baseline", ["ema", "value"])
+def test_a_non_finite_loss_leaves_the_baseline_as_it_was(baseline):
+    model = module_with(baseline)
+    good = make_batch([[0.1] * 4, [0.2] * 4, [0.3] * 4], [0, 1, 0], [1.0, 2.0, 3.0], [True, True, True])
+    model.training_step(good, 0)  # a first, good step: the baseline has state to lose
+    before = baseline_state(model)
+    # finite returns (one-step episodes of rewards up to 3e38) whose loss overflows float32
+    bad = make_batch([[0.1] * 4, [0.2] * 4, [0.3] * 4], [0, 1, 0], [3e38, 1e38, 2e38], [True, True, True])
+    with pytest.raises(NonFiniteError, match="non-finite loss"):
+        model.training_step(bad, 1)
+    assert_unchanged(model, before)
+    # and an infinite reward (returns not finite) too
+    inf = make_batch([[0.1] * 4, [0.2] * 4], [0, 1], [float("inf"), 1.0], [True, True])
+    with pytest.raises(NonFiniteError, match="the returns Psi is not finite"):
+        model.training_step(inf, 2)
+    assert_unchanged(model, before)
+    # the next good step is the step a run without the failures would have taken
+    twin = module_with(baseline)
+    twin.training_step(good, 0)
+    assert torch.equal(model.training_step(good, 3), twin.training_step(good, 1))
+    assert_unchanged(twin, baseline_state(model))
+
+
+@pytest.mark.parametrize("baseline", ["ema", "value"])
+def test_a_non_finite_gradient_leaves_the_baseline_as_it_was(baseline):
+    model = module_with(baseline)
+    quiet_trainer(1).fit(model, datamodule=RolloutDataModule("CartPole-v1", 2, num_envs=2))  # one good update
+    before = baseline_state(model)
+    policy_before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    model.policy.net[0].weight.register_hook(lambda grad: grad * float("inf"))
+    with pytest.raises(NonFiniteError, match="non-finite gradient at epoch 0 in policy.net.0.weight"):
+        quiet_trainer(1).fit(model, datamodule=RolloutDataModule("CartPole-v1", 2, num_envs=2, seed=1))
+    assert_unchanged(model, before)
+    assert all(torch.equal(v, policy_before[k]) for k, v in model.policy.state_dict().items())

@@ -1,5 +1,9 @@
 """Users' own envs: gymnasium's module:EnvId ids, env.imports, env.wrappers, generic defaults, experiments,
-missing extras and a quiet console; in training, validation, async workers, DDP ranks and evaluation."""
+missing extras and a quiet console; in training, validation, async workers, DDP ranks and evaluation. An unknown id
+of an env package that was not imported names the package (and how to install and load it); a wrapper path with a
+typo gets a did-you-mean; ``experiment=frozenlake`` solves FrozenLake-v1.
+
+The command lines run in this process (``tests.helpers.run_main``) but for the console check and the DDP run."""
 
 import csv
 import functools
@@ -16,12 +20,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from pg_lightning.cli import evaluation, train
+from pg_lightning.cli.build import wrapper_specs
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run, validate
 from pg_lightning.core.errors import ConfigError
+from pg_lightning.envs import env_factory
 from pg_lightning.envs.env_factory import EnvFactory, env_spec, reward_threshold
 from tests.conftest import CONF, ROOT
-from tests.helpers import missing_extra
+from tests.helpers import missing_extra, run_main
 
 FAST = ["trainer.max_epochs=2", "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0"]
 CORRIDOR = "env.id=tests.user_envs:Corridor-v0"
@@ -29,6 +36,7 @@ TIME_AWARE = "env.wrappers=[{_target_:gymnasium.wrappers.TimeAwareObservation}]"
 
 
 def cli(script, *args, cwd=ROOT, timeout=240):
+    """``python <script> *args`` in a new interpreter (the console check and the DDP run)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
@@ -106,6 +114,79 @@ def _spawned_child_builds(factory):
         env.close()
 
 
+# --- an env of a package that was not imported names the package --------------------------------------------------
+
+# One id for each form in env_factory.ENV_PACKAGES, and how to install the package that registers it.
+PACKAGE_IDS = [
+    ("ALE/Pong-v5", "ale_py", 'pip install "pg-lightning[atari]"'),
+    ("PongNoFrameskip-v4", "ale_py", 'pip install "pg-lightning[atari]"'),
+    ("MiniGrid-Empty-5x5-v0", "minigrid", 'pip install "pg-lightning[minigrid]"'),
+    ("BabyAI-GoToRedBall-v0", "minigrid", 'pip install "pg-lightning[minigrid]"'),
+    ("popgym-MineSweeperEasy-v0", "popgym", 'pip install "pg-lightning[popgym]"'),
+    ("highway-v0", "highway_env", "pip install highway-env"),
+    ("merge-v0", "highway_env", "pip install highway-env"),
+    ("roundabout-v0", "highway_env", "pip install highway-env"),
+    ("parking-v0", "highway_env", "pip install highway-env"),
+    ("intersection-v0", "highway_env", "pip install highway-env"),
+    ("racetrack-v0", "highway_env", "pip install highway-env"),
+    ("Meta-World/MT1", "metaworld", "pip install metaworld"),
+]
+
+
+def unknown_id_error(env_id: str, imports: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as raised:
+        env_spec(env_id, imports or [])
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("env.id: unknown gymnasium environment"), message
+    return message
+
+
+@pytest.mark.parametrize(("env_id", "module", "install"), PACKAGE_IDS)
+def test_an_id_of_a_package_not_imported_names_the_package_and_how_to_load_it(env_id, module, install):
+    """`env.id=ALE/Pong-v5` alone said only "unknown gymnasium environment": now it names ale_py, how to load it
+    (env.imports or the module:EnvId form) and, when ale_py is not installed, the extra that installs it."""
+    if module in sys.modules:
+        pytest.skip(f"{module} is imported in this process: {env_id} is known or a plain typo")
+    message = unknown_id_error(env_id)
+    assert f"the package {module} registers it" in message, message
+    assert f"env.imports=[{module}] or env.id={module}:{env_id}" in message, message
+    if importlib.util.find_spec(module) is None:
+        assert f"is not installed: {install}, then load it" in message, message
+    else:
+        assert "(installed, not imported)" in message and "pip install" not in message, message
+
+
+def test_an_installed_package_not_imported_is_named_without_an_install_step(monkeypatch):
+    """The other branch, on a package every Python has (tabnanny: installed, and nothing here imports it)."""
+    assert "tabnanny" not in sys.modules
+    monkeypatch.setattr(env_factory, "ENV_PACKAGES", ((r"Tabby-", "tabnanny"),))
+    message = unknown_id_error("Tabby-Cat-v0")
+    assert message.endswith(
+        "; the package tabnanny registers it (installed, not imported): "
+        "load it with env.imports=[tabnanny] or env.id=tabnanny:Tabby-Cat-v0"
+    ), message
+    assert "tabnanny" not in sys.modules  # named, never imported
+
+
+def test_an_imported_package_gives_the_did_you_mean_alone(monkeypatch):
+    """Once the package is imported, an unknown id of its form is a typo: the close ids, no package hint."""
+    monkeypatch.setattr(env_factory, "ENV_PACKAGES", ((r"FrozenLake", "json"),))  # json: imported
+    message = unknown_id_error("FrozenLake-v9")
+    assert message.endswith("; did you mean FrozenLake-v1, FrozenLake8x8-v1?") and "package" not in message, message
+
+
+def test_other_unknown_ids_keep_their_message():
+    assert unknown_id_error("CartPol-v1").endswith("; did you mean CartPole-v1, CartPole-v0, phys2d/CartPole-v1?")
+    assert unknown_id_error("NoSuchThingAtAll-v0") == "env.id: unknown gymnasium environment 'NoSuchThingAtAll-v0'"
+
+
+def test_a_missing_env_package_in_env_imports_says_how_to_install_it():
+    if importlib.util.find_spec("highway_env") is not None:
+        pytest.skip("highway_env is installed")
+    with pytest.raises(ConfigError, match=r"env.imports\[0\]: cannot import 'highway_env'.*; pip install highway-env"):
+        env_spec("highway-v0", ["highway_env"])
+
+
 # --- env.wrappers -----------------------------------------------------------------------------
 
 
@@ -162,15 +243,62 @@ def test_a_resume_with_other_wrappers_is_refused(make_cfg, tmp_path):
         validate(make_cfg(f"ckpt_path={last}", output_dir=tmp_path / "c"))
 
 
-# --- the CLI: a user's env end to end, in fresh processes -------------------------------------
+def wrapper_error(target: str) -> str:
+    with pytest.raises(ConfigError) as raised:
+        wrapper_specs([{"_target_": target}])
+    message = str(raised.value)
+    assert "\n" not in message, message
+    return message
 
 
-@pytest.mark.subprocess
-def test_cli_user_env_by_import_async_workers_then_evaluate_with_nothing_retyped(tmp_path):
+@pytest.mark.parametrize(
+    ("target", "meant"),
+    [
+        ("gymnasium.wrappers.FlattenObservaton", "gymnasium.wrappers.FlattenObservation"),  # the class
+        ("gymnasium.wrappers.flattenobservation", "gymnasium.wrappers.FlattenObservation"),  # its case
+        ("gymnasium.wraper.FlattenObservation", "gymnasium.wrappers.FlattenObservation"),  # a module
+        ("gymnasum.wrappers.TimeLimit", "gymnasium.wrappers.TimeLimit"),  # the top-level package
+        ("gymnasium.wrappers.vector.NormalizeObservaton", "gymnasium.wrappers.vector.NormalizeObservation"),
+        ("FlattenObservation", "gymnasium.wrappers.FlattenObservation"),  # a bare class name
+    ],
+)
+def test_a_wrapper_path_with_a_typo_gets_a_did_you_mean(target, meant, caplog):
+    with caplog.at_level(logging.ERROR):
+        message = wrapper_error(target)
+    prefix = f"env.wrappers[0]._target_: cannot find {target!r}; did you mean {meant}"
+    assert message.startswith(prefix), message  # the closest first
+    assert not any("Error getting object" in r.getMessage() for r in caplog.records)  # Hydra's 3-line log, dropped
+
+
+def test_a_wrapper_path_with_nothing_close_keeps_the_lookup_error():
+    message = wrapper_error("gymnasium.wrappers.Zzzzzzzz")
+    assert "did you mean" not in message and "Are you sure that 'Zzzzzzzz' is importable" in message, message
+
+
+def test_the_did_you_mean_imports_nothing_beyond_what_the_path_names():
+    """The candidates beside a wrong module name are listed from the package's directory, not imported."""
+    if "json.tool" in sys.modules:
+        pytest.skip("json.tool is imported in this process")
+    assert wrapper_error("json.tooll.main").endswith("did you mean json.tool.main?")
+    assert "json.tool" not in sys.modules
+
+
+# --- the CLI: a user's env end to end ---------------------------------------------------------
+
+
+def forget(monkeypatch, module: str, env_id: str) -> None:
+    """As in a new interpreter: ``module`` not imported, ``env_id`` not registered (both put back after the test)."""
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.delitem(gym.registry, env_id, raising=False)
+
+
+def test_cli_user_env_by_import_async_workers_then_evaluate_with_nothing_retyped(tmp_path, monkeypatch, capsys):
     """env.imports registers the id in this process and in every async worker; the checkpoint remembers
-    imports and wrappers, so evaluate.py rebuilds the env from ckpt_path alone."""
-    train = cli(
-        "train.py",
+    imports and wrappers, so evaluate.py rebuilds the env from ckpt_path alone. (Both commands in this process,
+    each started with the id unknown and its module not imported, as in a new interpreter.)"""
+    forget(monkeypatch, "tests.user_envs_imports", "ImportedCorridor-v0")
+    code = run_main(
+        train.main,
         *FAST,
         "env.imports=[tests.user_envs_imports]",
         "env.id=ImportedCorridor-v0",
@@ -178,13 +306,16 @@ def test_cli_user_env_by_import_async_workers_then_evaluate_with_nothing_retyped
         "env.wrappers=[{_target_:gymnasium.wrappers.TimeAwareObservation}]",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
-    assert train.returncode == 0, train.stderr[-3000:]
-    assert "ImportedCorridor-v0: 2 epochs" in train.stdout + train.stderr
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    assert "ImportedCorridor-v0: 2 epochs" in out.out + out.err
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert first_layer_inputs(ckpt) == 2
-    evaluation = cli("evaluate.py", f"ckpt_path={ckpt}", "episodes=3", f"hydra.run.dir={tmp_path / 'eval'}")
-    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert "ImportedCorridor-v0, checkpoint epoch 1" in evaluation.stdout + evaluation.stderr
+    forget(monkeypatch, "tests.user_envs_imports", "ImportedCorridor-v0")
+    code = run_main(evaluation.main, f"ckpt_path={ckpt}", "episodes=3", f"hydra.run.dir={tmp_path / 'eval'}")
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    assert "ImportedCorridor-v0, checkpoint epoch 1" in out.out + out.err
     assert (tmp_path / "eval" / "evaluation.json").is_file()
 
 
@@ -209,7 +340,6 @@ def test_cli_ddp_ranks_build_the_user_env(tmp_path):
     assert [r["rollout/episodes"] for r in rows(tmp_path)] == ["4.0"]  # 2 episodes on each of the 2 ranks
 
 
-@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "override, key",
     [
@@ -221,18 +351,20 @@ def test_cli_ddp_ranks_build_the_user_env(tmp_path):
         ("model.scheduler._target_=torch.optim.lr_scheduler.NoSuchLR", "model.scheduler"),
     ],
 )
-def test_cli_bad_env_input_is_one_line_exit_2_and_writes_nothing(tmp_path, override, key):
+def test_cli_bad_env_input_is_one_line_exit_2_and_writes_nothing(tmp_path, override, key, capsys):
     extra = ["scheduler=linear"] if override.startswith("model.scheduler") else []
-    proc = cli("train.py", *FAST, *extra, override, f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Config error: ") and key in lines[0], proc.stderr
+    code = run_main(train.main, *FAST, *extra, override, f"hydra.run.dir={tmp_path}")
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Config error: ") and key in lines[0], stderr
     # no checkpoint, no metrics (an error that validate() finds leaves no run folder at all: hydra_callbacks)
     assert {p.name for p in tmp_path.iterdir()} <= {".hydra", "train.log"}
 
 
 @pytest.mark.subprocess
 def test_cli_console_is_quiet(tmp_path):
+    """A new interpreter: what it prints from the first import on (pytest would hold back warnings here)."""
     proc = cli("train.py", *FAST, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
@@ -289,28 +421,45 @@ def test_every_experiment_composes_and_validates(make_cfg, experiment):
         assert OmegaConf.to_container(cfg, resolve=False) == OmegaConf.to_container(make_cfg(), resolve=False)
 
 
+def test_experiment_frozenlake_is_the_slippery_lake_at_its_registered_threshold(make_cfg):
+    cfg = make_cfg("experiment=frozenlake")
+    assert cfg.env.id == "FrozenLake-v1" and "is_slippery" not in cfg.env.kwargs  # gymnasium's default: slippery
+    assert cfg.env.return_threshold == "spec" and env_spec("FrozenLake-v1").reward_threshold == pytest.approx(0.7)
+
+
+@pytest.mark.learning
+def test_experiment_frozenlake_solves_frozenlake(make_cfg):
+    """python train.py experiment=frozenlake: solved (100-episode mean >= 0.70) in 237 updates on seed 0, about 10 s."""
+    metrics = run(make_cfg("experiment=frozenlake", "seed=0", "callbacks.progress_bar.refresh_rate=0"))
+    assert metrics["solved"] == 1.0 and metrics["rollout/return_mean_100"] >= 0.70, metrics
+    assert metrics["epochs"] < 600, metrics
+
+
 # --- optional extras: one line naming the extra -----------------------------------------------
 
 
-@pytest.mark.subprocess
 @pytest.mark.skipif(importlib.util.find_spec("Box2D") is not None, reason="Box2D is installed here")
-def test_an_env_of_a_missing_extra_names_the_extra(tmp_path):
-    proc = cli("train.py", *FAST, "env=lunarlander", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+def test_an_env_of_a_missing_extra_names_the_extra(tmp_path, capsys):
+    code = run_main(train.main, *FAST, "env=lunarlander", f"hydra.run.dir={tmp_path}")
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-3000:]
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Config error: env.id: LunarLander-v3 needs a package")
     assert 'pip install "pg-lightning[box2d]"' in lines[0]
 
 
-def test_plots_without_matplotlib_name_the_extra(tmp_path):
-    code = (
-        "import sys; sys.modules['matplotlib'] = None; from pg_lightning.cli.plots import main; "
-        f"main([{str(tmp_path)!r}])"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and 'install the plots extra: pip install "pg-lightning[plots]"' in lines[0], proc.stderr
+def test_plots_without_matplotlib_name_the_extra(tmp_path, monkeypatch, capsys):
+    from pg_lightning.cli.plots import main
+
+    for name in [m for m in sys.modules if m.startswith("matplotlib.")]:  # imported by an earlier test
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if matplotlib were not installed
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path)])
+    assert exit_.value.code == 2
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and 'install the plots extra: pip install "pg-lightning[plots]"' in lines[0], stderr
 
 
 def test_env_spec_is_what_gymnasium_make_finds():
@@ -368,9 +517,9 @@ def test_composed_configs_instantiate_without_run(make_cfg, wrappers):
     assert callback._env().observation_space.shape == (5,)  # CartPole's 4 features and the time
 
 
-@pytest.mark.subprocess
-def test_a_scheduler_error_writes_nothing(tmp_path):
-    proc = cli("train.py", *FAST, "scheduler=linear", "+model.scheduler.bogus=1", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Config error: model.scheduler.bogus: not an argument of LinearLR" in proc.stderr, proc.stderr[-2000:]
+def test_a_scheduler_error_writes_nothing(tmp_path, capsys):
+    code = run_main(train.main, *FAST, "scheduler=linear", "+model.scheduler.bogus=1", f"hydra.run.dir={tmp_path}")
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-2000:]
+    assert "Config error: model.scheduler.bogus: not an argument of LinearLR" in stderr, stderr[-2000:]
     assert list(tmp_path.iterdir()) == []  # refused before Hydra wrote .hydra/ or train.log into the run dir

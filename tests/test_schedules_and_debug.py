@@ -4,9 +4,6 @@ import csv
 import itertools
 import logging
 import math
-import os
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -14,11 +11,12 @@ import gymnasium as gym
 import pytest
 import torch
 
+from pg_lightning.cli import train
 from pg_lightning.cli.train import run
 from pg_lightning.core.errors import ConfigError, config_error_in
 from pg_lightning.envs.networks import make_policy
 from pg_lightning.lightning.module import ReinforceModule
-from tests.conftest import ROOT
+from tests.helpers import run_main
 
 FAST = [
     "data.episodes_per_epoch=2",
@@ -118,16 +116,12 @@ def test_a_schedule_needs_a_finite_max_epochs(make_cfg, max_epochs):
     assert "trainer.max_epochs" in str(error)
 
 
-@pytest.mark.subprocess
-def test_a_schedule_without_epoch_limit_is_a_one_line_cli_error(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run(
-        [sys.executable, "train.py", *FAST, "scheduler=linear", "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith("Config error: model.scheduler.total_iters must be")
-    assert "Traceback" not in proc.stderr
+def test_a_schedule_without_epoch_limit_is_a_one_line_cli_error(tmp_path, capsys):
+    code = run_main(train.main, *FAST, "scheduler=linear", "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path}")
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("Config error: model.scheduler.total_iters must be")
+    assert "Traceback" not in stderr
 
 
 def test_configure_optimizers_steps_the_scheduler_every_update_and_names_a_bad_argument():
@@ -154,14 +148,11 @@ def test_debug_fdr_runs_one_update_and_writes_nothing(make_cfg, tmp_path):
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("metrics.csv"))
 
 
-@pytest.mark.subprocess
-def test_debug_fdr_from_the_cli(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "train.py", "debug=fdr", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
+def test_debug_fdr_from_the_cli(tmp_path, capsys):
+    code = run_main(train.main, "debug=fdr", f"hydra.run.dir={tmp_path}")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    out = captured.out + captured.err
     assert "fast_dev_run" in out and "CartPole-v1: 1 epochs" in out and "100-episode mean return" in out
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("metrics.csv"))
 

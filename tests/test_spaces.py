@@ -11,9 +11,13 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from pg_lightning.cli.evaluation import evaluate
+from pg_lightning.cli.train import run
 from pg_lightning.core.encoders import OBS_LIMIT, FlattenFloat, ImageEncoder, MultiOneHot, OneHot, TreeEncoder
 from pg_lightning.core.errors import ConfigError
 from pg_lightning.core.tree import as_tensors
+from pg_lightning.envs.checks import check_policy, check_value_network
+from pg_lightning.envs.networks import make_policy, make_value_network
 from pg_lightning.envs.spaces import (
     DropText,
     UnsupportedSpaceError,
@@ -302,3 +306,61 @@ def test_make_encoder_on_a_tuple_with_text_uses_the_paths_drop_text_gives():
     space = spaces.Tuple((spaces.Text(5), spaces.Box(-1, 1, (3,))))
     assert make_encoder(space).paths == ["0"]  # the Box is element 0 once the text is dropped, as DropText re-indexes
     check_policy(make_policy(space, spaces.Discrete(2)), space, spaces.Discrete(2))
+
+
+# --- 0-d observation spaces: one feature (they were accepted, then an IndexError at the first forward) ----------
+
+
+class ScalarObsEnv(gym.Env):
+    """Observations are one number, a 0-d Box: the position on a line; reach +3 (action 1 steps right)."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, shape=(), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = float(self.np_random.integers(-2, 2))
+        return np.array(self.x, dtype=np.float32), {}
+
+    def step(self, action):
+        self.x += 1.0 if int(action) == 1 else -1.0
+        terminated = abs(self.x) >= 3
+        return np.array(self.x, dtype=np.float32), float(self.x >= 3), terminated, False, {}
+
+
+gym.register("pg_lightning_tests/ScalarObs-v0", entry_point=ScalarObsEnv, max_episode_steps=20)
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Box(-1.0, 1.0, shape=()), gym.spaces.MultiBinary(())])
+def test_a_0d_observation_space_is_one_feature(space):
+    obs = torch.as_tensor(np.stack([space.sample() for _ in range(5)]))  # (5,) or (5, 1), as the collector stacks
+    for action_space in (gym.spaces.Discrete(3), gym.spaces.Box(-1.0, 1.0, (2,))):
+        policy = make_policy(space, action_space)
+        assert policy.net[0].in_features == 1
+        check_policy(policy, space, action_space)  # the contract check agrees with the factory
+        dist = policy(obs)
+        assert tuple(dist.batch_shape) == (5,) and dist.log_prob(dist.sample()).shape == (5,)
+    value_net = make_value_network(space)
+    check_value_network(value_net, space)
+    assert value_net(obs).shape == (5,)
+
+
+def test_a_0d_observation_is_the_feature_a_1_element_one_is():
+    scalar = make_policy(gym.spaces.Box(-1.0, 1.0, ()), gym.spaces.Discrete(3))
+    vector = make_policy(gym.spaces.Box(-1.0, 1.0, (1,)), gym.spaces.Discrete(3))
+    vector.load_state_dict(scalar.state_dict())
+    x = torch.tensor([0.5, -0.25])
+    assert torch.equal(scalar(x).logits, vector(x[:, None]).logits)
+
+
+def test_training_on_an_env_with_0d_box_observations(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "data.episodes_per_epoch=4", "data.num_envs=2", "callbacks.progress_bar.refresh_rate=0",
+        "env.id=pg_lightning_tests/ScalarObs-v0", "env.return_threshold=null", "trainer.max_epochs=2",
+        "baseline=value", "data.vectorization_mode=sync",
+    )  # fmt: skip
+    run(cfg)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1
+    summary = evaluate(tmp_path / "checkpoints" / "last.ckpt", episodes=2)
+    assert len(summary["lengths"]) == 2
