@@ -1,4 +1,4 @@
-"""A checkpoint never runs code it names, and a damaged one is refused (pg_lightning.cli.trust, cli.checkpoints).
+"""A checkpoint never runs code it names, and a damaged one is refused (pg_lightning.cli.checkpoints, cli.checkpoints).
 
 Crafted checkpoints put targets that reach ``os``, ``shutil``, ``pathlib`` and ``importlib`` through attributes of
 the project's modules and of gymnasium's (and a module that writes a file when imported) in every place a saved
@@ -25,9 +25,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from pg_lightning.cli import evaluation
+from pg_lightning.cli.checkpoints import is_allowed, resolve_target
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run, validate
-from pg_lightning.cli.trust import is_allowed, resolve_target
 from pg_lightning.core.errors import ConfigError
 from tests.conftest import CONF, ROOT
 

@@ -221,7 +221,7 @@ def error_line(overrides: str, script: str = "train") -> str:
             cfg = _compose(script, overrides.split(), out)
             if script == "evaluate":
                 from pg_lightning.cli.evaluation import evaluate
-                from pg_lightning.cli.validation import check_evaluate_config
+                from pg_lightning.cli.preflight import check_evaluate_config
 
                 check_evaluate_config(cfg)
                 keys = ("ckpt_path", "episodes", "greedy", "seed", "video", "output_dir", "max_episode_steps")
@@ -259,8 +259,8 @@ def test_an_invalid_evaluate_value_is_one_line_naming_the_key(overrides, key):
 
 @pytest.mark.parametrize("override", GOOD)
 def test_every_trainer_argument_is_set_without_plus(override, tmp_path):
+    from pg_lightning.cli.preflight import validate
     from pg_lightning.cli.schema import instantiate
-    from pg_lightning.cli.validation import validate
 
     cfg = _compose("train", [override], str(tmp_path))
     validate(cfg)

@@ -29,8 +29,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from pg_lightning.cli.preflight import check_evaluate_config, validate
 from pg_lightning.cli.train import run
-from pg_lightning.cli.validation import check_evaluate_config, validate
 from pg_lightning.core.baselines import ConstantBaseline, EMABaseline, ValueBaseline
 from pg_lightning.core.errors import ArgumentError, ConfigError, NonFiniteError
 from pg_lightning.envs.networks import make_policy, make_value_network

@@ -33,10 +33,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pg_lightning.cli.build import as_wrappers, build_policy
-from pg_lightning.cli.checkpoints import env_spaces, load_checkpoint
+from pg_lightning.cli.checkpoints import TRUSTED_PACKAGES, check_checkpoint_code, env_spaces, load_checkpoint
+from pg_lightning.cli.preflight import check_evaluate_config
 from pg_lightning.cli.schema import SEED
-from pg_lightning.cli.trust import TRUSTED_PACKAGES, check_checkpoint_code
-from pg_lightning.cli.validation import check_evaluate_config
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.errors import ArgumentError, ConfigError, config_error_in
@@ -50,7 +49,7 @@ __all__ = ["evaluate", "format_summary", "load_checkpoint", "load_policy", "main
 SUMMARY_FILE = "evaluation.json"
 POLICY_FACTORY = "pg_lightning.envs.networks.make_policy"
 # The packages a checkpoint's targets are looked up in without trust_checkpoint_code (0.1's name); what they
-# may resolve to is pg_lightning.cli.trust's allowlist.
+# may resolve to is pg_lightning.cli.checkpoints's allowlist.
 TRUSTED_TARGETS = TRUSTED_PACKAGES
 
 
@@ -74,7 +73,7 @@ def load_policy(
     id are imported (as gymnasium does for any id), and the ``_target_`` entries of ``network``
     and ``env.wrappers`` are called, at any depth. Without ``trust_checkpoint_code=True``, every
     one of them is first resolved to the object it names and checked against the allowlist of
-    `pg_lightning.cli.trust` (pg_lightning's network factories and wrappers, gymnasium's wrappers,
+    `pg_lightning.cli.checkpoints` (pg_lightning's network factories and wrappers, gymnasium's wrappers,
     torch.optim's optimizers and schedulers): anything else (a user's network or wrapper, or a
     function reached through a module attribute) is refused before anything is called, since
     calling a target read from a file runs whatever it names. ``checkpoint``: an already loaded

@@ -6,7 +6,7 @@ for every mistyped command (and, in a used ``hydra.run.dir``, overwrite its ``.h
 before refusing it). `ValidateBeforeRun` runs the same check in ``on_run_start``, before
 ``run_job``: a ConfigError prints the one ``Config error: <key> ...`` line and exits with status 2,
 as ``main`` does, and nothing is written. Registered under ``hydra.callbacks`` in
-``conf/train.yaml`` (:func:`pg_lightning.cli.validation.validate`) and ``conf/evaluate.yaml``
+``conf/train.yaml`` (:func:`pg_lightning.cli.preflight.validate`) and ``conf/evaluate.yaml``
 (:func:`check_evaluate_run`).
 """
 
@@ -46,10 +46,10 @@ class ValidateBeforeRun(Callback):
 
     Args:
         check: the dotted path of a function taking the job's config and raising ConfigError,
-            e.g. ``pg_lightning.cli.validation.validate``.
+            e.g. ``pg_lightning.cli.preflight.validate``.
     """
 
-    def __init__(self, check: str = "pg_lightning.cli.validation.validate") -> None:
+    def __init__(self, check: str = "pg_lightning.cli.preflight.validate") -> None:
         self.check: Callable[[DictConfig], Any] = get_method(check)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -95,9 +95,8 @@ def _job_config(config: DictConfig) -> Iterator[DictConfig]:
 def check_evaluate_run(cfg: DictConfig) -> None:
     """What ``evaluate.py`` checks before it builds anything: the keys of ``conf/evaluate.yaml``, and that
     ``ckpt_path`` is a pg_lightning checkpoint whose code may be called (``trust_checkpoint_code``)."""
-    from pg_lightning.cli.checkpoints import load_checkpoint
-    from pg_lightning.cli.trust import check_checkpoint_code
-    from pg_lightning.cli.validation import check_evaluate_config
+    from pg_lightning.cli.checkpoints import check_checkpoint_code, load_checkpoint
+    from pg_lightning.cli.preflight import check_evaluate_config
 
     check_evaluate_config(cfg)
     ckpt_path = cfg.get("ckpt_path")

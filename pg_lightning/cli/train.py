@@ -31,8 +31,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pg_lightning.cli.build import build_policy, env_block, make_baseline, probe_env, wrapper_specs
 from pg_lightning.cli.checkpoints import check_fits, load_checkpoint, resolve_ckpt_path
 from pg_lightning.cli.ddp import ddp_ranks_join_this_job, set_environ
+from pg_lightning.cli.preflight import validate
 from pg_lightning.cli.schema import instantiate
-from pg_lightning.cli.validation import validate
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.errors import ConfigError, EnvError, NonFiniteError, config_error_in
 from pg_lightning.envs.env_factory import reward_threshold

@@ -1,4 +1,4 @@
-"""`validate` (cli layer): a composed config checked before anything is built; each failure names the key to fix.
+"""`validate` (cli layer): the preflight checks of a composed config, before anything is built; each names the key.
 
 The keys against the signatures they configure (`pg_lightning.cli.schema`), then the checks that need the world:
 the env's id and imports, Lightning's own values, a resume's checkpoint (`pg_lightning.cli.checkpoints`), and a
