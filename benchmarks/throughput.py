@@ -13,7 +13,7 @@ same autoreset), measured in one process, interleaved for ``--rounds`` rounds (m
 - ``collector``: ``EpisodeCollector.collect`` with the same fresh ``[64, 64]`` MLP policy (batched
   inference in inference mode, complete episodes, ``--episodes-per-copy`` per copy per collect,
   at least 16), counting the steps that enter the batch (``kept``). With sync envs the collector steps
-  only the copies whose episodes are still running (``pg_lightning.envs.direct_loop.collect_direct``); async and
+  only the copies whose episodes are still running (``pg_lightning.envs.collector.collect_direct``); async and
   batched envs are stepped as a whole, idle copies (and ``NEXT_STEP`` reset steps) included: the
   ``kept`` column is the fraction of the copy-steps that entered the batch.
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tests.envs  # noqa: F401  (registers the test envs)
-from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
+from pg_lightning.envs.collector import EpisodeCollector, direct_envs, make_vector_env
 from pg_lightning.envs.networks import make_policy
 from tests.helpers import same_batch
 
@@ -149,7 +149,7 @@ def test_stepping_only_the_active_copies_gives_the_batch_of_the_whole_vector_env
     direct = EpisodeCollector(make_vector_env(env_id, 3), seed=5)
     # any vector wrapper makes the collector step the vector env as a whole
     whole = EpisodeCollector(gym.vector.VectorWrapper(make_vector_env(env_id, 3)), seed=5)
-    assert direct._direct_envs()[0] is not None and whole._direct_envs()[0] is None
+    assert direct_envs(direct.envs)[0] is not None and direct_envs(whole.envs)[0] is None
     for _ in range(3):  # 7 episodes on 3 copies: copies restart, go idle, and end at different times
         a, b = direct.collect(policy, 7), whole.collect(policy, 7)
         assert a.num_episodes == 7

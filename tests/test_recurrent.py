@@ -3,6 +3,8 @@
 - ``RecurrentCore.sequences`` (packed, all episodes at once) equals a step-by-step loop from a zero
   state per episode: outputs, final states and gradients; no episode sees another one's steps.
 - A recurrent value net bootstraps from the state its episode left.
+- Acting step by step, a copy's state restarts with its episode (``carry_state``), for our policies'
+  ``actor`` and a user's policy with only ``step`` alike.
 - On ``pg_lightning/CueMemory-v0`` a GRU policy solves the task in a few seconds while the
   feedforward policy stays at chance; the GRU checkpoint evaluates, resumes bit for bit, and
   trains under 2-rank DDP; Dict observations and Blackjack's Tuple train end to end.
@@ -18,8 +20,9 @@ import torch
 
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run
-from pg_lightning.core.recurrent import RecurrentCore, reset_state
+from pg_lightning.core.recurrent import RecurrentCore, carry_state, reset_state
 from pg_lightning.core.torso import MLP
+from pg_lightning.envs.actors import make_actor
 from pg_lightning.envs.networks import ValueNetwork, make_value_network
 from tests.conftest import ROOT
 from tests.helpers import same_batch
@@ -244,3 +247,43 @@ def test_reset_state_restarts_the_starting_copies_of_any_tuple_state(make):
     for got, init, before in zip(tensors(out), tensors(initial), tensors(state), strict=True):
         assert torch.equal(got[1], init[1])  # the starting copy: its initial state
         assert torch.equal(got[[0, 2]], before[[0, 2]])  # the others keep theirs
+
+
+def test_carry_state_restarts_only_the_copies_that_start_an_episode():
+    """The one recurrent-state reset of acting step by step: a copy's state restarts where ``starts`` is true."""
+    step = carry_state(lambda x, state: (state + x, state + x), lambda n: torch.zeros(n))  # the state sums the x
+    with pytest.raises(ValueError, match="must start every copy"):
+        step(torch.ones(2), torch.tensor([True, False]))
+    step = carry_state(lambda x, state: (state + x, state + x), lambda n: torch.zeros(n))
+    assert step(torch.ones(2), torch.tensor([True, True])).tolist() == [1.0, 1.0]
+    assert step(torch.ones(2), torch.tensor([False, False])).tolist() == [2.0, 2.0]
+    assert step(torch.ones(2), torch.tensor([False, True])).tolist() == [3.0, 1.0]
+
+
+def test_a_user_s_recurrent_policy_without_an_actor_acts_as_ours():
+    """The collector's actor of a policy with only ``step`` and ``initial_state`` carries the state as
+    ``Policy.actor`` does (both through ``carry_state``): the same draws, restarts included."""
+    import gymnasium as gym
+
+    from pg_lightning.envs.networks import make_policy
+
+    class StepOnly(torch.nn.Module):
+        is_recurrent = True
+
+        def __init__(self, policy):
+            super().__init__()
+            self.policy = policy
+
+        def initial_state(self, n):
+            return self.policy.initial_state(n)
+
+        def step(self, obs, state):
+            return self.policy.step(obs, state)
+
+    torch.manual_seed(0)
+    policy = make_policy(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(4), hidden_sizes=[8], core="lstm")
+    ours = policy.actor(torch.Generator().manual_seed(1))
+    theirs = make_actor(StepOnly(policy), torch.Generator().manual_seed(1), recurrent=True, with_log_prob=False)
+    for k in range(8):
+        obs, starts = torch.randn(5, 3), torch.ones(5, dtype=torch.bool) if k == 0 else torch.rand(5) < 0.3
+        assert torch.equal(ours(obs, starts)[0], theirs(obs, starts)[0])

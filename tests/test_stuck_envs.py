@@ -80,7 +80,8 @@ def test_sigterm_stops_a_run_whose_env_blocks_in_step(tmp_path, mode):
     parent's wait on the worker's pipe) and stops the collection at once, naming the stuck copy. Exit 143, the
     last completed epoch's checkpoint on disk, no worker left behind."""
     flags = tmp_path / "flags"
-    proc = _start(tmp_path, _kwargs(flags), f"data.vectorization_mode={mode}")
+    every_epoch = "callbacks.last_checkpoint.every_n_seconds=0"  # last.ckpt at each epoch's end (default: by time)
+    proc = _start(tmp_path, _kwargs(flags), f"data.vectorization_mode={mode}", every_epoch)
     _wait_for(flags / "blocked", proc)
     seconds, stderr = _stop_and_wait(proc, tmp_path, lambda p: p.send_signal(signal.SIGTERM))
     assert proc.returncode == 143, stderr[-3000:]

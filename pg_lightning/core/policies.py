@@ -37,7 +37,7 @@ from pg_lightning.core.distributions import (
     padded_logits,
 )
 from pg_lightning.core.errors import ArgumentError
-from pg_lightning.core.recurrent import RecurrentCore, State, is_recurrent, reset_state
+from pg_lightning.core.recurrent import RecurrentCore, State, carry_state, is_recurrent
 from pg_lightning.core.torso import Torso, snapshot
 from pg_lightning.core.tree import Obs
 
@@ -105,7 +105,7 @@ class Policy(Torso):
         Feedforward: ``act(obs) -> (batch actions, env actions)``; recurrent: ``act(obs, starts)``,
         ``starts`` ``(N,)`` bool marking the copies whose ``obs`` is the first of an episode
         (their state restarts from zero; the first call must start every copy). The actor carries
-        the state of the ``N`` copies between calls. It runs on a :func:`snapshot` of the current
+        the state of the ``N`` copies between calls (:func:`~pg_lightning.core.recurrent.carry_state`). It runs on a :func:`snapshot` of the current
         parameters (built once per collection) and draws exactly what
         ``draw(policy(obs), generator)`` (or ``step``) would. ``with_log_prob``: also return the
         log-probabilities of the drawn actions (for checks; slower).
@@ -120,22 +120,8 @@ class Policy(Torso):
 
         if self.core is None:
             return lambda obs: finish(net(encode(obs)))
-        core = self.core
-        state: list[State] = []
-
-        def act(obs: Obs, starts: Tensor) -> tuple[Tensor, ...]:
-            features = encode(obs)
-            if not state:  # [zero state of the copies, their state], made at the first step
-                if not bool(starts.all()):
-                    raise ValueError("the first step of a recurrent actor must start every copy")
-                initial = core.initial_state(features.shape[0], features.device)
-                state[:] = [initial, initial]
-            elif bool(starts.any()):
-                state[1] = reset_state(state[1], state[0], starts)
-            out, state[1] = core.step(features, state[1])
-            return finish(net(out))
-
-        return act
+        step = carry_state(self.core.step, self.initial_state)
+        return lambda obs, starts: finish(net(step(encode(obs), starts)))
 
 
 class CategoricalPolicy(Policy):

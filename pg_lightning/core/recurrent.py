@@ -11,7 +11,8 @@ Plain torch: no Lightning, no gymnasium.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Protocol, TypeAlias, cast, get_args
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol, TypeAlias, cast, get_args
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.returns import episode_index, step_in_episode
 from pg_lightning.core.tree import Obs
 
-__all__ = ["CORES", "RecurrentCore", "RecurrentPolicy", "State", "is_recurrent", "reset_state"]
+__all__ = ["CORES", "RecurrentCore", "RecurrentPolicy", "State", "carry_state", "is_recurrent", "reset_state"]
 
 Core = Literal["gru", "lstm"]
 CORES = get_args(Core)
@@ -68,6 +69,32 @@ def reset_state(state: State, initial: State, starts: Tensor) -> State:
 
 def _reset(state: Tensor, initial: Tensor, starts: Tensor) -> Tensor:
     return torch.where(starts.to(state.device).view(-1, *([1] * (state.dim() - 1))), initial, state)
+
+
+def carry_state(
+    step: Callable[[Any, State], tuple[Any, State]], initial_state: Callable[[int], State]
+) -> Callable[[Any, Tensor], Any]:
+    """``step`` (``(x, state) -> (y, next state)``) of ``N`` copies as ``(x, starts) -> y``, carrying their state.
+
+    ``starts`` ``(N,)`` bool marks the copies whose ``x`` is the first of an episode: their state restarts from
+    ``initial_state(N)`` (`reset_state`); the first call must start every copy. The one recurrent-state reset of
+    acting one step at a time: `pg_lightning.core.policies.Policy.actor` and the collector's actor of a user's
+    recurrent policy (`pg_lightning.envs.actors.make_actor`) both go through it.
+    """
+    state: list[State] = []  # [the copies' initial state, their state], made at the first call
+
+    def carried(x: Any, starts: Tensor) -> Any:
+        if not state:
+            if not bool(starts.all()):
+                raise ValueError("the first step of a recurrent actor must start every copy")
+            initial = initial_state(len(starts))
+            state[:] = [initial, initial]
+        elif bool(starts.any()):
+            state[1] = reset_state(state[1], state[0], starts)
+        y, state[1] = step(x, state[1])
+        return y
+
+    return carried
 
 
 class RecurrentCore(nn.Module):

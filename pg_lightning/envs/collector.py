@@ -1,17 +1,19 @@
 """On-policy collection of complete episodes from a gymnasium vector environment: `EpisodeCollector`.
 
 The collector runs a policy on the envs until exactly the requested number of episodes have started and finished,
-and returns them as one `pg_lightning.core.batch.EpisodeBatch`. Its parts: `pg_lightning.envs.storage` (the step
-arrays and their flattening), `pg_lightning.envs.actors` (drawing actions), `pg_lightning.envs.direct_loop` (the
-tight loop for the sync copies of `make_vector_env`; any other vector env is stepped as a whole here) and
-`pg_lightning.envs.worker_faults` (env errors, dead async workers). Layer: envs (gymnasium and torch; no Lightning).
+and returns them as one `pg_lightning.core.batch.EpisodeBatch`. This module holds its two collection loops:
+`collect_direct`, the tight loop over the single copies of `make_vector_env`'s sync vector env (`direct_envs`),
+and the loop of `EpisodeCollector.collect` for any other vector env, stepped as a whole. Both draw and store each
+step through one `pg_lightning.envs.storage.Rollout` (the step arrays and the state of every copy); the actions
+come from `pg_lightning.envs.actors.make_actor`, and env errors and dead async workers are named by
+`pg_lightning.envs.worker_faults`. Layer: envs (gymnasium and torch; no Lightning).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -23,19 +25,37 @@ from torch import Tensor, nn
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.core.recurrent import is_recurrent
-from pg_lightning.core.tree import StructureError, as_tensors, flatten, leaves, leaves_as, map_tree, unflatten
-from pg_lightning.envs.actors import make_actor
-from pg_lightning.envs.direct_loop import BadStep, collect_direct, direct_envs
-from pg_lightning.envs.env_factory import EPISODE_CAP, episode_limit, seed_spaces, vector_spaces
-from pg_lightning.envs.storage import StepStorage
+from pg_lightning.core.tree import StructureError, leaves, map_tree
+from pg_lightning.envs.actors import Actor, make_actor
+from pg_lightning.envs.env_factory import (
+    EPISODE_CAP,
+    episode_limit,
+    find_contract,
+    seed_spaces,
+    step_fault,
+    vector_spaces,
+)
+from pg_lightning.envs.storage import Rollout
 from pg_lightning.envs.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
 from pg_lightning.envs.worker_faults import dead_workers, env_error, stop_workers
 
-__all__ = ["EPISODE_CAP", "VECTORIZATION_MODES", "EpisodeCollector", "episode_limit", "make_vector_env"]
+__all__ = [
+    "EPISODE_CAP",
+    "VECTORIZATION_MODES",
+    "BadStep",
+    "EpisodeCollector",
+    "collect_direct",
+    "direct_envs",
+    "episode_limit",
+    "make_vector_env",
+]
 
 REWARD_LIMIT = float(np.finfo(np.float32).max)  # rewards are stored as float32 (exact for integers up to 2**24)
 
-log = logging.getLogger(__name__)
+
+class BadStep(TypeError):
+    """A step whose reward or flags are not what an env must return (`pg_lightning.envs.env_factory.step_fault`):
+    raised by the loops, named as an EnvError (with the env, and the copy when known) by the collector."""
 
 
 class EpisodeCollector:
@@ -52,7 +72,7 @@ class EpisodeCollector:
     How the envs are stepped:
 
     - the sync vector env of :func:`make_vector_env`: copy by copy, only the active ones (an idle
-      copy costs nothing; see `pg_lightning.envs.direct_loop.collect_direct`);
+      copy costs nothing; see `collect_direct`);
     - any other vector env (async, a native batched env, ``data.vector_env``, any vector wrapper):
       as a whole, idle copies included. ``SAME_STEP`` autoreset gives each episode's last
       observation in ``info["final_obs"]``; ``NEXT_STEP`` returns it as the observation and spends
@@ -128,88 +148,35 @@ class EpisodeCollector:
         """
         if num_episodes < 1:
             raise ConfigError(f"data.episodes_per_epoch must be >= 1, got {num_episodes}")
-        device = next(policy.parameters()).device
-        recurrent = is_recurrent(policy)
-        act = make_actor(policy, self.generator, self.num_envs, recurrent, record_log_probs)
+        device, recurrent = next(policy.parameters()).device, is_recurrent(policy)
+        act = make_actor(policy, self.generator, recurrent, record_log_probs)
         with self._env_errors():  # gymnasium's stub says seed: int, but Sync/Async envs take one seed per copy
             obs, _ = self.envs.reset(seed=self._reseed())  # type: ignore[arg-type]  # a list: see above
         torch_env = any(isinstance(leaf, Tensor) for leaf in leaves(obs))  # NumpyToTorch & co: tensors in and out
-        obs = _numpy(obs) if torch_env else obs
-        n = self.num_envs
-        active = np.arange(n) < num_episodes
-        starts = np.ones(n, dtype=np.bool_)  # the copies whose obs is the first of an episode
-        resetting = np.zeros(n, dtype=np.bool_)  # NEXT_STEP: the copies whose next step is a reset
         next_step = self.autoreset == AutoresetMode.NEXT_STEP
-        to_start = num_episodes - int(active.sum())
-        single_envs, clip = self._direct_envs()
-
-        store = StepStorage(n)
-        obs_spec = flatten(obs)[1]  # None: one array (the common case, kept cheap); else a Dict/Tuple observation
-        plain = obs_spec is None
-        obs_keys = [f"obs/{i}" for i in range(len(flatten(obs)[0]))]
-        for key, leaf in zip(obs_keys, flatten(obs)[0], strict=True):
-            store.add(key, leaf)[0] = leaf
-        store.add("kept", active)
-        final_obs: list[tuple[int, int, Any]] = []  # (env, t, obs) of every finished episode
-        final_rows: list[tuple[int, np.ndarray]] = []  # NEXT_STEP: (t, envs) whose last observation is in row t + 1
-        stepped = t = 0
+        single_envs, clip = direct_envs(self.envs)
+        cap = self.episode_cap if single_envs is None else None  # the copies of make_vector_env have a time limit
+        obs = _numpy(obs) if torch_env else obs
+        rollout = Rollout(obs, num_episodes, device, recurrent, record_log_probs, next_step, cap is not None)
         # inference mode for the whole loop: the batch's tensors are made after it, usable by autograd
         with torch.inference_mode():
             if single_envs is not None:  # the sync copies of make_vector_env: a tight loop of their own
-                t, stepped = collect_direct(store, act, device, single_envs, clip, active, to_start, recurrent,
-                                            record_log_probs, final_obs, obs_spec, obs_keys, self._env_error)  # fmt: skip
-            cap = self.episode_cap
-            lengths = np.zeros(n, np.int64)  # the steps of each copy's episode in progress (for episode_cap)
-            while active.any():  # any other vector env, stepped as a whole
-                store.reserve(t)
-                data = store.data
-                obs = data["obs/0"][t] if plain else unflatten(obs_spec, [data[k][t] for k in obs_keys])
-                obs_t = torch.as_tensor(obs, device=device) if plain else as_tensors(obs, device)
-                out = act(obs_t, torch.from_numpy(starts)) if recurrent else act(obs_t)
-                action = out[0].cpu().numpy()
-                env_action = action if out[1] is out[0] else out[1].cpu().numpy()
-                if t == 0:
-                    store.add_step_fields(action, active, out[2].cpu().numpy() if record_log_probs else None)
-                    data = store.data
-                data["kept"][t] = active & ~resetting if next_step else active
-                data["actions"][t] = action
-                if record_log_probs:
-                    data["log_probs"][t] = out[2].cpu().numpy()
-                reward, terminated, truncated = data["rewards"][t], data["terminated"][t], data["truncated"][t]
-                next_rows = [data[k][t + 1] for k in obs_keys]
+                collect_direct(single_envs, clip, rollout, act, self._env_error)
+            while rollout.active.any():  # any other vector env, stepped as a whole
+                env_action = rollout.draw(act)
                 try:
-                    next_obs, r, te, tr, info = _numpy_step(self.envs, env_action, torch_env)
-                    _check_arrays(r, te, tr)
-                    reward[:], terminated[:], truncated[:] = r, te, tr
-                    for row, leaf in zip(next_rows, leaves_as(obs_spec, next_obs), strict=True):  # Dict leaves by key
-                        row[:] = leaf
-                    stepped += n
-                    done = (terminated | truncated) & ~resetting  # NEXT_STEP: a reset step is no transition
-                    ends = np.flatnonzero(done & active)
-                    if next_step:  # the last observation is the one returned; the copy resets at its next step
-                        final_rows.append((t, ends))  # kept in storage row t + 1: gathered at the end
-                        starts, resetting = resetting, done
-                    else:
-                        final_obs.extend(
-                            (int(i), t, _numpy(info["final_obs"][i]) if torch_env else info["final_obs"][i])
-                            for i in ends
-                        )
-                        starts = done
-                except Exception as err:  # the policy's own errors above stay as they are
+                    next_obs, reward, terminated, truncated, info = _numpy_step(self.envs, env_action, torch_env)
+                    _check_arrays(reward, terminated, truncated)
+                    rollout.store(slice(None), next_obs, reward, terminated, truncated)
+                    rollout.end_step(self.num_envs, None if next_step else partial(_final_obs, info, torch_env))
+                except Exception as err:  # the policy's own errors (in draw) stay as they are
                     raise self._env_error(err) from err
-                if cap is not None:  # no bookkeeping per step where the envs carry their own time limit
-                    lengths += data["kept"][t]
-                    lengths[done] = 0
-                    if lengths.max() > cap:
-                        raise self._endless(int(lengths.argmax()))
-                if len(ends):
-                    # the first `to_start` finished envs (in env order) go on; the rest go idle
-                    active[ends[to_start:]] = False
-                    to_start = max(0, to_start - len(ends))
-                t += 1
+                lengths = rollout.lengths  # tracked only where there is a cap
+                if cap is not None and lengths is not None and lengths.max() > cap:
+                    raise self._endless(int(lengths.argmax()))
         self.epoch += 1
         try:
-            batch = store.batch(t, final_obs, obs_spec, final_rows)._replace(stepped=torch.tensor(stepped))
+            batch = rollout.batch()
         except StructureError as err:  # a last observation (info["final_obs"]) whose Dict keys are not the others'
             raise self._env_error(err) from err
         # Observations may be +-inf (the network clamps them to +-1e9: encoders.FlattenFloat); NaN is an
@@ -270,17 +237,94 @@ class EpisodeCollector:
             "give the env a time limit of its own"
         )
 
-    def _direct_envs(self) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
-        """The single envs to step one by one, and the Box bounds to clip to, for a sync vector env
-        (`pg_lightning.envs.direct_loop.direct_envs`)."""
-        return direct_envs(self.envs)
-
     def close(self) -> None:
         """Close the envs (an async env with a dead worker: stop the other workers instead)."""
         if dead_workers(self.envs, wait=0):
             stop_workers(self.envs)
         else:
             self.envs.close()
+
+
+def direct_envs(envs: gym.vector.VectorEnv) -> tuple[list[gym.Env] | None, tuple[np.ndarray, np.ndarray] | None]:
+    """The single envs to step one by one, and the Box bounds to clip to, for a sync vector env; else ``None, None``.
+
+    Only for the exact env `make_vector_env` builds (a ``SyncVectorEnv``, under ``ClipAction`` for Box actions): any
+    other vector wrapper must see every step, so those envs (and async ones) are stepped as a whole. The copies'
+    own step checks (`pg_lightning.envs.env_factory.EnvContract`) are switched off: `collect_direct` checks every
+    step itself, for less.
+    """
+    clip = None
+    if type(envs) is gym.wrappers.vector.ClipAction:
+        space = envs.env.single_action_space
+        assert isinstance(space, gym.spaces.Box)  # ClipAction takes Box action spaces only
+        envs, clip = envs.env, (space.low, space.high)
+    if type(envs) is not gym.vector.SyncVectorEnv:
+        return None, None
+    for env in envs.envs:
+        contract = find_contract(env)
+        if contract is not None:
+            contract.unchecked()
+    return list(envs.envs), clip
+
+
+def collect_direct(
+    single_envs: list[gym.Env],
+    clip: tuple[np.ndarray, np.ndarray] | None,
+    rollout: Rollout,
+    act: Actor,
+    env_error: Callable[[Exception, int | None], EnvError],
+) -> None:
+    """The collection loop over the single copies of `make_vector_env` (`direct_envs`), until every copy is idle.
+
+    Why not ``SyncVectorEnv.step`` (an exception to using gymnasium's vector API as is): it steps every copy,
+    and at the end of an epoch most copies are idle (their episodes would be discarded). Here only the active
+    copies are stepped (a Python list), and a copy that ends an episode is reset (as ``SAME_STEP`` autoreset
+    would: ``env.reset()`` with no seed) only if it starts another one, so each active copy sees the calls it
+    would see under ``SyncVectorEnv`` and the batch is the same (a test compares both paths, another a plain
+    reference loop). Box actions are clipped to ``clip`` (what ``ClipAction`` would do).
+
+    An env's exception is raised as ``env_error(err, copy)``, and so is a step whose reward or flags have the
+    wrong type (`BadStep`) or whose Dict observation lacks a key of the first one or has another
+    (``pg_lightning.core.tree.StructureError``). Per step and copy, the check costs two identity tests and a type
+    test in the common case (a Python ``float`` reward, both flags Python ``False``); anything else is checked in
+    full. (`pg_lightning.envs.watchdog` reads this loop's ``single_envs`` and ``i`` to name a copy that hangs.)
+    """
+    running = rollout.active.nonzero()[0].tolist()
+    store = rollout.store  # bound once: it runs for every copy-step
+    while running:
+        env_action = rollout.draw(act)
+        if clip is not None:
+            env_action = np.clip(env_action, *clip)
+        finals = {}
+        i = running[0]
+        try:
+            for i in running:
+                o, r, te, tr, _ = single_envs[i].step(env_action[i])
+                # a float reward and both flags False (the common case) end nothing; anything else is checked in full
+                if (type(r) is not float or te is not False or tr is not False) and _ends(r, te, tr):
+                    finals[i] = o
+                store(i, o, r, te, tr)
+            for i in rollout.end_step(len(running), finals.__getitem__):
+                o, _ = single_envs[i].reset()  # as SAME_STEP autoreset would: no seed
+                rollout.store_obs(i, o)
+        except Exception as err:  # the policy's own errors (in draw) stay as they are
+            raise env_error(err, i) from err
+        if finals:  # the copies that went idle leave the loop
+            running = rollout.active.nonzero()[0].tolist()
+
+
+def _ends(reward: Any, terminated: Any, truncated: Any) -> bool:
+    """Whether a copy's step ends its episode; a step whose reward or flags have the wrong type is a `BadStep`."""
+    fault = step_fault(reward, terminated, truncated)
+    if fault is not None:
+        raise BadStep(fault)
+    return bool(terminated or truncated)
+
+
+def _final_obs(info: dict[str, Any], torch_env: bool, copy: int) -> Any:
+    """The last observation of ``copy``'s episode from a ``SAME_STEP`` vector step's ``info``, as numpy arrays."""
+    obs = info["final_obs"][copy]
+    return _numpy(obs) if torch_env else obs
 
 
 def _numpy_step(envs: gym.vector.VectorEnv, actions: np.ndarray, torch_env: bool) -> tuple[Any, ...]:

@@ -66,8 +66,7 @@ class EnvCall:
 def _loop_codes() -> dict[CodeType, str]:
     """The collection loops' code objects: ``collect_direct`` steps single copies, ``EpisodeCollector.collect`` a
     whole vector env (imported here: both modules import this one)."""
-    from pg_lightning.envs.collector import EpisodeCollector
-    from pg_lightning.envs.direct_loop import collect_direct
+    from pg_lightning.envs.collector import EpisodeCollector, collect_direct
 
     return {collect_direct.__code__: "copies", EpisodeCollector.collect.__code__: "vector"}
 
