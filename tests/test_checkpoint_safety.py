@@ -41,7 +41,7 @@ TINY = [
 WRITE_TEXT = "pg_lightning.cli.evaluation.Path.write_text"  # pathlib.Path.write_text
 MAKEDIRS = "gymnasium.os.makedirs"  # os.makedirs
 COPYTREE = "pg_lightning.cli.evaluation.torch.serialization.shutil.copytree"  # shutil.copytree
-IMPORT_MODULE = "pg_lightning.envs.env_factory.importlib.import_module"  # importlib.import_module
+IMPORT_MODULE = "pg_lightning.envs.registry.importlib.import_module"  # importlib.import_module
 
 
 def compose_cfg(output_dir: Path, *overrides: str) -> Any:

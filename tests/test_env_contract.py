@@ -20,7 +20,7 @@ import tests.fault_envs  # noqa: F401  (registers BadStep-v0)
 from pg_lightning.cli.build import env_factory
 from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.envs.env_factory import EnvFactory
+from pg_lightning.envs.contract import EnvFactory
 from pg_lightning.envs.evaluation import run_episodes
 from pg_lightning.envs.networks import make_policy
 

@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 import tests.envs  # noqa: F401  (registers Endless-v0)
 from pg_lightning.cli.train import run
 from pg_lightning.core.errors import ConfigError, EnvError, config_error_in
-from pg_lightning.envs import env_factory as env_factory_module
+from pg_lightning.envs import registry
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.envs.env_factory import env_spec, episode_limit
 from pg_lightning.envs.networks import make_policy
+from pg_lightning.envs.registry import env_spec, episode_limit
 from tests.conftest import CONF
 from tests.helpers import missing_extra
 from tests.vector_envs import RandomLengthVectorEnv
@@ -135,7 +135,7 @@ def test_an_endless_env_is_truncated_at_the_configured_cap():
 
 
 def test_an_env_without_time_limit_gets_the_default_cap_and_it_is_reported(monkeypatch, caplog):
-    monkeypatch.setattr(env_factory_module, "EPISODE_CAP", 30)
+    monkeypatch.setattr(registry, "EPISODE_CAP", 30)
     with caplog.at_level(logging.INFO, logger="pg_lightning.envs.vector_envs"):
         envs = make_vector_env("Endless-v0", 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -25,8 +25,9 @@ from pg_lightning.cli.build import wrapper_specs
 from pg_lightning.cli.evaluation import evaluate
 from pg_lightning.cli.train import run, validate
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs import env_factory
-from pg_lightning.envs.env_factory import EnvFactory, env_spec, reward_threshold
+from pg_lightning.envs import registry
+from pg_lightning.envs.contract import EnvFactory
+from pg_lightning.envs.registry import env_spec, reward_threshold
 from tests.conftest import CONF, ROOT
 from tests.helpers import missing_extra, run_main
 
@@ -116,7 +117,7 @@ def _spawned_child_builds(factory):
 
 # --- an env of a package that was not imported names the package --------------------------------------------------
 
-# One id for each form in env_factory.ENV_PACKAGES, and how to install the package that registers it.
+# One id for each form in registry.ENV_PACKAGES, and how to install the package that registers it.
 PACKAGE_IDS = [
     ("ALE/Pong-v5", "ale_py", 'pip install "pg-lightning[atari]"'),
     ("PongNoFrameskip-v4", "ale_py", 'pip install "pg-lightning[atari]"'),
@@ -159,7 +160,7 @@ def test_an_id_of_a_package_not_imported_names_the_package_and_how_to_load_it(en
 def test_an_installed_package_not_imported_is_named_without_an_install_step(monkeypatch):
     """The other branch, on a package every Python has (tabnanny: installed, and nothing here imports it)."""
     assert "tabnanny" not in sys.modules
-    monkeypatch.setattr(env_factory, "ENV_PACKAGES", ((r"Tabby-", "tabnanny"),))
+    monkeypatch.setattr(registry, "ENV_PACKAGES", ((r"Tabby-", "tabnanny"),))
     message = unknown_id_error("Tabby-Cat-v0")
     assert message.endswith(
         "; the package tabnanny registers it (installed, not imported): "
@@ -170,7 +171,7 @@ def test_an_installed_package_not_imported_is_named_without_an_install_step(monk
 
 def test_an_imported_package_gives_the_did_you_mean_alone(monkeypatch):
     """Once the package is imported, an unknown id of its form is a typo: the close ids, no package hint."""
-    monkeypatch.setattr(env_factory, "ENV_PACKAGES", ((r"FrozenLake", "json"),))  # json: imported
+    monkeypatch.setattr(registry, "ENV_PACKAGES", ((r"FrozenLake", "json"),))  # json: imported
     message = unknown_id_error("FrozenLake-v9")
     assert message.endswith("; did you mean FrozenLake-v1, FrozenLake8x8-v1?") and "package" not in message, message
 

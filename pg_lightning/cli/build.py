@@ -3,7 +3,7 @@ the baseline node to a baseline.
 
 What Hydra and OmegaConf are needed for, in one place: ``env.wrappers`` entries checked and built (``_target_``
 with ``_partial_``), the ``env`` block (or a checkpoint's copy of it) as an
-:class:`~pg_lightning.envs.env_factory.EnvFactory`, and the ``network`` and ``baseline.value_net`` partials called
+:class:`~pg_lightning.envs.contract.EnvFactory`, and the ``network`` and ``baseline.value_net`` partials called
 with the env's spaces and checked. Each failure is a :class:`~pg_lightning.core.errors.ConfigError` naming the key.
 The layers below (``pg_lightning.envs``, ``pg_lightning.lightning``) take the objects built here and import neither
 Hydra nor OmegaConf.
@@ -25,7 +25,8 @@ from pg_lightning.cli.schema import check_node, close_paths, instantiate, quiet
 from pg_lightning.core.baselines import Baseline
 from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.checks import _HINT_TRACEBACK, _name, _one_line, check_policy, check_value_network
-from pg_lightning.envs.env_factory import EnvFactory, episode_limit, warn_stateful_wrappers
+from pg_lightning.envs.contract import EnvFactory, warn_stateful_wrappers
+from pg_lightning.envs.registry import episode_limit
 from pg_lightning.envs.vector_envs import close_probe
 
 __all__ = [
@@ -48,7 +49,7 @@ def wrapper_specs(wrappers: Any, key: str = "env.wrappers") -> list[dict[str, An
     """``env.wrappers`` checked: a list of ``{_target_: wrapper, **args}`` whose targets exist.
 
     Returns plain dicts with ``_partial_: true``: :func:`instantiate_wrappers` makes each an
-    ``env -> env`` callable (what :class:`~pg_lightning.envs.env_factory.EnvFactory` applies), whether
+    ``env -> env`` callable (what :class:`~pg_lightning.envs.contract.EnvFactory` applies), whether
     or not the user wrote ``_partial_``. A bare class path is the entry ``{_target_: path}``. A ``_target_`` that
     does not resolve is a ConfigError naming ``env.wrappers[i]._target_``, with the close paths (`close_paths`) when
     there are any: ``did you mean gymnasium.wrappers.FlattenObservation?``.

@@ -39,7 +39,7 @@ from pg_lightning.cli.schema import SEED
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.errors import ArgumentError, ConfigError, config_error_in
-from pg_lightning.envs.env_factory import warn_stateful_wrappers
+from pg_lightning.envs.contract import warn_stateful_wrappers
 from pg_lightning.envs.evaluation import episode_stats, make_eval_env, make_video_env, run_episodes
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from pg_lightning.cli.build import to_plain, wrapper_specs
 from pg_lightning.cli.checkpoints import check_checkpoint, resolve_ckpt_path
 from pg_lightning.cli.schema import RunSettings, check_config, check_settings, dry_build
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.env_factory import env_spec
+from pg_lightning.envs.registry import env_spec
 
 __all__ = [
     "check_env_config",

@@ -35,7 +35,7 @@ from pg_lightning.cli.preflight import validate
 from pg_lightning.cli.schema import instantiate
 from pg_lightning.conf import CONFIG_PATH
 from pg_lightning.core.errors import ConfigError, EnvError, NonFiniteError, config_error_in
-from pg_lightning.envs.env_factory import reward_threshold
+from pg_lightning.envs.registry import reward_threshold
 from pg_lightning.lightning.signals import DeferredSignals, StoppedInCollection, sigterm_received
 
 if TYPE_CHECKING:

@@ -27,14 +27,8 @@ from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.core.recurrent import is_recurrent
 from pg_lightning.core.tree import StructureError, leaves, map_tree
 from pg_lightning.envs.actors import Actor, make_actor
-from pg_lightning.envs.env_factory import (
-    EPISODE_CAP,
-    episode_limit,
-    find_contract,
-    seed_spaces,
-    step_fault,
-    vector_spaces,
-)
+from pg_lightning.envs.contract import find_contract, seed_spaces, step_fault, vector_spaces
+from pg_lightning.envs.registry import EPISODE_CAP, episode_limit
 from pg_lightning.envs.storage import Rollout
 from pg_lightning.envs.vector_envs import VECTORIZATION_MODES, autoreset_mode, make_vector_env
 from pg_lightning.envs.worker_faults import dead_workers, env_error, stop_workers
@@ -54,7 +48,7 @@ REWARD_LIMIT = float(np.finfo(np.float32).max)  # rewards are stored as float32 
 
 
 class BadStep(TypeError):
-    """A step whose reward or flags are not what an env must return (`pg_lightning.envs.env_factory.step_fault`):
+    """A step whose reward or flags are not what an env must return (`pg_lightning.envs.contract.step_fault`):
     raised by the loops, named as an EnvError (with the env, and the copy when known) by the collector."""
 
 
@@ -219,7 +213,7 @@ class EpisodeCollector:
 
         A step of the wrong types (`BadStep`) or an observation without the Dict keys of the others
         (``StructureError``) is named as what the env (copy ``copy``, when known) returned; an EnvError
-        (an async copy's `pg_lightning.envs.env_factory.EnvContract` check) already names the env.
+        (an async copy's `pg_lightning.envs.contract.EnvContract` check) already names the env.
         """
         if isinstance(err, EnvError):
             return EnvError(str(err))
@@ -250,7 +244,7 @@ def direct_envs(envs: gym.vector.VectorEnv) -> tuple[list[gym.Env] | None, tuple
 
     Only for the exact env `make_vector_env` builds (a ``SyncVectorEnv``, under ``ClipAction`` for Box actions): any
     other vector wrapper must see every step, so those envs (and async ones) are stepped as a whole. The copies'
-    own step checks (`pg_lightning.envs.env_factory.EnvContract`) are switched off: `collect_direct` checks every
+    own step checks (`pg_lightning.envs.contract.EnvContract`) are switched off: `collect_direct` checks every
     step itself, for less.
     """
     clip = None

@@ -4,7 +4,7 @@ The env side of evaluation, shared by ``evaluate.py`` (`pg_lightning.cli.evaluat
 training callback (`pg_lightning.lightning.evaluation`): `make_eval_env` builds one env as
 training builds each copy, `run_episodes` plays complete episodes of a policy on it, `episode_stats`
 sums them up. Episode ``i`` starts from ``env.reset(seed=seed + i)`` (which seeds the env's spaces too, for an
-env built by `make_eval_env`: `pg_lightning.envs.env_factory.EnvContract`); sampled actions come from a
+env built by `make_eval_env`: `pg_lightning.envs.contract.EnvContract`); sampled actions come from a
 ``torch.Generator`` of their own, so the same numbers in give the same episodes out.
 
 Layer: envs (gymnasium and torch, never Lightning).
@@ -27,7 +27,8 @@ from pg_lightning.core.distributions import draw
 from pg_lightning.core.errors import ConfigError, EnvError
 from pg_lightning.core.recurrent import RecurrentPolicy, State, is_recurrent
 from pg_lightning.core.tree import StructureError, map_tree, reorder
-from pg_lightning.envs.env_factory import EnvFactory, episode_limit, step_fault
+from pg_lightning.envs.contract import EnvFactory, step_fault
+from pg_lightning.envs.registry import episode_limit
 from pg_lightning.envs.spaces import obs_spec
 
 __all__ = ["episode_stats", "greedy_action", "make_eval_env", "make_video_env", "run_episodes"]
@@ -54,13 +55,13 @@ def make_eval_env(
     imports: Sequence[str] = (),
     wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
 ) -> gym.Env:
-    """One env as training builds each copy (:class:`~pg_lightning.envs.env_factory.EnvFactory`), Box actions clipped.
+    """One env as training builds each copy (:class:`~pg_lightning.envs.contract.EnvFactory`), Box actions clipped.
 
     ``imports`` and ``wrappers`` are the run's ``env.imports`` and (built) ``env.wrappers``.
     ``max_episode_steps`` adds (or replaces) the time limit, an ``env_kwargs["max_episode_steps"]``
     included (it is dropped); ``None`` keeps that kwarg's limit, else the env's registered one,
     or, for an env registered without one, caps episodes at
-    :data:`pg_lightning.envs.env_factory.EPISODE_CAP` steps, as training does: no episode runs forever.
+    :data:`pg_lightning.envs.registry.EPISODE_CAP` steps, as training does: no episode runs forever.
     """
     env_kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:  # the evaluation's own limit wins over the training env's kwarg

@@ -1,6 +1,6 @@
 """The vector envs the collector steps: gymnasium's sync and async vectorisation, native batched envs, your own.
 
-- ``data.vectorization_mode=sync|async``: ``num_envs`` copies of one :class:`~pg_lightning.envs.env_factory.EnvFactory`
+- ``data.vectorization_mode=sync|async``: ``num_envs`` copies of one :class:`~pg_lightning.envs.contract.EnvFactory`
   in gymnasium's ``SyncVectorEnv`` / ``AsyncVectorEnv`` (``SAME_STEP`` autoreset);
 - ``data.vectorization_mode=vector_entry_point``: the env's own batched implementation, registered by its
   ``vector_entry_point`` (CartPole-v1's numpy ``CartPoleVectorEnv`` steps millions of env steps per second);
@@ -20,7 +20,8 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 from pg_lightning.core.errors import ConfigError
-from pg_lightning.envs.env_factory import EnvFactory, env_spec, episode_limit, unknown_arguments
+from pg_lightning.envs.contract import EnvFactory
+from pg_lightning.envs.registry import env_spec, episode_limit, unknown_arguments
 
 __all__ = [
     "AUTORESET_MODES",
@@ -65,7 +66,7 @@ def make_vector_env(
         env_kwargs: keyword arguments for the env's constructor.
         max_episode_steps: truncate episodes after this many steps (gymnasium's ``TimeLimit``, or the
             batched env's ``max_episode_steps``); ``None`` keeps the env's registered limit, or, for an
-            env registered without one, caps episodes at :data:`~pg_lightning.envs.env_factory.EPISODE_CAP`
+            env registered without one, caps episodes at :data:`~pg_lightning.envs.registry.EPISODE_CAP`
             steps (with a warning), so that no epoch can run forever. The limit in force is logged.
         imports: modules imported before any env is built, here and in every async worker.
         wrappers: ``env -> env`` callables applied in order to every copy (picklable for async).

@@ -19,8 +19,9 @@ from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.batch import EpisodeBatch
 from pg_lightning.core.errors import ArgumentError, ConfigError
 from pg_lightning.envs.collector import EpisodeCollector, make_vector_env
-from pg_lightning.envs.env_factory import EPISODE_CAP, EnvFactory, import_modules
+from pg_lightning.envs.contract import EnvFactory
 from pg_lightning.envs.evaluation import make_eval_env
+from pg_lightning.envs.registry import EPISODE_CAP, import_modules
 from pg_lightning.envs.vector_envs import check_vector_env
 from pg_lightning.envs.watchdog import StepWatchdog
 from pg_lightning.envs.worker_faults import stop_busy_workers
@@ -102,7 +103,7 @@ class RolloutDataModule(pl.LightningDataModule):
     seeded from ``(seed, global_rank)``; ``episodes_per_epoch`` is per rank.
 
     Args:
-        env: the env, built once per copy: an :class:`~pg_lightning.envs.env_factory.EnvFactory` (its id, kwargs,
+        env: the env, built once per copy: an :class:`~pg_lightning.envs.contract.EnvFactory` (its id, kwargs,
             imports and ``env -> env`` wrappers; ``pg_lightning.cli.build.env_block`` makes one of a config's
             ``env`` block), or a gymnasium id (``"CartPole-v1"``, ``"module:EnvId"``).
         episodes_per_epoch: complete episodes collected per epoch (per rank); one gradient step each.
@@ -118,7 +119,7 @@ class RolloutDataModule(pl.LightningDataModule):
             passes a builder of ``data.vector_env``), built on each process and for each fit. Its single spaces must
             be ``env``'s (checked); ``num_envs`` is its own. It ends its own episodes: ``max_episode_steps`` cannot
             truncate them (one copy of a batched env cannot be reset alone), so setting both is refused, and an
-            episode that runs past the cap of :data:`~pg_lightning.envs.env_factory.EPISODE_CAP` steps stops the
+            episode that runs past the cap of :data:`~pg_lightning.envs.registry.EPISODE_CAP` steps stops the
             run with an error.
         step_timeout: seconds an env call (``step``, ``reset``) may take before the run stops with one line
             naming the env copy (`pg_lightning.envs.watchdog.StepWatchdog`); ``None``: no limit. Costs nothing

@@ -18,8 +18,9 @@ from torch import nn
 
 from pg_lightning.core.arguments import Interval, check_arguments
 from pg_lightning.core.errors import ArgumentError, ConfigError
-from pg_lightning.envs.env_factory import EnvFactory, env_spec
+from pg_lightning.envs.contract import EnvFactory
 from pg_lightning.envs.evaluation import episode_stats, make_eval_env, run_episodes
+from pg_lightning.envs.registry import env_spec
 from pg_lightning.lightning.module import reinforce_module
 
 __all__ = ["EvalCallback"]
