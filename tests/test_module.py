@@ -256,3 +256,52 @@ def test_run_does_not_validate(make_cfg, tmp_path):
     assert not any(k.startswith("eval/") for k in metrics)
     header = next(csv.reader(open(tmp_path / "csv" / "metrics.csv")))
     assert "rollout/return_mean_100" in header and not any(k.startswith("eval/") for k in header)
+
+
+class _SelfLogModule(ReinforceModule):
+    """The reference: every scalar through Lightning's own ``self.log(on_epoch=True)``, as before `log_scalars`."""
+
+    def log_scalars(self, values, prog_bar=(), mean=False) -> None:
+        if self._trainer is None:
+            return
+        for name, value in values.items():
+            self.log(
+                name, torch.as_tensor(value), on_step=False, on_epoch=True, batch_size=1, prog_bar=name in prog_bar
+            )
+
+    def on_train_epoch_end(self) -> None:
+        pass
+
+
+def test_log_scalars_writes_the_rows_self_log_writes(tmp_path):
+    """The same metrics.csv as Lightning's self.log path: the same columns and rows (epoch, step and every value but
+    the timing), one row per epoch; and the same callback_metrics."""
+    import csv
+
+    import gymnasium as gym
+
+    rows, metrics = {}, {}
+    for cls in (ReinforceModule, _SelfLogModule):
+        env = gym.make("CartPole-v1")
+        torch.manual_seed(0)
+        policy = make_policy(env.observation_space, env.action_space, hidden_sizes=[16])
+        module = cls(policy)
+        logger = pl.loggers.CSVLogger(tmp_path, name=cls.__name__, version=0)
+        trainer = pl.Trainer(
+            max_epochs=4, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, log_every_n_steps=1, limit_val_batches=0,
+        )  # fmt: skip
+        trainer.fit(module, datamodule=RolloutDataModule("CartPole-v1", episodes_per_epoch=3, num_envs=2, seed=1))
+        rows[cls] = list(csv.DictReader(open(tmp_path / cls.__name__ / "version_0" / "metrics.csv")))
+        metrics[cls] = dict(trainer.callback_metrics)
+    ours, reference = rows[ReinforceModule], rows[_SelfLogModule]
+    assert len(ours) == len(reference) == 4
+    assert list(ours[0]) == list(reference[0])  # the same columns, in the same order
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert {k: v for k, v in mine.items() if k != "time/collect_fps"} == {
+            k: v for k, v in theirs.items() if k != "time/collect_fps"
+        }
+    assert metrics[ReinforceModule].keys() == metrics[_SelfLogModule].keys()
+    for key, value in metrics[_SelfLogModule].items():
+        if key != "time/collect_fps":
+            torch.testing.assert_close(metrics[ReinforceModule][key], value, msg=key)
