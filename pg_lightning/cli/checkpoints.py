@@ -81,12 +81,14 @@ __all__ = [
     "check_checkpoint",
     "check_checkpoint_code",
     "check_fits",
+    "check_rebuilt_fits",
     "check_resume_code",
     "checkpoint_code",
     "env_spaces",
     "is_allowed",
     "load_checkpoint",
     "load_module",
+    "misfit",
     "refusals",
     "resolve_ckpt_path",
     "resolve_target",
@@ -445,28 +447,53 @@ def check_checkpoint(cfg: DictConfig, ckpt: str) -> None:
     check_resume_code(config, ours, ckpt)  # the network block: nothing above looked a target up
 
 
-def check_fits(model: nn.Module, ckpt: str, checkpoint: dict[str, Any] | None = None) -> None:
-    """The checkpoint's weights fit ``model``: the same keys and shapes, or a ConfigError naming them.
-
-    (Instead of Lightning's strict-load ``RuntimeError``.) Compares what the state dicts hold,
-    so any option that changes the model (network widths, ``network.action_bounds``, the
-    baseline) is covered, and options that do not (e.g. ``log_std_init``) may change on resume.
-    ``checkpoint``: ``ckpt`` already loaded (:func:`load_checkpoint`).
-    """
-    checkpoint = load_checkpoint(ckpt) if checkpoint is None else checkpoint
-    theirs, ours = checkpoint["state_dict"], model.state_dict()
+def misfit(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps the state dict ``theirs`` from loading into ``ours`` (``"missing: a, b; other shape: c (2,) vs
+    (3,)"``, at most 4 keys of each), or None when the keys and shapes are the same."""
     missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
-    reshaped = sorted(k for k in ours.keys() & theirs.keys() if ours[k].shape != theirs[k].shape)
-    if missing or unexpected or reshaped:
+    reshaped = [
+        f"{k} {tuple(theirs[k].shape)} vs {tuple(ours[k].shape)}"
+        for k in sorted(ours.keys() & theirs.keys())
+        if theirs[k].shape != ours[k].shape
+    ]
+    problems = [
+        f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        if keys
+    ]
+    return "; ".join(problems) or None
+
+
+def check_fits(model: nn.Module, ckpt: str) -> None:
+    """The checkpoint's weights fit this run's ``model`` (a resume): the same keys and shapes, or a ConfigError
+    naming them (`misfit`; instead of Lightning's strict-load ``RuntimeError``).
+
+    Compares what the state dicts hold, so any option that changes the model (network widths,
+    ``network.action_bounds``, the baseline) is covered, and options that do not (e.g. ``log_std_init``) may
+    change on resume.
+    """
+    checkpoint = load_checkpoint(ckpt)
+    problems = misfit(model.state_dict(), checkpoint["state_dict"])
+    if problems:
         config = checkpoint["hyper_parameters"]["config"]
-        problems = [
-            f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
-            if keys
-        ]
         raise ConfigError(
-            f"ckpt_path: {ckpt!r} does not fit this run's model ({'; '.join(problems)}); it was trained with "
+            f"ckpt_path: {ckpt!r} does not fit this run's model ({problems}); it was trained with "
             f"network={config.get('network')!r}, baseline={config.get('baseline')!r}: resume with the same settings"
+        )
+
+
+def check_rebuilt_fits(
+    model: nn.Module, weights: Mapping[str, torch.Tensor], source: str, what: str = "weights", key: str = ""
+) -> None:
+    """A checkpoint's ``weights`` fit the ``model`` its own saved config builds (`load_policy`, `load_module`), or
+    one line naming the keys (`misfit`): then the config in the checkpoint (``hyper_parameters.config.<key>``) no
+    longer matches its weights."""
+    problems = misfit(model.state_dict(), weights)
+    if problems:
+        raise ConfigError(
+            f"ckpt_path: {source!r}: its {what} do not fit the network its saved config builds ({problems}): the "
+            f"config in the checkpoint (hyper_parameters.config{'.' + key if key else ''}) no longer matches the "
+            "weights"
         )
 
 
@@ -502,7 +529,7 @@ def load_module(ckpt_path: str | os.PathLike, trust_checkpoint_code: bool = Fals
     policy = build_policy(cfg.network, observation_space, action_space)
     model = instantiate(cfg.model, "model", policy=policy, baseline=make_baseline(cfg, observation_space))
     model.save_hyperparameters({"config": config})  # saved again, as train.py saved it
-    check_fits(model, source, checkpoint)
+    check_rebuilt_fits(model, checkpoint["state_dict"], source)
     model.load_state_dict(checkpoint["state_dict"])
     return cast("ReinforceModule", model)
 

@@ -33,7 +33,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pg_lightning.cli.build import as_wrappers, build_policy
-from pg_lightning.cli.checkpoints import TRUSTED_PACKAGES, check_checkpoint_code, env_spaces, load_checkpoint
+from pg_lightning.cli.checkpoints import (
+    TRUSTED_PACKAGES,
+    check_checkpoint_code,
+    check_rebuilt_fits,
+    env_spaces,
+    load_checkpoint,
+)
 from pg_lightning.cli.preflight import check_evaluate_config
 from pg_lightning.cli.schema import SEED
 from pg_lightning.conf import CONFIG_PATH
@@ -89,35 +95,13 @@ def load_policy(
     network["_partial_"] = True
     policy = build_policy(network, *env_spaces(config))  # the spaces as train.py saw them
     weights = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
-    _check_weights_fit(policy, weights, source)
+    check_rebuilt_fits(policy, weights, source, "policy weights", "network")
     try:
         policy.load_state_dict(weights)
     except RuntimeError as err:  # e.g. a tensor of another dtype: one line all the same
         reason = " ".join(str(err).split())[:300]
         raise ConfigError(f"ckpt_path: {source!r}: its policy weights do not load into the network: {reason}") from err
     return policy.eval(), config
-
-
-def _check_weights_fit(policy: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """The checkpoint's ``policy.*`` weights fit the network its config builds, or one line naming the keys."""
-    ours = policy.state_dict()
-    missing, unexpected = sorted(ours.keys() - weights.keys()), sorted(weights.keys() - ours.keys())
-    reshaped = [
-        f"{k} {tuple(weights[k].shape)} vs {tuple(ours[k].shape)}"
-        for k in sorted(ours.keys() & weights.keys())
-        if weights[k].shape != ours[k].shape
-    ]
-    problems = [
-        f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
-        if keys
-    ]
-    if problems:
-        raise ConfigError(
-            f"ckpt_path: {source!r}: its policy weights do not fit the network its saved config builds "
-            f"({'; '.join(problems)}): the config in the checkpoint (hyper_parameters.config.network) no longer "
-            "matches the weights"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
