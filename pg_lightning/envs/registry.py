@@ -55,7 +55,7 @@ _PACKAGE_EXTRAS = {"minigrid": "minigrid", "popgym": "popgym", "ale_py": "atari"
 _PIP_NAMES = {"highway_env": "highway-env", "metaworld": "metaworld"}
 # The ids that env packages people use register on import, by how they start (matched case-insensitively from the
 # start of the id), and the module that registers them: an unknown id of this form names the package (`env_spec`).
-# Keep it small: tests/test_new_user_envs.py checks each row.
+# Keep it small: tests/test_plugin_envs.py checks each row.
 ENV_PACKAGES: tuple[tuple[str, str], ...] = (
     (r"ALE/|\w+NoFrameskip-v\d+$", "ale_py"),  # ALE/Pong-v5; the legacy PongNoFrameskip-v4
     (r"(MiniGrid|BabyAI)-", "minigrid"),
