@@ -37,6 +37,7 @@ RANK_DUMP = "+callbacks.rank_dump._target_=tests.scaling_helpers.RankDump"
 EVERY_EPOCH = [  # keep the checkpoint of every epoch (epoch=0.ckpt, ...), to resume from the middle of a run
     "callbacks.last_checkpoint.filename='{epoch}'",
     "callbacks.last_checkpoint.save_top_k=-1",
+    "callbacks.last_checkpoint.every_n_seconds=0",  # every epoch's end (default: by time)
 ]
 COMPARED = ("rollout/return_mean", "rollout/length_mean", "train/loss", "rollout/episodes", "rollout/env_steps",
             "rollout/return_mean_100")  # fmt: skip
