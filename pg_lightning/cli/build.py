@@ -126,19 +126,24 @@ def as_wrappers(wrappers: Any, key: str = "env.wrappers") -> tuple[Callable, ...
     return instantiate_wrappers(wrapper_specs(items, key), key)
 
 
-def probe_env(cfg: DictConfig) -> tuple[gym.Space, gym.Space]:
+def probe_env(
+    env: Any, max_episode_steps: int | None = None, warn_stateful: bool = True
+) -> tuple[gym.Space, gym.Space]:
     """Build one env exactly as training will (imports, id, kwargs, time limit, wrappers); return its spaces.
 
-    Every failure is a ConfigError naming ``env.imports[i]``, ``env.id``, ``env.kwargs[.<key>]`` or
-    ``env.wrappers[i]``. Wrappers that keep running statistics are named in a warning: their
-    state lives in each env copy and is not saved in checkpoints.
+    ``env``: a run's ``env`` block (``cfg.env``) or the plain dict a checkpoint saved, with its
+    ``data.max_episode_steps``. Every failure is a ConfigError naming ``env.imports[i]``, ``env.id``,
+    ``env.kwargs[.<key>]`` or ``env.wrappers[i]``. With ``warn_stateful``, wrappers that keep running statistics
+    are named in a warning: their state lives in each env copy and is not saved in checkpoints.
     """
-    env = env_factory(cfg.env, OmegaConf.select(cfg, "data.max_episode_steps"))()
+    factory = env_factory(env, max_episode_steps)
+    built = factory()
     try:
-        warn_stateful_wrappers(env, cfg.env.id)
-        return env.observation_space, env.action_space
+        if warn_stateful:
+            warn_stateful_wrappers(built, factory.env_id)
+        return built.observation_space, built.action_space
     finally:
-        close_probe(env, cfg.env.id)
+        close_probe(built, factory.env_id)
 
 
 def to_plain(node: Any) -> Any:

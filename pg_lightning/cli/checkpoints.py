@@ -64,7 +64,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pg_lightning.cli.build import build_policy, env_factory, make_baseline, wrapper_specs
+from pg_lightning.cli.build import build_policy, make_baseline, probe_env, wrapper_specs
 from pg_lightning.cli.schema import instantiate
 from pg_lightning.core import baselines
 from pg_lightning.core.errors import ConfigError
@@ -84,7 +84,6 @@ __all__ = [
     "check_rebuilt_fits",
     "check_resume_code",
     "checkpoint_code",
-    "env_spaces",
     "is_allowed",
     "load_checkpoint",
     "load_module",
@@ -92,6 +91,7 @@ __all__ = [
     "refusals",
     "resolve_ckpt_path",
     "resolve_target",
+    "saved_env_spaces",
 ]
 
 # --------------------------------------------------------------------------------- what a checkpoint may call
@@ -497,13 +497,9 @@ def check_rebuilt_fits(
         )
 
 
-def env_spaces(config: dict[str, Any]) -> tuple[gym.Space, gym.Space]:
-    """The observation and action spaces of a saved config's env, built as training built it."""
-    env = env_factory(config["env"], (config.get("data") or {}).get("max_episode_steps"))()
-    try:
-        return env.observation_space, env.action_space
-    finally:
-        env.close()
+def saved_env_spaces(config: dict[str, Any]) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of a saved config's env, built as training built it (`probe_env`)."""
+    return probe_env(config["env"], (config.get("data") or {}).get("max_episode_steps"), warn_stateful=False)
 
 
 def load_module(ckpt_path: str | os.PathLike, trust_checkpoint_code: bool = False) -> ReinforceModule:
@@ -525,7 +521,7 @@ def load_module(ckpt_path: str | os.PathLike, trust_checkpoint_code: bool = Fals
     cfg = OmegaConf.create(config)
     if OmegaConf.select(cfg, "model._target_") is None:
         raise ConfigError(f"ckpt_path: {source!r} has no model block in its config (hyper_parameters.config.model)")
-    observation_space, action_space = env_spaces(config)
+    observation_space, action_space = saved_env_spaces(config)
     policy = build_policy(cfg.network, observation_space, action_space)
     model = instantiate(cfg.model, "model", policy=policy, baseline=make_baseline(cfg, observation_space))
     model.save_hyperparameters({"config": config})  # saved again, as train.py saved it

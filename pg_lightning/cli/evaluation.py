@@ -37,8 +37,8 @@ from pg_lightning.cli.checkpoints import (
     TRUSTED_PACKAGES,
     check_checkpoint_code,
     check_rebuilt_fits,
-    env_spaces,
     load_checkpoint,
+    saved_env_spaces,
 )
 from pg_lightning.cli.preflight import check_evaluate_config
 from pg_lightning.cli.schema import SEED
@@ -93,7 +93,7 @@ def load_policy(
     network = dict(config["network"])
     network.setdefault("_target_", POLICY_FACTORY)
     network["_partial_"] = True
-    policy = build_policy(network, *env_spaces(config))  # the spaces as train.py saw them
+    policy = build_policy(network, *saved_env_spaces(config))  # the spaces as train.py saw them
     weights = {k.removeprefix("policy."): v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
     check_rebuilt_fits(policy, weights, source, "policy weights", "network")
     try:

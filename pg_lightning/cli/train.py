@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
 
     # The policy needs the env's spaces: read them from one env built as training builds them.
-    observation_space, action_space = probe_env(cfg)
+    observation_space, action_space = probe_env(cfg.env, OmegaConf.select(cfg, "data.max_episode_steps"))
     datamodule = make_datamodule(cfg)
     policy = build_policy(cfg.network, observation_space, action_space)  # checked: one line naming network
     baseline = make_baseline(cfg, observation_space)

@@ -364,8 +364,8 @@ class ReinforceModule(pl.LightningModule):
         call it); otherwise they are the same on every rank. Not in a Trainer: nothing.
 
         What ``self.log(name, value, on_epoch=True)`` does for one-batch epochs, at a fraction of its cost:
-        Lightning's ``self.log`` costs about 0.3 ms per key and epoch (it moves its result object to the value's
-        device at every call; ``benchmarks/log_cost.py``), 10% of a CartPole epoch for this module's 16 keys. The
+        Lightning's ``self.log`` costs 0.3 to 0.5 ms per key and epoch (it moves its result object to the value's
+        device at every call; ``benchmarks/log_cost.py``): 5 to 8 ms of a CartPole epoch for this module's 16 keys. The
         row is written once, at the module's ``on_train_epoch_end``, after the other callbacks' (whose values,
         such as ``EvalCallback``'s, join it) and before EarlyStopping's and the checkpoints'. What is logged with
         ``self.log`` (by other callbacks) keeps Lightning's path and rows of its own.
